@@ -1,0 +1,1 @@
+"""Code shared by the Wharf services (kept small on purpose)."""

@@ -1,0 +1,75 @@
+"""SQLAlchemy engine and per-request sessions for a service that owns one Postgres schema."""
+
+from __future__ import annotations
+
+from flask import Flask, g
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from wharf_common.settings import CommonSettings
+
+
+def database_url(settings: CommonSettings) -> URL:
+    """The configured URL with the driver pinned and the password taken from its secret file."""
+    url = make_url(str(settings.database_url)).set(drivername="postgresql+psycopg2")
+    if settings.database_password is not None:
+        url = url.set(password=settings.database_password.get_secret_value())
+    return url
+
+
+# Engines created in this process, so a forked worker can drop inherited connections.
+_ENGINES: list[Engine] = []
+
+
+def make_engine(settings: CommonSettings) -> Engine:
+    engine = create_engine(
+        database_url(settings),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout,
+            "application_name": settings.service_name,
+            # Bound every statement so a stuck query cannot hold a worker forever.
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        },
+    )
+    _ENGINES.append(engine)
+    return engine
+
+
+def dispose_engines_after_fork() -> None:
+    for engine in _ENGINES:
+        engine.dispose(close=False)
+
+
+def init_app(app: Flask, engine: Engine) -> None:
+    """One session per request in ``flask.g``, closed (and rolled back if left open) at teardown."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    app.extensions["wharf.db.engine"] = engine
+    app.extensions["wharf.db.sessionmaker"] = factory
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session: Session | None = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+
+def get_session() -> Session:
+    session = g.get("db_session")
+    if session is None:
+        from flask import current_app
+
+        session = current_app.extensions["wharf.db.sessionmaker"]()
+        g.db_session = session
+    return session
+
+
+def ping(engine: Engine) -> None:
+    """Raise if Postgres cannot answer a trivial query."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))

@@ -1,0 +1,92 @@
+"""Generate the development secrets a fresh clone needs, once; existing files are kept.
+
+Run by the compose ``secrets`` one-shot service into ``deploy/compose/secrets/`` (whose
+per-service directories git keeps empty). Production supplies its own files at the same paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# One directory per consumer, so each container sees only its own secrets.
+PASSWORDS = (
+    "postgres/password",
+    "auth/db_password",
+    "auth/redis_password",
+    "api/db_password",
+    "api/redis_password",
+)
+SIGNING_KEY = "auth/signing_key"
+REDIS_ACL = "redis/users.acl"
+
+
+def _write(path: Path, content: str) -> None:
+    """Atomic write, world-readable: each container reads its directory as its own non-root user.
+
+    The top directory is 0700, which keeps other users of the host out.
+    """
+    path.parent.mkdir(mode=0o755, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(content, encoding="utf-8")
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
+def _ed25519_pem() -> str:
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def redis_acl(auth_password: str, api_password: str) -> str:
+    """One Redis user per service, each confined to its own key prefix; no default user."""
+    def digest(password: str) -> str:
+        return hashlib.sha256(password.encode()).hexdigest()
+
+    return (
+        "user default off resetkeys resetchannels -@all\n"
+        f"user auth on #{digest(auth_password)} resetkeys ~auth:* resetchannels &wharf:* +@all -@admin -@dangerous\n"
+        f"user api on #{digest(api_password)} resetkeys ~api:* resetchannels &wharf:* +@all -@admin -@dangerous\n"
+    )
+
+
+def generate(directory: Path) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    created = []
+    for name in PASSWORDS:
+        path = directory / name
+        if not path.exists():
+            _write(path, secrets.token_urlsafe(32))
+            created.append(name)
+    if not (directory / SIGNING_KEY).exists():
+        _write(directory / SIGNING_KEY, _ed25519_pem())
+        created.append(SIGNING_KEY)
+    # Derived from the password files on every run, so it always matches them.
+    acl = redis_acl(
+        (directory / "auth/redis_password").read_text().strip(),
+        (directory / "api/redis_password").read_text().strip(),
+    )
+    acl_path = directory / REDIS_ACL
+    if not acl_path.exists() or acl_path.read_text() != acl:
+        _write(acl_path, acl)
+        created.append(REDIS_ACL)
+    return created
+
+
+def main() -> None:
+    directory = Path(sys.argv[1] if len(sys.argv) > 1 else "/secrets")
+    created = generate(directory)
+    print(f"development secrets in {directory}: " + (f"created {', '.join(created)}" if created else "all present"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""gunicorn settings shared by the services (``gunicorn -c python:wharf_common.gunicorn_conf``).
+
+Every value comes from the environment so ops tune it without a rebuild.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread" if threads > 1 else "sync"
+# Hard kill of a stuck worker; above nginx's proxy_read_timeout so nginx answers first.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# SIGTERM: stop accepting, let in-flight requests finish for up to this long.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+# Longer than nginx's upstream keepalive_timeout so nginx closes idle connections first.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
+# The app (and its configuration check) loads once in the master: a bad setting fails at once.
+preload_app = True
+# The root filesystem is read-only; heartbeat files live in shared memory.
+worker_tmp_dir = "/dev/shm"
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": loglevel.upper()},
+}
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Connections opened in the master must not be shared with forked workers."""
+    from wharf_common.db import dispose_engines_after_fork
+
+    dispose_engines_after_fork()

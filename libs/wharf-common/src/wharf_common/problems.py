@@ -1,0 +1,109 @@
+"""RFC 9457 problem details: the one error format of every Wharf response.
+
+``type`` URIs are stable identifiers (``https://wharf.dev/problems/<slug>``); clients switch on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, g, json
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "https://wharf.dev/problems/"
+
+log = logging.getLogger(__name__)
+
+
+def slug_for(status: int) -> str:
+    return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
+
+
+class Problem(Exception):
+    """Raise to answer with a problem document. ``extra`` members are added to the body."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.slug = slug or slug_for(status)
+        self.title = title or HTTPStatus(status).phrase
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(problem: Problem) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + problem.slug,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+    }
+    request_id = g.get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    body.update(problem.extra)
+    response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_MEDIA_TYPE)
+    response.headers.update(problem.headers)
+    return response
+
+
+def _from_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    headers = {k: v for k, v in error.get_headers() if k.lower() in {"allow", "www-authenticate", "retry-after"}}
+    detail = error.description or HTTPStatus(status).description
+    return problem_response(Problem(status, detail, headers=headers))
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error leaves the service as problem+json; nothing internal reaches the client."""
+    retry_after = str(app.config.get("RETRY_AFTER_SECONDS", 5))
+
+    @app.errorhandler(Problem)
+    def _problem(error: Problem) -> Response:
+        return problem_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        return _from_http_exception(error)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)
+    def _database_unavailable(error: Exception) -> Response:
+        log.warning("database unavailable: %s", type(error).__name__)
+        return problem_response(
+            Problem(
+                503,
+                "The database is unavailable; retry later.",
+                slug="dependency-unavailable",
+                title="Service Unavailable",
+                headers={"Retry-After": retry_after},
+                dependency="postgres",
+            )
+        )
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(error: DBAPIError) -> Response:
+        if error.connection_invalidated:
+            return _database_unavailable(error)
+        log.exception("database error")
+        return problem_response(Problem(500, "An unexpected error occurred."))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return problem_response(Problem(500, "An unexpected error occurred."))

@@ -1,0 +1,85 @@
+"""Create each service's database role and schema, idempotently, as the Postgres superuser.
+
+Each service gets a login role named after it that owns a schema of the same name and has no
+right on any other schema, so ``api`` cannot read ``auth``'s tables. Passwords are (re)applied on
+every run, so rotating a password secret and re-running this is enough.
+
+Environment: ``DATABASE_ADMIN_URL`` (+ ``DATABASE_ADMIN_PASSWORD_FILE``), ``DB_SERVICES``
+(comma-separated, e.g. ``auth,api``), and ``<SERVICE>_DB_PASSWORD_FILE`` for each service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+import psycopg2
+from psycopg2 import sql
+from sqlalchemy.engine import make_url
+
+from wharf_common.settings import CONFIG_ERROR_EXIT_CODE, read_secret
+
+log = logging.getLogger("wharf.provision")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+def _require(name: str, value: str | None) -> str:
+    if not value:
+        print(f"configuration error: {name} (or {name}_FILE) is required", file=sys.stderr)
+        raise SystemExit(CONFIG_ERROR_EXIT_CODE)
+    return value
+
+
+def provision_service(cursor: psycopg2.extensions.cursor, database: str, service: str, password: str) -> None:
+    role = sql.Identifier(service)
+    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (service,))
+    if cursor.fetchone() is None:
+        cursor.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+    cursor.execute(
+        sql.SQL("ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD %s").format(role),
+        (password,),
+    )
+    cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(role, role))
+    cursor.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(role, role))
+    cursor.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(role))
+    cursor.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(role, role))
+    cursor.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(database), role))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    admin_url = make_url(_require("DATABASE_ADMIN_URL", os.environ.get("DATABASE_ADMIN_URL")))
+    admin_password = _require("DATABASE_ADMIN_PASSWORD", read_secret("DATABASE_ADMIN_PASSWORD"))
+    services = [s.strip() for s in _require("DB_SERVICES", os.environ.get("DB_SERVICES")).split(",") if s.strip()]
+    for service in services:
+        if not _NAME.match(service):
+            print(f"configuration error: DB_SERVICES: invalid service name {service!r}", file=sys.stderr)
+            raise SystemExit(CONFIG_ERROR_EXIT_CODE)
+    passwords = {s: _require(f"{s.upper()}_DB_PASSWORD", read_secret(f"{s.upper()}_DB_PASSWORD")) for s in services}
+    database = admin_url.database or "postgres"
+
+    connection = psycopg2.connect(
+        host=admin_url.host,
+        port=admin_url.port or 5432,
+        user=admin_url.username,
+        password=admin_password,
+        dbname=database,
+        connect_timeout=10,
+        application_name="wharf-provision",
+    )
+    try:
+        with connection, connection.cursor() as cursor:
+            # Nobody but the owner and the granted roles may connect or create in public.
+            cursor.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
+            cursor.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            for service in services:
+                provision_service(cursor, database, service, passwords[service])
+                log.info("provisioned role and schema %r", service)
+    finally:
+        connection.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Typed settings from environment variables, with secrets read from ``*_FILE`` paths.
+
+A service subclasses :class:`CommonSettings` and calls :func:`load_settings` once at start-up:
+a missing or malformed setting stops the process with one line naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+CONFIG_ERROR_EXIT_CODE = 78  # EX_CONFIG from sysexits.h
+
+
+def read_secret(name: str) -> str | None:
+    """``NAME`` from the file named by ``NAME_FILE`` (the Docker/Kubernetes secret idiom)."""
+    env_name = f"{name}_FILE".upper()
+    path = os.environ.get(env_name)
+    if not path:
+        return None
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{env_name}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ValueError(f"{env_name}: {path} is empty")
+    return value
+
+
+class FileSecretsSource(EnvSettingsSource):
+    """Settings source for ``NAME_FILE`` variables; see :func:`read_secret`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return read_secret(field_name), field_name, False
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service has. Names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+
+    service_name: str
+    log_level: str = "INFO"
+
+    database_url: PostgresDsn
+    database_password: SecretStr | None = None
+    db_pool_size: int = Field(default=5, ge=1, le=100)
+    db_max_overflow: int = Field(default=5, ge=0, le=100)
+    db_pool_timeout: float = Field(default=3.0, gt=0, le=60)
+    db_connect_timeout: int = Field(default=3, ge=1, le=60)
+    db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+
+    redis_url: RedisDsn
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_socket_timeout: float = Field(default=0.25, gt=0, le=30)
+
+    retry_after_seconds: int = Field(default=5, ge=1, le=3600)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments win (tests), then NAME_FILE, then NAME.
+        return init_settings, FileSecretsSource(settings_cls), env_settings
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming every failing variable, e.g. ``DATABASE_URL: relative URL without a base``."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        name = "_".join(str(p) for p in item["loc"]).upper() or "settings"
+        parts.append(f"{name}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build settings or exit the process with a one-line configuration error."""
+    try:
+        return cls(**overrides)
+    except ValidationError as error:
+        message = describe_validation_error(error)
+    except ValueError as error:  # raised by FileSecretsSource
+        message = str(error)
+    print(f"configuration error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(CONFIG_ERROR_EXIT_CODE)

@@ -1,0 +1,48 @@
+"""Request bodies: JSON only (415), well-formed (400), valid against a pydantic model (422)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from flask import request
+from pydantic import BaseModel, ValidationError
+
+from wharf_common.problems import Problem
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_errors(error: ValidationError) -> list[dict[str, str]]:
+    """Every failing field with a human-readable reason, e.g. ``{"field": "name", "message": ...}``."""
+    errors = []
+    for item in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in item["loc"]) or "body"
+        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+        errors.append({"field": field, "message": message})
+    return errors
+
+
+def invalid(errors: list[dict[str, str]]) -> Problem:
+    fields = ", ".join(sorted({e["field"] for e in errors}))
+    return Problem(422, f"Invalid fields: {fields}.", slug="validation-error", title="Unprocessable Content", errors=errors)
+
+
+def json_body() -> Any:
+    if not request.is_json:
+        raise Problem(415, "The request body must be application/json.", slug="unsupported-media-type")
+    raw = request.get_data(cache=True)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Problem(400, "The request body is not valid JSON.", slug="malformed-json", title="Bad Request") from None
+
+
+def parse_body(model: type[M]) -> M:
+    data = json_body()
+    if not isinstance(data, dict):
+        raise Problem(400, "The request body must be a JSON object.", slug="malformed-json", title="Bad Request")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise invalid(field_errors(error)) from None

@@ -1,0 +1,51 @@
+"""The wiring every Wharf Flask app shares: proxy trust, request ids, errors, health, DB, Redis."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask, Response, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from wharf_common import db, health
+from wharf_common.cache import make_redis
+from wharf_common.logs import configure_logging
+from wharf_common.problems import register_error_handlers
+from wharf_common.settings import CommonSettings
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+
+
+def _assign_request_id() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+
+
+def _echo_request_id(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    return response
+
+
+def create_base_app(import_name: str, settings: CommonSettings) -> Flask:
+    """A Flask app with the shared wiring; the service adds its own blueprints."""
+    configure_logging(settings.service_name, settings.log_level)
+    app = Flask(import_name)
+    app.config.update(
+        SETTINGS=settings,
+        RETRY_AFTER_SECONDS=settings.retry_after_seconds,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    # Exactly one trusted hop: nginx. Its X-Forwarded-For entry is the client address and
+    # X-Forwarded-Prefix the public path prefix (/api, /auth) it strips.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_prefix=1)  # type: ignore[method-assign]
+    app.before_request(_assign_request_id)
+    app.after_request(_echo_request_id)
+    register_error_handlers(app)
+
+    db.init_app(app, db.make_engine(settings))
+    app.extensions["wharf.redis"] = make_redis(settings)
+    app.register_blueprint(health.bp)
+    return app

@@ -1,0 +1,84 @@
+"""The ``users`` resource."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from flask import Blueprint, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from wharf_api.models import User
+from wharf_common.db import get_session
+from wharf_common.problems import Problem
+from wharf_common.validation import parse_body
+
+bp = Blueprint("users", __name__, url_prefix="/users")
+
+
+def _normalise_email(value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(_normalise_email)]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Name
+    email: Email
+
+
+def _find(user_id: str) -> User:
+    try:
+        key = uuid.UUID(user_id)
+    except ValueError:
+        raise Problem(404, "No user with this id.") from None
+    user = get_session().get(User, key)
+    if user is None:
+        raise Problem(404, "No user with this id.")
+    return user
+
+
+@bp.get("")
+def list_users() -> ResponseReturnValue:
+    """List users, oldest id first."""
+    limit = request.args.get("limit", default=20, type=int)
+    if not 1 <= limit <= 100:
+        raise Problem(422, "limit must be between 1 and 100.", slug="validation-error", title="Unprocessable Content")
+    users = get_session().scalars(select(User).order_by(User.id).limit(limit)).all()
+    return jsonify(items=[u.to_json() for u in users], next_cursor=None)
+
+
+@bp.get("/<user_id>")
+def get_user(user_id: str) -> ResponseReturnValue:
+    """Read one user."""
+    return jsonify(_find(user_id).to_json())
+
+
+@bp.post("")
+def create_user() -> ResponseReturnValue:
+    """Create a user."""
+    body = parse_body(UserCreate)
+    session = get_session()
+    user = User(id=uuid.uuid4(), name=body.name, email=body.email)
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Problem(409, "A user with this email already exists.", slug="conflict") from None
+    session.refresh(user)
+    response = jsonify(user.to_json())
+    response.status_code = 201
+    response.headers["Location"] = url_for("users.get_user", user_id=str(user.id))
+    return response
