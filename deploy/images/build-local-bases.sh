@@ -11,6 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root_image=wharf-local/debian:trixie
 force=${FORCE:-0}
+built=0
 
 log() { printf '[local-bases] %s\n' "$*" >&2; }
 have_image() { [[ $force != 1 ]] && docker image inspect "$1" >/dev/null 2>&1; }
@@ -55,6 +56,7 @@ CFG
   printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
     >"$rootfs/etc/apt/apt.conf.d/01-wharf-norecommends"
   log "importing $root_image"
+  built=1
   tar -C "$rootfs" -c . | docker import --change 'CMD ["bash"]' - "$root_image" >/dev/null
 }
 
@@ -62,6 +64,7 @@ build_one() {  # name tag
   local name=$1 tag=$2
   have_image "$tag" && return 0
   log "building $tag"
+  built=1
   docker build --quiet --build-arg "BASE_IMAGE=$root_image" -t "$tag" "$here/$name" >/dev/null
 }
 
@@ -70,4 +73,5 @@ build_one python   wharf-local/python:3.13-slim
 build_one postgres wharf-local/postgres:17
 build_one redis    wharf-local/redis:8
 build_one nginx    wharf-local/nginx:stable
-log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' 'wharf-local/*' | tr '\n' ' ')"
+[[ $built == 1 ]] && log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' 'wharf-local/*' | tr '\n' ' ')"
+exit 0
