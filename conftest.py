@@ -75,6 +75,7 @@ def provisioned_database(
         for key, value in env.items():
             mp.setenv(key, value)
         provision.main()
+        provision.main()  # idempotent: the stack re-runs it on every start
     return host, port
 
 

@@ -18,6 +18,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 CONFIG_ERROR_EXIT_CODE = 78  # EX_CONFIG from sysexits.h
@@ -107,7 +108,7 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         return cls(**overrides)
     except ValidationError as error:
         message = describe_validation_error(error)
-    except ValueError as error:  # raised by FileSecretsSource
-        message = str(error)
+    except SettingsError as error:  # a source failed, e.g. an unreadable *_FILE
+        message = str(error.__cause__ or error)
     print(f"configuration error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(CONFIG_ERROR_EXIT_CODE)

@@ -1,0 +1,143 @@
+"""Issue 2 acceptance: the composed stack, checked from outside through nginx."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+LONG_RUNNING = {"nginx", "api", "auth", "postgres", "redis"}
+ONE_SHOT = {"dev-secrets", "db-init", "auth-migrate", "api-migrate"}
+
+
+def _inspect(container_id: str) -> dict[str, object]:
+    out = subprocess.run(["docker", "inspect", container_id], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/healthz", "/auth/healthz", "/api/readyz", "/auth/readyz"])
+def test_health_through_nginx(stack: Stack, http: requests.Session, path: str) -> None:
+    response = http.get(stack.base_url + path, timeout=5)
+    assert response.status_code == 200, response.text
+
+
+def test_unknown_route_is_problem_json(stack: Stack, http: requests.Session) -> None:
+    response = http.get(stack.base_url + "/no/such/route", timeout=5)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+
+
+def test_every_service_is_healthy_or_completed(stack: Stack) -> None:
+    containers = stack.containers()
+    services = {c["Service"] for c in containers}
+    assert services == LONG_RUNNING | ONE_SHOT
+    for c in containers:
+        if c["Service"] in LONG_RUNNING:
+            assert c["State"] == "running" and c["Health"] == "healthy", c
+        else:
+            assert c["State"] == "exited" and c["ExitCode"] == 0, c
+    replicas = [c for c in containers if c["Service"] in {"api", "auth"}]
+    assert len(replicas) == 4  # two of each by default
+
+
+def test_only_nginx_publishes_a_port(stack: Stack) -> None:
+    for c in stack.containers():
+        published = [p for p in c.get("Publishers") or [] if p.get("PublishedPort")]
+        if c["Service"] == "nginx":
+            assert [p["TargetPort"] for p in published] == [8080]
+        else:
+            assert published == [], c["Service"]
+
+
+@pytest.mark.parametrize(("service", "port"), [("postgres", 5432), ("redis", 6379)])
+def test_data_stores_unreachable_from_host_and_nginx(stack: Stack, service: str, port: int) -> None:
+    # Every address of the host itself. (A bridge network's container IPs stay routable from the
+    # host's root namespace by Docker's design; nothing is published on the host's addresses.)
+    host_addresses = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=True).stdout.split()
+    for address in ["127.0.0.1", *host_addresses]:
+        if ":" in address:
+            continue
+        with pytest.raises(OSError), socket.create_connection((address, port), timeout=2):
+            pass
+    probe = f"exec 3<>/dev/tcp/{service}/{port}"
+    result = subprocess.run(
+        ["docker", "exec", stack.container_id("nginx"), "timeout", "3", "bash", "-c", probe],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode != 0, "nginx can reach " + service
+
+
+def test_containers_run_as_non_root_and_hardened(stack: Stack) -> None:
+    for c in stack.containers():
+        info = _inspect(str(c["ID"]))
+        host = info["HostConfig"]
+        config_user = info["Config"]["User"]  # type: ignore[index]
+        if c["Service"] == "dev-secrets":
+            # The one exception: it writes into a host directory owned by whoever cloned the
+            # repository, then exits. It has no network and only file-ownership capabilities.
+            assert host["NetworkMode"] == "none"  # type: ignore[index]
+            continue
+        assert config_user and config_user.split(":")[0] not in {"0", "root"}, c["Service"]
+        assert host["ReadonlyRootfs"] is True, c["Service"]  # type: ignore[index]
+        assert host["CapDrop"] == ["ALL"] or "ALL" in host["CapDrop"], c["Service"]  # type: ignore[index,operator]
+        assert not host["CapAdd"], c["Service"]  # type: ignore[index]
+        assert "no-new-privileges:true" in host["SecurityOpt"], c["Service"]  # type: ignore[index,operator]
+        assert host["Memory"] > 0 and host["PidsLimit"] > 0, c["Service"]  # type: ignore[index,operator]
+        if c["State"] == "running":
+            status = subprocess.run(
+                ["docker", "exec", str(c["ID"]), "cat", "/proc/1/status"], capture_output=True, text=True, check=True
+            ).stdout
+            uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+            assert uid != "0", f"{c['Service']} PID 1 runs as root"
+
+
+def test_api_role_cannot_read_auth_schema(stack: Stack) -> None:
+    password = stack.secret("api/db_password")
+    query = "SELECT count(*) FROM auth.accounts"
+    result = subprocess.run(
+        ["docker", "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
+         "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode != 0
+    assert "permission denied for schema auth" in result.stderr
+    own = subprocess.run(
+        ["docker", "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
+         "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", "SELECT count(*) FROM api.users"],
+        capture_output=True, text=True, check=False,
+    )
+    assert own.returncode == 0, own.stderr
+
+
+def test_malformed_setting_stops_the_service_with_one_line(stack: Stack) -> None:
+    result = stack.compose(
+        "run", "--rm", "--no-deps", "-e", "DATABASE_URL=not-a-url", "api", check=False, timeout=120
+    )
+    assert result.returncode == 78
+    errors = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert len(errors) == 1 and "DATABASE_URL" in errors[0], result.stderr
+
+
+def test_data_survives_down_and_up(stack: Stack, http: requests.Session) -> None:
+    created = http.post(stack.base_url + "/api/users", json={"name": "Kept", "email": "kept@example.com"}, timeout=10)
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    assert location.startswith("/api/users/")
+
+    stack.compose("down", timeout=180)  # no -v: volumes stay
+    started = time.monotonic()
+    stack.up()
+    print(f"warm up to healthy: {time.monotonic() - started:.1f} s")
+
+    fetched = http.get(stack.base_url + location, timeout=10)
+    assert fetched.status_code == 200
+    assert fetched.json() == created.json()
