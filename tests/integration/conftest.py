@@ -30,7 +30,12 @@ class Stack:
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*COMPOSE, "-p", self.project, *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, check=check, timeout=timeout,
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
         )
 
     def up(self) -> None:
@@ -64,8 +69,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for name in ("postgres", "auth", "api", "redis"):
         (secrets_dir / name).mkdir()
     port = int(os.environ.get("WHARF_IT_PORT") or _free_port())
-    env = {**os.environ, "WHARF_SECRETS_DIR": str(secrets_dir), "WHARF_HTTP_PORT": str(port),
-           "WHARF_HTTP_BIND": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "WHARF_SECRETS_DIR": str(secrets_dir),
+        "WHARF_HTTP_PORT": str(port),
+        "WHARF_HTTP_BIND": "127.0.0.1",
+    }
     stack = Stack(project="wharf-it", base_url=f"http://127.0.0.1:{port}", secrets_dir=secrets_dir, env=env)
     stack.compose("down", "-v", "--remove-orphans", check=False)
     try:

@@ -42,9 +42,9 @@ def test_every_service_is_healthy_or_completed(stack: Stack) -> None:
     assert services == LONG_RUNNING | ONE_SHOT
     for c in containers:
         if c["Service"] in LONG_RUNNING:
-            assert c["State"] == "running" and c["Health"] == "healthy", c
+            assert (c["State"], c["Health"]) == ("running", "healthy"), c
         else:
-            assert c["State"] == "exited" and c["ExitCode"] == 0, c
+            assert (c["State"], c["ExitCode"]) == ("exited", 0), c
     replicas = [c for c in containers if c["Service"] in {"api", "auth"}]
     assert len(replicas) == 4  # two of each by default
 
@@ -66,12 +66,14 @@ def test_data_stores_unreachable_from_host_and_nginx(stack: Stack, service: str,
     for address in ["127.0.0.1", *host_addresses]:
         if ":" in address:
             continue
-        with pytest.raises(OSError), socket.create_connection((address, port), timeout=2):
+        with pytest.raises(ConnectionRefusedError), socket.create_connection((address, port), timeout=2):
             pass
     probe = f"exec 3<>/dev/tcp/{service}/{port}"
     result = subprocess.run(
         ["docker", "exec", stack.container_id("nginx"), "timeout", "3", "bash", "-c", probe],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode != 0, "nginx can reach " + service
 
@@ -86,12 +88,14 @@ def test_containers_run_as_non_root_and_hardened(stack: Stack) -> None:
             # repository, then exits. It has no network and only file-ownership capabilities.
             assert host["NetworkMode"] == "none"  # type: ignore[index]
             continue
-        assert config_user and config_user.split(":")[0] not in {"0", "root"}, c["Service"]
+        assert config_user, c["Service"]
+        assert config_user.split(":")[0] not in {"0", "root"}, c["Service"]
         assert host["ReadonlyRootfs"] is True, c["Service"]  # type: ignore[index]
         assert host["CapDrop"] == ["ALL"] or "ALL" in host["CapDrop"], c["Service"]  # type: ignore[index,operator]
         assert not host["CapAdd"], c["Service"]  # type: ignore[index]
         assert "no-new-privileges:true" in host["SecurityOpt"], c["Service"]  # type: ignore[index,operator]
-        assert host["Memory"] > 0 and host["PidsLimit"] > 0, c["Service"]  # type: ignore[index,operator]
+        assert host["Memory"] > 0, c["Service"]  # type: ignore[index,operator]
+        assert host["PidsLimit"] > 0, c["Service"]  # type: ignore[index,operator]
         if c["State"] == "running":
             status = subprocess.run(
                 ["docker", "exec", str(c["ID"]), "cat", "/proc/1/status"], capture_output=True, text=True, check=True
@@ -104,27 +108,58 @@ def test_api_role_cannot_read_auth_schema(stack: Stack) -> None:
     password = stack.secret("api/db_password")
     query = "SELECT count(*) FROM auth.accounts"
     result = subprocess.run(
-        ["docker", "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
-         "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query],
-        capture_output=True, text=True, check=False,
+        [
+            "docker",
+            "exec",
+            "-e",
+            f"PGPASSWORD={password}",
+            stack.container_id("postgres"),
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "api",
+            "-d",
+            "wharf",
+            "-tAc",
+            query,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode != 0
     assert "permission denied for schema auth" in result.stderr
     own = subprocess.run(
-        ["docker", "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
-         "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", "SELECT count(*) FROM api.users"],
-        capture_output=True, text=True, check=False,
+        [
+            "docker",
+            "exec",
+            "-e",
+            f"PGPASSWORD={password}",
+            stack.container_id("postgres"),
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "api",
+            "-d",
+            "wharf",
+            "-tAc",
+            "SELECT count(*) FROM api.users",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert own.returncode == 0, own.stderr
 
 
 def test_malformed_setting_stops_the_service_with_one_line(stack: Stack) -> None:
-    result = stack.compose(
-        "run", "--rm", "--no-deps", "-e", "DATABASE_URL=not-a-url", "api", check=False, timeout=120
-    )
+    result = stack.compose("run", "--rm", "--no-deps", "-e", "DATABASE_URL=not-a-url", "api", check=False, timeout=120)
     assert result.returncode == 78
     errors = [line for line in result.stderr.splitlines() if "configuration error" in line]
-    assert len(errors) == 1 and "DATABASE_URL" in errors[0], result.stderr
+    assert len(errors) == 1, result.stderr
+    assert "DATABASE_URL" in errors[0]
 
 
 def test_data_survives_down_and_up(stack: Stack, http: requests.Session) -> None:

@@ -48,6 +48,7 @@ def _ed25519_pem() -> str:
 
 def redis_acl(auth_password: str, api_password: str) -> str:
     """One Redis user per service, each confined to its own key prefix; no default user."""
+
     def digest(password: str) -> str:
         return hashlib.sha256(password.encode()).hexdigest()
 

@@ -23,7 +23,7 @@ max_requests_jitter = max_requests // 10
 # The app (and its configuration check) loads once in the master: a bad setting fails at once.
 preload_app = True
 # The root filesystem is read-only; heartbeat files live in shared memory.
-worker_tmp_dir = "/dev/shm"
+worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn heartbeat files, not data
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()

@@ -49,7 +49,9 @@ def run_migrations(context: EnvironmentContext, metadata: MetaData) -> None:
 def _config() -> Config:
     app = current_app
     return alembic_config(
-        app.extensions["wharf.db.engine"], app.extensions["wharf.migrations.path"], app.extensions["wharf.migrations.schema"]
+        app.extensions["wharf.db.engine"],
+        app.extensions["wharf.migrations.path"],
+        app.extensions["wharf.migrations.schema"],
     )
 
 

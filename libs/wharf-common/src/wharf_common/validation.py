@@ -25,7 +25,9 @@ def field_errors(error: ValidationError) -> list[dict[str, str]]:
 
 def invalid(errors: list[dict[str, str]]) -> Problem:
     fields = ", ".join(sorted({e["field"] for e in errors}))
-    return Problem(422, f"Invalid fields: {fields}.", slug="validation-error", title="Unprocessable Content", errors=errors)
+    return Problem(
+        422, f"Invalid fields: {fields}.", slug="validation-error", title="Unprocessable Content", errors=errors
+    )
 
 
 def json_body() -> Any:

@@ -1,0 +1,66 @@
+# Wharf: the verbs ops use. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+COMPOSE := scripts/compose.sh
+URL := http://localhost:$(or $(WHARF_HTTP_PORT),8080)
+
+.PHONY: help up down logs ps images test test-unit test-integration lint fmt config lock base-images clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+up: ## Build what is missing, start the stack, wait until healthy, print the URL
+	@scripts/bootstrap-docker.sh
+	@start=$$(date +%s); $(COMPOSE) up --detach --build --wait --wait-timeout 300 --quiet-pull \
+	  && echo "Wharf is up at $(URL) (healthy in $$(( $$(date +%s) - start )) s)"
+
+down: ## Stop and remove the containers (data volumes are kept)
+	@$(COMPOSE) down --remove-orphans
+
+logs: ## Follow the logs of every service (SERVICE=name for one)
+	@$(COMPOSE) logs --follow --tail 100 $(SERVICE)
+
+ps: ## Show the containers and their health
+	@$(COMPOSE) ps --all
+
+images: ## Show the project's images and their sizes
+	@docker image ls --format 'table {{.Repository}}:{{.Tag}}\t{{.Size}}\t{{.CreatedSince}}' \
+	  | grep -E '^(REPOSITORY|wharf/|wharf-local/)'
+
+test: ## Install what is needed and run every test suite (unit + integration in real containers)
+	@scripts/test.sh
+
+test-unit: ## Unit tests only (real Postgres and Redis containers, no composed stack)
+	@scripts/test.sh libs/wharf-common/tests services/auth/tests services/api/tests
+
+test-integration: ## Integration tests against the composed stack through nginx
+	@scripts/test.sh tests/integration
+
+lint: ## ruff (lint + format check), compose config, shell syntax
+	@scripts/venv.sh
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@docker compose config --quiet
+	@for f in scripts/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@echo "lint: clean"
+
+fmt: ## Format the Python code with ruff
+	@scripts/venv.sh
+	@.venv/bin/ruff format .
+	@.venv/bin/ruff check --fix .
+
+config: ## Print the effective compose configuration
+	@$(COMPOSE) config
+
+lock: ## Re-pin the Python dependencies (with hashes) from the pyproject files
+	@scripts/venv.sh
+	@UV=.venv/bin/uv scripts/lock.sh 2>/dev/null || { .venv/bin/pip install --quiet uv && UV=.venv/bin/uv scripts/lock.sh; }
+
+base-images: ## Build the registry-free base images (WHARF_BASE_IMAGES=local uses them)
+	@deploy/images/build-local-bases.sh
+
+clean: ## Remove this project's containers, volumes and built images (secrets are kept)
+	@$(COMPOSE) down --volumes --remove-orphans
+	@$(COMPOSE) -p wharf-it down --volumes --remove-orphans 2>/dev/null || true
+	@docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '^(wharf|wharf-local)/' | xargs -r docker image rm -f >/dev/null
+	@echo "removed containers, volumes and images of this project"
