@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -386,3 +388,47 @@ def test_migrations_downgrade_and_upgrade(app: Flask) -> None:
     finally:
         result = runner.invoke(args=["db", "upgrade", "head"])
         assert result.exit_code == 0, result.output
+
+
+def test_access_token_verifies_against_published_jwks(client: FlaskClient) -> None:
+    import jwt as pyjwt
+
+    from wharf_common.tokens import TokenVerifier
+
+    register(client)
+    tokens = login(client).get_json()
+    header = pyjwt.get_unverified_header(tokens["access_token"])
+    assert header["alg"] == "EdDSA"
+    assert header["typ"] == "at+jwt"
+    verifier = TokenVerifier(
+        lambda: client.get("/.well-known/jwks.json").get_json(), issuer="wharf-auth", audience="wharf"
+    )
+    claims = verifier.verify(tokens["access_token"])
+    assert header["kid"] in {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]}
+    assert set(claims) >= {"iss", "aud", "sub", "iat", "nbf", "exp", "jti", "roles", "fid"}
+    assert claims["exp"] - claims["nbf"] == 900
+
+
+def test_key_rotation_by_adding_a_file(make_app: Callable[..., Flask], app: Flask, tmp_path: Path) -> None:
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    def add_key(name: str) -> None:
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        (tmp_path / name).write_bytes(pem)
+
+    add_key("20260101T000000Z.pem")
+    client = make_app(signing_keys_dir=tmp_path).test_client()
+    register(client)
+    old = login(client).get_json()["access_token"]
+    add_key("20270101T000000Z.pem")
+    os.utime(tmp_path, (time.time() + 5, time.time() + 5))  # a new mtime even on coarse filesystems
+    keys = client.get("/.well-known/jwks.json").get_json()["keys"]
+    assert len(keys) == 2
+    new = login(client).get_json()["access_token"]
+    assert pyjwt.get_unverified_header(new)["kid"] == keys[1]["kid"] != pyjwt.get_unverified_header(old)["kid"]
+    assert client.get("/me", headers=bearer(old)).status_code == 200
+    assert client.get("/me", headers=bearer(new)).status_code == 200
