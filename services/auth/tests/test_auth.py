@@ -432,3 +432,19 @@ def test_key_rotation_by_adding_a_file(make_app: Callable[..., Flask], app: Flas
     assert pyjwt.get_unverified_header(new)["kid"] == keys[1]["kid"] != pyjwt.get_unverified_header(old)["kid"]
     assert client.get("/me", headers=bearer(old)).status_code == 200
     assert client.get("/me", headers=bearer(new)).status_code == 200
+
+
+def test_missing_signing_keys_is_a_configuration_error(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        make_app(signing_keys_dir=tmp_path / "missing")
+    assert exit_info.value.code == 78
+
+
+def test_devsecrets_writes_a_signing_key_directory(tmp_path: Path) -> None:
+    from wharf_auth.keys import load_keys
+    from wharf_common import devsecrets
+
+    created = devsecrets.generate(tmp_path)
+    assert any(name.startswith("auth/signing-keys/") and name.endswith(".pem") for name in created)
+    assert len(load_keys(tmp_path / "auth/signing-keys")) == 1
+    assert not any(n.startswith("auth/signing-keys/") for n in devsecrets.generate(tmp_path))  # kept on rerun

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -19,13 +20,14 @@ from sqlalchemy.exc import IntegrityError
 
 from wharf_auth import events
 from wharf_auth import passwords as policy
-from wharf_auth.keys import KeyRing
+from wharf_auth.keys import KeyRing, SigningKeyError
 from wharf_auth.limits import Limit, LoginLimiter, email_key, ip_key
 from wharf_auth.models import Account, RefreshToken, RevokedToken
 from wharf_auth.passwords import Passwords
 from wharf_auth.settings import AuthSettings
 from wharf_common.db import get_session
 from wharf_common.problems import Problem
+from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
 from wharf_common.tokens import InvalidToken, TokenVerifier
 from wharf_common.validation import invalid, parse_body
 
@@ -348,7 +350,11 @@ def jwks() -> ResponseReturnValue:
 def init_app(app: Flask, settings: AuthSettings) -> None:
     from wharf_common.tokens import JwksCache
 
-    keyring = KeyRing(settings.signing_keys_dir)
+    try:
+        keyring = KeyRing(settings.signing_keys_dir)
+    except SigningKeyError as exc:  # a configuration error: one line, then exit like load_settings
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(CONFIG_ERROR_EXIT_CODE) from None
     app.extensions["wharf.auth.keyring"] = keyring
     app.extensions["wharf.auth.passwords"] = Passwords(
         policy.make_hasher(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism)
