@@ -6,6 +6,7 @@ once every token it signed has expired. The directory is re-read when its modifi
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -90,7 +91,8 @@ class KeyRing:
             "aud": audience,
             "sub": subject,
             # Millisecond precision, so a password change revokes tokens issued earlier in the same second.
-            "iat": round(now, 3),
+            # Floored, never rounded up past the moment of issue.
+            "iat": math.floor(now * 1000) / 1000,
             "nbf": issued,
             "exp": issued + ttl,
             "jti": uuid.uuid4().hex,
