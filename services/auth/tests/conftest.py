@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
@@ -12,9 +15,30 @@ from wharf_auth.settings import AuthSettings
 from wharf_common.db import get_session
 
 
+def write_signing_key(directory: Path, name: str) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (directory / name).write_bytes(pem)
+    return key
+
+
 @pytest.fixture(scope="session")
-def auth_settings(connection_settings: Callable[[str], dict[str, object]]) -> AuthSettings:
-    return AuthSettings(**connection_settings("auth"))
+def signing_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("signing-keys")
+    write_signing_key(directory, "20260101T000000Z.pem")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def auth_settings_kwargs(
+    connection_settings: Callable[[str], dict[str, object]], signing_keys_dir: Path
+) -> dict[str, object]:
+    return {**connection_settings("auth"), "signing_keys_dir": signing_keys_dir}
+
+
+@pytest.fixture(scope="session")
+def auth_settings(auth_settings_kwargs: dict[str, object]) -> AuthSettings:
+    return AuthSettings(**auth_settings_kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -24,15 +48,41 @@ def migrated_app(auth_settings: AuthSettings) -> Flask:
     return app
 
 
+def clean(app: Flask) -> None:
+    with app.app_context():
+        session = get_session()
+        session.execute(text("TRUNCATE auth.accounts, auth.refresh_tokens, auth.revoked_tokens CASCADE"))
+        session.commit()
+    redis = app.extensions["wharf.redis"]
+    keys = list(redis.scan_iter("auth:*"))
+    if keys:
+        redis.delete(*keys)
+    app.extensions["wharf.auth.limiter"].local._entries.clear()
+
+
 @pytest.fixture
 def app(migrated_app: Flask) -> Iterator[Flask]:
+    clean(migrated_app)
     yield migrated_app
-    with migrated_app.app_context():
-        session = get_session()
-        session.execute(text("TRUNCATE auth.accounts"))
-        session.commit()
+    clean(migrated_app)
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def make_app(auth_settings_kwargs: dict[str, object], migrated_app: Flask) -> Iterator[Callable[..., Flask]]:
+    """A second app with overridden settings (same database, already migrated)."""
+    apps: list[Flask] = []
+
+    def build(**overrides: object) -> Flask:
+        app = create_app(AuthSettings(**{**auth_settings_kwargs, **overrides}))
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["wharf.db.engine"].dispose()
+        app.extensions["wharf.redis"].close()

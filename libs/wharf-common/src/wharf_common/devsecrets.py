@@ -10,6 +10,7 @@ import hashlib
 import os
 import secrets
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +24,8 @@ PASSWORDS = (
     "api/db_password",
     "api/redis_password",
 )
-SIGNING_KEY = "auth/signing_key"
+# Ed25519 signing keys of the auth service (SIGNING_KEYS_DIR); the newest file name signs.
+SIGNING_KEYS_DIR = "auth/signing-keys"
 REDIS_ACL = "redis/users.acl"
 
 
@@ -68,9 +70,11 @@ def generate(directory: Path) -> list[str]:
         if not path.exists():
             _write(path, secrets.token_urlsafe(32))
             created.append(name)
-    if not (directory / SIGNING_KEY).exists():
-        _write(directory / SIGNING_KEY, _ed25519_pem())
-        created.append(SIGNING_KEY)
+    keys_dir = directory / SIGNING_KEYS_DIR
+    if not any(keys_dir.glob("*.pem")):
+        name = f"{SIGNING_KEYS_DIR}/{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.pem"
+        _write(directory / name, _ed25519_pem())
+        created.append(name)
     # Derived from the password files on every run, so it always matches them.
     acl = redis_acl(
         (directory / "auth/redis_password").read_text().strip(),

@@ -14,7 +14,11 @@ from wharf_common.web import create_base_app
 
 
 def create_app(settings: AuthSettings | None = None) -> Flask:
+    from wharf_auth import cli, views
+
     settings = settings or load_settings(AuthSettings)
     app = create_base_app(__name__, settings)
     migrations.init_app(app, Path(__file__).parent / "migrations", SCHEMA)
+    views.init_app(app, settings)
+    cli.init_app(app)
     return app

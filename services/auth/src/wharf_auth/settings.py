@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
+
 from wharf_common.settings import CommonSettings
+
+# OWASP / RFC 9106 floor for Argon2id; weaker parameters are refused at start-up.
+ARGON2_MIN_MEMORY_KIB = 19456
+ARGON2_MIN_TIME_COST = 2
 
 
 class AuthSettings(CommonSettings):
     service_name: str = "auth"
+
+    # Directory of PEM Ed25519 private keys; the newest file name signs, all are published.
+    signing_keys_dir: Path = Path("/run/secrets/auth/signing-keys")
+    token_issuer: str = Field(default="wharf-auth", min_length=1)
+    token_audience: str = Field(default="wharf", min_length=1)
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=60, le=31_536_000)
+
+    argon2_memory_kib: int = Field(default=ARGON2_MIN_MEMORY_KIB, ge=ARGON2_MIN_MEMORY_KIB, le=4_194_304)
+    argon2_time_cost: int = Field(default=ARGON2_MIN_TIME_COST, ge=ARGON2_MIN_TIME_COST, le=20)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_window_seconds: int = Field(default=900, ge=1, le=86_400)
+    ip_max_failures: int = Field(default=50, ge=1, le=100_000)

@@ -1,0 +1,370 @@
+"""Accounts and tokens: register, login, refresh, logout, me, password change, JWKS."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from email_validator import EmailNotValidError, validate_email
+from flask import Blueprint, Flask, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+
+from wharf_auth import events
+from wharf_auth import passwords as policy
+from wharf_auth.keys import KeyRing, SigningKeyError
+from wharf_auth.limits import Limit, LoginLimiter, email_key, ip_key
+from wharf_auth.models import Account, RefreshToken, RevokedToken
+from wharf_auth.passwords import Passwords
+from wharf_auth.settings import AuthSettings
+from wharf_common.db import get_session
+from wharf_common.problems import Problem
+from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
+from wharf_common.tokens import InvalidToken, TokenVerifier
+from wharf_common.validation import invalid, parse_body
+
+bp = Blueprint("auth", __name__)
+
+
+def _normalise_email(value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(_normalise_email)]
+# Never stripped or truncated; the policy checks length. The bound only stops absurd bodies early.
+Password = Annotated[str, StringConstraints(max_length=4096)]
+LoginEmail = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RegisterBody(Strict):
+    email: Email
+    password: Password
+    name: Name
+
+
+class LoginBody(Strict):
+    email: LoginEmail
+    password: Password
+
+
+class RefreshBody(Strict):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class PasswordChangeBody(Strict):
+    current_password: Password
+    new_password: Password
+
+
+def _settings() -> AuthSettings:
+    return current_app.config["SETTINGS"]
+
+
+def _passwords() -> Passwords:
+    return current_app.extensions["wharf.auth.passwords"]
+
+
+def _keyring() -> KeyRing:
+    return current_app.extensions["wharf.auth.keyring"]
+
+
+def _limiter() -> LoginLimiter:
+    return current_app.extensions["wharf.auth.limiter"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _check_password_policy(password: str, email: str | None, field: str = "password") -> None:
+    reasons = policy.problems(password, email=email)
+    if reasons:
+        raise invalid([{"field": field, "message": f"Password {r}."} for r in reasons])
+
+
+def _unauthorized(detail: str = "Missing, invalid or revoked access token.") -> Problem:
+    return Problem(401, detail, slug="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="wharf"'})
+
+
+def _account_json(account: Account) -> dict[str, Any]:
+    return {
+        "id": str(account.id),
+        "email": account.email,
+        "name": account.name,
+        "created_at": account.created_at.isoformat(),
+    }
+
+
+def _issue_tokens(account: Account, family_id: uuid.UUID) -> dict[str, Any]:
+    """A new access token and a new refresh token in ``family_id``; the caller commits."""
+    settings = _settings()
+    access, _claims = _keyring().sign_access_token(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        subject=str(account.id),
+        roles=list(account.roles or []),
+        family_id=str(family_id),
+        ttl=settings.access_token_ttl_seconds,
+    )
+    refresh = secrets.token_urlsafe(32)
+    get_session().add(
+        RefreshToken(
+            id=uuid.uuid4(),
+            account_id=account.id,
+            family_id=family_id,
+            token_hash=_hash_token(refresh),
+            expires_at=_now() + timedelta(seconds=settings.refresh_token_ttl_seconds),
+        )
+    )
+    return {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": settings.access_token_ttl_seconds,
+        "refresh_token": refresh,
+    }
+
+
+def _no_store(response: Any) -> Any:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/register")
+def register() -> ResponseReturnValue:
+    """Create an account (role ``user``; roles cannot be chosen here)."""
+    body = parse_body(RegisterBody)
+    _check_password_policy(body.password, body.email)
+    session = get_session()
+    account = Account(id=uuid.uuid4(), email=body.email, name=body.name, password_hash=_passwords().hash(body.password))
+    session.add(account)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Problem(409, "An account with this email already exists.", slug="conflict") from None
+    session.refresh(account)
+    events.emit("register", account_id=account.id)
+    response = jsonify(_account_json(account))
+    response.status_code = 201
+    return response
+
+
+LOGIN_FAILED = "Invalid email or password."
+
+
+@bp.post("/login")
+def login() -> ResponseReturnValue:
+    body = parse_body(LoginBody)
+    settings = _settings()
+    email = body.email.lower()
+    account_limit = Limit(email_key(email), settings.login_max_failures)
+    ip_limit = Limit(ip_key(request.remote_addr or "unknown"), settings.ip_max_failures)
+    limiter = _limiter()
+    wait = limiter.retry_after([account_limit, ip_limit])
+    if wait is not None:
+        events.emit("login_locked", email=email, level=logging.WARNING)
+        raise Problem(
+            429,
+            "Too many failed sign-in attempts; try again later.",
+            slug="too-many-requests",
+            headers={"Retry-After": str(wait)},
+        )
+    session = get_session()
+    account = session.scalars(select(Account).where(func.lower(Account.email) == email)).one_or_none()
+    if not _passwords().verify(account.password_hash if account else None, body.password) or account is None:
+        limiter.record_failure([account_limit, ip_limit])
+        events.emit("login_failure", email=email, level=logging.WARNING)
+        raise _unauthorized(LOGIN_FAILED)
+    limiter.reset(account_limit)
+    if _passwords().needs_rehash(account.password_hash):
+        account.password_hash = _passwords().hash(body.password)
+        account.updated_at = _now()
+    tokens = _issue_tokens(account, uuid.uuid4())
+    session.commit()
+    events.emit("login_success", account_id=account.id)
+    return _no_store(jsonify(tokens))
+
+
+@bp.post("/refresh")
+def refresh() -> ResponseReturnValue:
+    """Rotate a refresh token. Presenting one that was already used revokes its whole family."""
+    body = parse_body(RefreshBody)
+    token_hash = _hash_token(body.refresh_token)
+    session = get_session()
+    now = _now()
+    # Race-safe: of two concurrent refreshes with the same token, only one UPDATE matches.
+    claimed = session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.token_hash == token_hash,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(RefreshToken.account_id, RefreshToken.family_id)
+    ).one_or_none()
+    if claimed is None:
+        existing = session.scalars(select(RefreshToken).where(RefreshToken.token_hash == token_hash)).one_or_none()
+        if existing is not None and existing.used_at is not None:
+            session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.family_id == existing.family_id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            session.commit()
+            events.emit("refresh_reuse_detected", account_id=existing.account_id, level=logging.WARNING)
+        else:
+            session.rollback()
+        raise _unauthorized("Invalid, expired or revoked refresh token.")
+    account = session.get(Account, claimed.account_id)
+    if account is None:
+        session.rollback()
+        raise _unauthorized("Invalid, expired or revoked refresh token.")
+    tokens = _issue_tokens(account, claimed.family_id)
+    session.commit()
+    events.emit("refresh", account_id=account.id)
+    return _no_store(jsonify(tokens))
+
+
+def _authenticate() -> tuple[Account, dict[str, Any]]:
+    """The account behind the Bearer access token, checked against revocations in the database."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized()
+    verifier: TokenVerifier = current_app.extensions["wharf.auth.verifier"]
+    try:
+        claims = verifier.verify(token.strip())
+    except InvalidToken:
+        raise _unauthorized() from None
+    session = get_session()
+    if session.get(RevokedToken, claims["jti"]) is not None:
+        raise _unauthorized()
+    try:
+        account_id = uuid.UUID(claims["sub"])
+    except ValueError:
+        raise _unauthorized() from None
+    account = session.get(Account, account_id)
+    if account is None:
+        raise _unauthorized()
+    if account.tokens_valid_after is not None and float(claims["iat"]) < account.tokens_valid_after.timestamp():
+        raise _unauthorized()
+    return account, claims
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    account, claims = _authenticate()
+    session = get_session()
+    session.execute(
+        insert(RevokedToken)
+        .values(jti=claims["jti"], expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+        .on_conflict_do_nothing(index_elements=["jti"])
+    )
+    family = claims.get("fid")
+    if isinstance(family, str):
+        try:
+            family_id = uuid.UUID(family)
+        except ValueError:
+            family_id = None
+        if family_id is not None:
+            session.execute(
+                update(RefreshToken)
+                .where(
+                    RefreshToken.family_id == family_id,
+                    RefreshToken.account_id == account.id,
+                    RefreshToken.revoked_at.is_(None),
+                )
+                .values(revoked_at=_now())
+            )
+    # Housekeeping: revocations of tokens that have expired anyway.
+    session.execute(text("DELETE FROM auth.revoked_tokens WHERE expires_at < now() - interval '1 minute'"))
+    session.commit()
+    events.emit("logout", account_id=account.id)
+    return "", 204
+
+
+@bp.get("/me")
+def me() -> ResponseReturnValue:
+    account, _claims = _authenticate()
+    return _no_store(
+        jsonify({"id": str(account.id), "email": account.email, "name": account.name, "roles": list(account.roles)})
+    )
+
+
+@bp.post("/password")
+def change_password() -> ResponseReturnValue:
+    account, _claims = _authenticate()
+    body = parse_body(PasswordChangeBody)
+    if not _passwords().verify(account.password_hash, body.current_password):
+        events.emit("password_change_failure", account_id=account.id, level=logging.WARNING)
+        raise Problem(
+            403,
+            "The current password is wrong.",
+            slug="wrong-password",
+        )
+    _check_password_policy(body.new_password, account.email, field="new_password")
+    session = get_session()
+    now = _now()
+    account.password_hash = _passwords().hash(body.new_password)
+    account.updated_at = now
+    account.tokens_valid_after = now
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.account_id == account.id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    session.commit()
+    events.emit("password_changed", account_id=account.id)
+    return "", 204
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks() -> ResponseReturnValue:
+    response = jsonify(_keyring().jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+def init_app(app: Flask, settings: AuthSettings) -> None:
+    from wharf_common.tokens import JwksCache
+
+    try:
+        keyring = KeyRing(settings.signing_keys_dir)
+    except SigningKeyError as exc:  # a configuration error: one line, then exit like load_settings
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(CONFIG_ERROR_EXIT_CODE) from None
+    app.extensions["wharf.auth.keyring"] = keyring
+    app.extensions["wharf.auth.passwords"] = Passwords(
+        policy.make_hasher(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism)
+    )
+    app.extensions["wharf.auth.limiter"] = LoginLimiter(app.extensions["wharf.redis"], settings.login_window_seconds)
+    # Our own keys, read locally: no HTTP round trip, and a rotation is seen at once.
+    app.extensions["wharf.auth.verifier"] = TokenVerifier(
+        JwksCache(keyring.jwks, ttl=0, min_refresh_interval=0),
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        leeway=5,
+    )
+    app.register_blueprint(bp)

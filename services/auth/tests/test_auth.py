@@ -1,0 +1,450 @@
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+from werkzeug.test import TestResponse
+
+from wharf_common.db import get_session
+
+PASSWORD = "correct horse battery staple"
+NEW_PASSWORD = "a completely different passphrase"
+
+
+def register(client: FlaskClient, email: str = "ada@example.com", password: str = PASSWORD) -> dict:
+    response = client.post("/register", json={"email": email, "password": password, "name": "Ada"})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def login(client: FlaskClient, email: str = "ada@example.com", password: str = PASSWORD) -> TestResponse:
+    return client.post("/login", json={"email": email, "password": password})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def password_hash(app: Flask, email: str = "ada@example.com") -> str:
+    with app.app_context():
+        return (
+            get_session()
+            .execute(text("SELECT password_hash FROM auth.accounts WHERE email = :e"), {"e": email})
+            .scalar_one()
+        )
+
+
+# --- register -------------------------------------------------------------------------------
+
+
+def test_register_creates_account(client: FlaskClient) -> None:
+    response = client.post(
+        "/register", json={"email": "  Ada@Example.COM ", "password": PASSWORD, "name": " Ada Lovelace "}
+    )
+    assert response.status_code == 201
+    body = response.get_json()
+    assert set(body) == {"id", "email", "name", "created_at"}
+    assert body["email"] == "ada@example.com"
+    assert body["name"] == "Ada Lovelace"
+
+
+def test_register_duplicate_is_409(client: FlaskClient) -> None:
+    register(client)
+    response = client.post("/register", json={"email": "ADA@example.com", "password": PASSWORD, "name": "B"})
+    assert response.status_code == 409
+    assert response.mimetype == "application/problem+json"
+
+
+def test_register_requires_json(client: FlaskClient) -> None:
+    assert client.post("/register", data="x", content_type="text/plain").status_code == 415
+    assert client.post("/register", data="{", content_type="application/json").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("a" * 3 + "bcdefghijk9", "at least 15"),  # 14 characters
+        ("x9" * 128 + "y", "at most 256"),
+        ("MailCreated5240", "common"),
+        ("aaaaaaaaaaaaaaaa", "repetitive"),
+        ("abcabcabcabcabcabc", "repetitive"),
+        ("123456789012345", "sequence"),
+        ("abcdefghijklmnop", "sequence"),
+        ("qwertyuiopasdfgh", "sequence"),
+        ("ada.lovelace@example.com", "email"),
+        ("ada.lovelace2024!!", "email"),
+        ("wharfwharfwharf123", "email"),
+    ],
+)
+def test_register_rejects_weak_password_with_reason(client: FlaskClient, password: str, reason: str) -> None:
+    response = client.post("/register", json={"email": "ada.lovelace@example.com", "password": password, "name": "Ada"})
+    assert response.status_code == 422, password
+    errors = response.get_json()["errors"]
+    assert [e["field"] for e in errors] == ["password"]
+    assert reason in errors[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "fifteen chars!!",
+        "ünïcödé pässwörd ✓ with spaces",
+        "x" * 8 + "Lq3 vR9 #kT" + "p" * 2 + "".join(chr(0x41 + (i * 7) % 26) for i in range(43)),  # 64 chars
+        "".join(chr(0x21 + (i * 37) % 94) for i in range(256)),  # 256 chars, the maximum
+    ],
+)
+def test_register_accepts_long_passwords(client: FlaskClient, password: str) -> None:
+    assert len(password) in {15, 30, 64, 256}
+    response = client.post("/register", json={"email": "ada@example.com", "password": password, "name": "Ada"})
+    assert response.status_code == 201, response.get_json()
+    assert login(client, password=password).status_code == 200
+    # never truncated: a prefix is a different password
+    assert login(client, password=password[:-1]).status_code == 401
+
+
+def test_register_rejects_unknown_fields_and_bad_name(client: FlaskClient) -> None:
+    response = client.post(
+        "/register", json={"email": "ada@example.com", "password": PASSWORD, "name": "Ada", "roles": ["admin"]}
+    )
+    assert response.status_code == 422
+    assert {e["field"] for e in response.get_json()["errors"]} == {"roles"}
+    response = client.post("/register", json={"email": "not-an-email", "password": PASSWORD, "name": "   "})
+    assert {e["field"] for e in response.get_json()["errors"]} == {"email", "name"}
+    response = client.post("/register", json={"email": "ada@example.com", "password": PASSWORD, "name": "n" * 101})
+    assert response.status_code == 422
+
+
+# --- hashing --------------------------------------------------------------------------------
+
+
+def test_argon2id_hash_format(app: Flask, client: FlaskClient) -> None:
+    register(client)
+    stored = password_hash(app)
+    assert stored.startswith("$argon2id$v=19$")
+    params = dict(p.split("=") for p in stored.split("$")[3].split(","))
+    assert int(params["m"]) >= 19456
+    assert int(params["t"]) >= 2
+    assert int(params["p"]) >= 1
+
+
+def test_login_upgrades_outdated_hash(app: Flask, client: FlaskClient) -> None:
+    register(client)
+    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+    with app.app_context():
+        session = get_session()
+        session.execute(text("UPDATE auth.accounts SET password_hash = :h"), {"h": weak})
+        session.commit()
+    assert login(client).status_code == 200
+    upgraded = password_hash(app)
+    assert upgraded != weak
+    assert ",t=2," in upgraded
+    assert "m=19456" in upgraded
+
+
+# --- login and lockout ----------------------------------------------------------------------
+
+
+def test_login_returns_tokens(client: FlaskClient) -> None:
+    register(client)
+    response = login(client, email=" ADA@example.com")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 900
+    assert len(body["refresh_token"]) >= 43
+    assert response.headers["Cache-Control"] == "no-store"
+    me = client.get("/me", headers=bearer(body["access_token"]))
+    assert me.status_code == 200
+    assert me.get_json()["roles"] == ["user"]
+    assert me.get_json()["email"] == "ada@example.com"
+
+
+def test_unknown_email_and_wrong_password_are_identical(client: FlaskClient) -> None:
+    register(client)
+    timings, bodies = [], []
+    for email, password in (("nobody@example.com", PASSWORD), ("ada@example.com", "wrong password entirely")):
+        start = time.perf_counter()
+        response = login(client, email=email, password=password)
+        timings.append(time.perf_counter() - start)
+        assert response.status_code == 401
+        body = response.get_json()
+        body.pop("request_id", None)
+        bodies.append(body)
+    assert bodies[0] == bodies[1]
+    # both paths run one Argon2 verification: same order of magnitude
+    assert max(timings) < 5 * min(timings)
+
+
+def test_lockout_after_five_failures(client: FlaskClient) -> None:
+    register(client)
+    for _ in range(5):
+        assert login(client, password="wrong password entirely").status_code == 401
+    locked = login(client)
+    assert locked.status_code == 429
+    assert 1 <= int(locked.headers["Retry-After"]) <= 900
+    assert login(client, password="wrong password entirely").status_code == 429
+    # another account is not affected
+    register(client, email="bob@example.com")
+    assert login(client, email="bob@example.com").status_code == 200
+
+
+def test_success_resets_failure_count(client: FlaskClient) -> None:
+    register(client)
+    for _ in range(4):
+        assert login(client, password="wrong password entirely").status_code == 401
+    assert login(client).status_code == 200
+    for _ in range(4):
+        assert login(client, password="wrong password entirely").status_code == 401
+    assert login(client).status_code == 200
+
+
+def test_lockout_expires(make_app: Callable[..., Flask], app: Flask) -> None:
+    short = make_app(login_window_seconds=1, login_max_failures=2).test_client()
+    register(short)
+    for _ in range(2):
+        assert login(short, password="wrong password entirely").status_code == 401
+    assert login(short).status_code == 429
+    time.sleep(1.2)
+    assert login(short).status_code == 200
+
+
+def test_per_ip_limit(make_app: Callable[..., Flask], app: Flask) -> None:
+    client = make_app(ip_max_failures=3).test_client()
+    register(client)
+    for i in range(3):
+        assert login(client, email=f"guess{i}@example.com").status_code == 401
+    assert login(client).status_code == 429
+    other_ip = client.post(
+        "/login", json={"email": "ada@example.com", "password": PASSWORD}, environ_base={"REMOTE_ADDR": "10.9.8.7"}
+    )
+    assert other_ip.status_code == 200
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_redis_down_still_limits(make_app: Callable[..., Flask], app: Flask) -> None:
+    down = make_app(redis_url=f"redis://127.0.0.1:{_closed_port()}/0").test_client()
+    register(down)
+    for _ in range(5):
+        assert login(down, password="wrong password entirely").status_code == 401
+    locked = login(down)
+    assert locked.status_code == 429
+    assert int(locked.headers["Retry-After"]) >= 1
+    # not everyone is locked out
+    register(down, email="bob@example.com")
+    assert login(down, email="bob@example.com").status_code == 200
+
+
+def test_events_logged_without_secrets(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+    register(client)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wharf.auth.events"):
+        login(client, password="wrong password entirely")
+        tokens = login(client).get_json()
+    events = [r for r in caplog.records if r.name == "wharf.auth.events"]
+    assert [r.event for r in events] == ["login_failure", "login_success"]
+    assert len(events[0].email_hash) == 64
+    assert events[1].account_id
+    assert all(r.client_ip == "127.0.0.1" for r in events)
+    text_logged = " ".join(str(vars(r)) for r in events)
+    assert "wrong password" not in text_logged
+    assert tokens["refresh_token"] not in text_logged
+    assert "ada@example.com" not in text_logged
+
+
+# --- refresh, logout, password change -------------------------------------------------------
+
+
+def test_refresh_rotates_and_reuse_revokes_family(client: FlaskClient) -> None:
+    register(client)
+    first = login(client).get_json()
+    second = client.post("/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    second = second.get_json()
+    assert second["refresh_token"] != first["refresh_token"]
+    # reuse of the first token: 401, and the whole family (including the second token) is dead
+    assert client.post("/refresh", json={"refresh_token": first["refresh_token"]}).status_code == 401
+    assert client.post("/refresh", json={"refresh_token": second["refresh_token"]}).status_code == 401
+    assert client.post("/refresh", json={"refresh_token": "not-a-token"}).status_code == 401
+
+
+def test_refresh_is_race_safe(app: Flask, client: FlaskClient) -> None:
+    import threading
+
+    register(client)
+    token = login(client).get_json()["refresh_token"]
+    results: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def attempt() -> None:
+        barrier.wait()
+        results.append(app.test_client().post("/refresh", json={"refresh_token": token}).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(200) <= 1
+    assert sorted(results)[-1] in {200, 401}
+
+
+def test_logout_revokes_access_and_refresh(client: FlaskClient) -> None:
+    register(client)
+    tokens = login(client).get_json()
+    other_session = login(client).get_json()
+    assert client.post("/logout", headers=bearer(tokens["access_token"])).status_code == 204
+    assert client.get("/me", headers=bearer(tokens["access_token"])).status_code == 401
+    assert client.post("/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    # another session of the same account goes on
+    assert client.get("/me", headers=bearer(other_session["access_token"])).status_code == 200
+    assert client.post("/logout").status_code == 401
+
+
+def test_password_change_ends_sessions(client: FlaskClient) -> None:
+    register(client)
+    tokens = login(client).get_json()
+    wrong = client.post(
+        "/password",
+        json={"current_password": "not my password at all", "new_password": NEW_PASSWORD},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert wrong.status_code == 403
+    weak = client.post(
+        "/password",
+        json={"current_password": PASSWORD, "new_password": "short"},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert weak.status_code == 422
+    assert weak.get_json()["errors"][0]["field"] == "new_password"
+    changed = client.post(
+        "/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert changed.status_code == 204
+    assert client.get("/me", headers=bearer(tokens["access_token"])).status_code == 401
+    assert client.post("/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert login(client).status_code == 401
+    fresh = login(client, password=NEW_PASSWORD).get_json()
+    assert client.get("/me", headers=bearer(fresh["access_token"])).status_code == 200
+
+
+# --- JWKS, CLI, migrations ------------------------------------------------------------------
+
+
+def test_jwks(client: FlaskClient) -> None:
+    response = client.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    (key,) = response.get_json()["keys"]
+    assert key["kty"] == "OKP"
+    assert key["crv"] == "Ed25519"
+    assert key["use"] == "sig"
+    assert key["alg"] == "EdDSA"
+    assert "d" not in key
+    assert len(key["kid"]) == 43
+
+
+def test_grant_admin_cli(app: Flask, client: FlaskClient) -> None:
+    register(client)
+    result = app.test_cli_runner().invoke(args=["grant-admin", "ADA@example.com"])
+    assert result.exit_code == 0, result.output
+    tokens = login(client).get_json()
+    assert client.get("/me", headers=bearer(tokens["access_token"])).get_json()["roles"] == ["user", "admin"]
+    assert app.test_cli_runner().invoke(args=["grant-admin", "nobody@example.com"]).exit_code != 0
+
+
+def test_migrations_downgrade_and_upgrade(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    try:
+        result = runner.invoke(args=["db", "downgrade", "base"])
+        assert result.exit_code == 0, result.output
+        with app.app_context():
+            tables = (
+                get_session()
+                .execute(
+                    text(
+                        "SELECT count(*) FROM information_schema.tables"
+                        " WHERE table_schema = 'auth' AND table_name <> 'alembic_version'"
+                    )
+                )
+                .scalar_one()
+            )
+        assert tables == 0
+    finally:
+        result = runner.invoke(args=["db", "upgrade", "head"])
+        assert result.exit_code == 0, result.output
+
+
+def test_access_token_verifies_against_published_jwks(client: FlaskClient) -> None:
+    import jwt as pyjwt
+
+    from wharf_common.tokens import TokenVerifier
+
+    register(client)
+    tokens = login(client).get_json()
+    header = pyjwt.get_unverified_header(tokens["access_token"])
+    assert header["alg"] == "EdDSA"
+    assert header["typ"] == "at+jwt"
+    verifier = TokenVerifier(
+        lambda: client.get("/.well-known/jwks.json").get_json(), issuer="wharf-auth", audience="wharf"
+    )
+    claims = verifier.verify(tokens["access_token"])
+    assert header["kid"] in {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]}
+    assert set(claims) >= {"iss", "aud", "sub", "iat", "nbf", "exp", "jti", "roles", "fid"}
+    assert claims["exp"] - claims["nbf"] == 900
+
+
+def test_key_rotation_by_adding_a_file(make_app: Callable[..., Flask], app: Flask, tmp_path: Path) -> None:
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    def add_key(name: str) -> None:
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        (tmp_path / name).write_bytes(pem)
+
+    add_key("20260101T000000Z.pem")
+    client = make_app(signing_keys_dir=tmp_path).test_client()
+    register(client)
+    old = login(client).get_json()["access_token"]
+    add_key("20270101T000000Z.pem")
+    os.utime(tmp_path, (time.time() + 5, time.time() + 5))  # a new mtime even on coarse filesystems
+    keys = client.get("/.well-known/jwks.json").get_json()["keys"]
+    assert len(keys) == 2
+    new = login(client).get_json()["access_token"]
+    assert pyjwt.get_unverified_header(new)["kid"] == keys[1]["kid"] != pyjwt.get_unverified_header(old)["kid"]
+    assert client.get("/me", headers=bearer(old)).status_code == 200
+    assert client.get("/me", headers=bearer(new)).status_code == 200
+
+
+def test_missing_signing_keys_is_a_configuration_error(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        make_app(signing_keys_dir=tmp_path / "missing")
+    assert exit_info.value.code == 78
+
+
+def test_devsecrets_writes_a_signing_key_directory(tmp_path: Path) -> None:
+    from wharf_auth.keys import load_keys
+    from wharf_common import devsecrets
+
+    created = devsecrets.generate(tmp_path)
+    assert any(name.startswith("auth/signing-keys/") and name.endswith(".pem") for name in created)
+    assert len(load_keys(tmp_path / "auth/signing-keys")) == 1
+    assert not any(n.startswith("auth/signing-keys/") for n in devsecrets.generate(tmp_path))  # kept on rerun
