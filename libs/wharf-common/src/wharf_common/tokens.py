@@ -27,7 +27,7 @@ MAX_TOKEN_LENGTH = 8192
 JwksDocument = Mapping[str, Any]
 
 
-class InvalidToken(Exception):  # noqa: N818 - the name reads as the condition it signals
+class InvalidToken(Exception):
     """The token is malformed, forged, expired, not yet valid, or not meant for us."""
 
 
