@@ -4,7 +4,7 @@ SHELL := /bin/bash
 COMPOSE := scripts/compose.sh
 URL := http://localhost:$(or $(WHARF_HTTP_PORT),8080)
 
-.PHONY: help up down logs ps images test test-unit test-integration lint fmt config lock base-images clean
+.PHONY: help up down logs ps images test test-unit test-integration lint fmt config lock base-images clean admin rotate-keys
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -64,3 +64,10 @@ clean: ## Remove this project's containers, volumes and built images (secrets ar
 	@$(COMPOSE) -p wharf-it down --volumes --remove-orphans 2>/dev/null || true
 	@docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '^(wharf|wharf-local)/' | xargs -r docker image rm -f >/dev/null
 	@echo "removed containers, volumes and images of this project"
+
+admin: ## Grant the admin role to an existing account: make admin EMAIL=someone@example.com
+	@test -n "$(EMAIL)" || { echo "usage: make admin EMAIL=someone@example.com" >&2; exit 2; }
+	@$(COMPOSE) exec auth flask grant-admin "$(EMAIL)"
+
+rotate-keys: ## Add a new token signing key (old keys keep verifying, then retire after an hour)
+	@$(COMPOSE) run --rm --no-deps dev-secrets python -m wharf_common.devsecrets /secrets --rotate-signing-key

@@ -6,11 +6,13 @@ per-service directories git keeps empty). Production supplies its own files at t
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import itertools
 import os
 import secrets
-import sys
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +28,7 @@ PASSWORDS = (
 )
 # Ed25519 signing keys of the auth service (SIGNING_KEYS_DIR); the newest file name signs.
 SIGNING_KEYS_DIR = "auth/signing-keys"
+KEY_NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 REDIS_ACL = "redis/users.acl"
 
 
@@ -61,6 +64,33 @@ def redis_acl(auth_password: str, api_password: str) -> str:
     )
 
 
+def add_signing_key(directory: Path) -> str:
+    """A new Ed25519 key named by its UTC creation time: it becomes the one that signs."""
+    while True:
+        name = f"{SIGNING_KEYS_DIR}/{datetime.now(UTC).strftime(KEY_NAME_FORMAT)}.pem"
+        if not (directory / name).exists():
+            break
+        time.sleep(1)  # names have one-second resolution and must stay unique and ordered
+    _write(directory / name, _ed25519_pem())
+    return name
+
+
+def retire_signing_keys(directory: Path, retire_after: timedelta) -> list[str]:
+    """Remove keys superseded longer ago than ``retire_after`` (their tokens have expired)."""
+    keys = sorted((directory / SIGNING_KEYS_DIR).glob("*.pem"))
+    now = datetime.now(UTC)
+    retired = []
+    for older, newer in itertools.pairwise(keys):
+        try:
+            superseded_at = datetime.strptime(newer.stem, KEY_NAME_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            continue  # not a name this tool wrote: leave it to the operator
+        if now - superseded_at > retire_after:
+            older.unlink()
+            retired.append(older.name)
+    return retired
+
+
 def generate(directory: Path) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -70,11 +100,8 @@ def generate(directory: Path) -> list[str]:
         if not path.exists():
             _write(path, secrets.token_urlsafe(32))
             created.append(name)
-    keys_dir = directory / SIGNING_KEYS_DIR
-    if not any(keys_dir.glob("*.pem")):
-        name = f"{SIGNING_KEYS_DIR}/{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.pem"
-        _write(directory / name, _ed25519_pem())
-        created.append(name)
+    if not any((directory / SIGNING_KEYS_DIR).glob("*.pem")):
+        created.append(add_signing_key(directory))
     # Derived from the password files on every run, so it always matches them.
     acl = redis_acl(
         (directory / "auth/redis_password").read_text().strip(),
@@ -88,9 +115,28 @@ def generate(directory: Path) -> list[str]:
 
 
 def main() -> None:
-    directory = Path(sys.argv[1] if len(sys.argv) > 1 else "/secrets")
-    created = generate(directory)
-    print(f"development secrets in {directory}: " + (f"created {', '.join(created)}" if created else "all present"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", nargs="?", default="/secrets", type=Path)
+    parser.add_argument(
+        "--rotate-signing-key", action="store_true", help="add a new signing key that signs from now on"
+    )
+    parser.add_argument(
+        "--retire-after",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="with --rotate-signing-key: remove keys superseded longer ago than this (default 3600, which "
+        "exceeds the access-token lifetime plus the JWKS cache time)",
+    )
+    args = parser.parse_args()
+    created = generate(args.directory)
+    print(
+        f"development secrets in {args.directory}: " + (f"created {', '.join(created)}" if created else "all present")
+    )
+    if args.rotate_signing_key:
+        print(f"signing key added: {add_signing_key(args.directory)}")
+        retired = retire_signing_keys(args.directory, timedelta(seconds=args.retire_after))
+        print("retired: " + (", ".join(retired) if retired else "none"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from wharf_common import devsecrets
+
+
+def test_generate_once_then_reuse(tmp_path: Path) -> None:
+    created = devsecrets.generate(tmp_path)
+    assert "postgres/password" in created
+    assert "redis/users.acl" in created
+    password = (tmp_path / "postgres/password").read_text()
+    assert len(password) >= 40
+    assert devsecrets.generate(tmp_path) == []
+    assert (tmp_path / "postgres/password").read_text() == password
+    assert oct(tmp_path.stat().st_mode & 0o777) == "0o700"
+
+
+def test_redis_acl_has_no_default_user_and_no_plain_passwords(tmp_path: Path) -> None:
+    devsecrets.generate(tmp_path)
+    acl = (tmp_path / "redis/users.acl").read_text()
+    assert "user default off" in acl
+    for service in ("auth", "api"):
+        assert (tmp_path / f"{service}/redis_password").read_text() not in acl
+        assert f"user {service} on #" in acl
+        assert f"~{service}:*" in acl
+
+
+def test_rotation_adds_a_newer_key_and_retires_only_long_superseded_ones(tmp_path: Path) -> None:
+    devsecrets.generate(tmp_path)
+    keys_dir = tmp_path / devsecrets.SIGNING_KEYS_DIR
+    ancient = keys_dir / "20200101T000000Z.pem"
+    ancient.write_text("old")
+    superseded_just_now = keys_dir / "20200102T000000Z.pem"  # its successor is `first`, made just now
+    superseded_just_now.write_text("old")
+    (first,) = sorted(set(keys_dir.glob("*.pem")) - {ancient, superseded_just_now})
+
+    added = devsecrets.add_signing_key(tmp_path)
+    assert sorted(keys_dir.glob("*.pem"))[-1].name == Path(added).name  # the newest name signs
+    retired = devsecrets.retire_signing_keys(tmp_path, timedelta(hours=1))
+    # Only `ancient` was superseded long ago (in 2020); the others must keep verifying.
+    assert retired == [ancient.name]
+    assert superseded_just_now.exists()
+    assert first.exists()
+    assert os.path.exists(tmp_path / added)

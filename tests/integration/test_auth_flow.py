@@ -1,0 +1,74 @@
+"""The auth contract through nginx, as a client sees it."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery staple"
+
+
+def _account(stack: Stack, http: requests.Session) -> str:
+    email = f"it-{uuid.uuid4().hex[:12]}@example.com"
+    created = http.post(
+        f"{stack.base_url}/auth/register", json={"email": email, "password": PASSWORD, "name": "It"}, timeout=10
+    )
+    assert created.status_code == 201, created.text
+    return email
+
+
+def _login(stack: Stack, http: requests.Session, email: str, password: str = PASSWORD) -> requests.Response:
+    return http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": password}, timeout=10)
+
+
+def test_register_login_me_refresh_reuse_logout(stack: Stack, http: requests.Session) -> None:
+    email = _account(stack, http)
+    tokens = _login(stack, http, email)
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    assert body["token_type"] == "Bearer"
+    access, refresh = body["access_token"], body["refresh_token"]
+
+    me = http.get(f"{stack.base_url}/auth/me", headers={"Authorization": f"Bearer {access}"}, timeout=10)
+    assert me.status_code == 200
+    assert me.json()["email"] == email
+    assert me.json()["roles"] == ["user"]
+
+    rotated = http.post(f"{stack.base_url}/auth/refresh", json={"refresh_token": refresh}, timeout=10)
+    assert rotated.status_code == 200
+    newest_refresh = rotated.json()["refresh_token"]
+    reused = http.post(f"{stack.base_url}/auth/refresh", json={"refresh_token": refresh}, timeout=10)
+    assert reused.status_code == 401
+    assert reused.headers["Content-Type"] == "application/problem+json"
+    # Reuse revoked the whole family: the newest refresh token is dead too.
+    newest = http.post(f"{stack.base_url}/auth/refresh", json={"refresh_token": newest_refresh}, timeout=10)
+    assert newest.status_code == 401
+
+    second = _login(stack, http, email).json()["access_token"]
+    headers = {"Authorization": f"Bearer {second}"}
+    assert http.post(f"{stack.base_url}/auth/logout", headers=headers, timeout=10).status_code == 204
+    assert http.get(f"{stack.base_url}/auth/me", headers=headers, timeout=10).status_code == 401
+
+
+def test_lockout_after_five_failures(stack: Stack, http: requests.Session) -> None:
+    email = _account(stack, http)
+    statuses = [_login(stack, http, email, "not the password at all").status_code for _ in range(5)]
+    assert statuses == [401] * 5
+    locked = _login(stack, http, email)  # the right password does not bypass the lockout
+    assert locked.status_code == 429
+    assert int(locked.headers["Retry-After"]) > 0
+
+
+def test_jwks_lists_signing_keys(stack: Stack, http: requests.Session) -> None:
+    response = http.get(f"{stack.base_url}/auth/.well-known/jwks.json", timeout=10)
+    assert response.status_code == 200
+    keys = response.json()["keys"]
+    assert keys
+    assert all(k["alg"] == "EdDSA" and k["use"] == "sig" and k["kid"] for k in keys)
+    assert "max-age" in response.headers["Cache-Control"]
