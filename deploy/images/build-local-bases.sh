@@ -65,7 +65,10 @@ build_one() {  # name tag
   have_image "$tag" && return 0
   log "building $tag"
   built=1
-  docker build --quiet --build-arg "BASE_IMAGE=$root_image" -t "$tag" "$here/$name" >/dev/null
+  # The classic builder is enough here (no build secrets); its deprecation notice is noise.
+  local out
+  out=$(docker build --quiet --build-arg "BASE_IMAGE=$root_image" -t "$tag" "$here/$name" 2>&1) \
+    || { printf '%s\n' "$out" >&2; exit 1; }
 }
 
 build_root_image
