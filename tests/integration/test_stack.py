@@ -104,53 +104,23 @@ def test_containers_run_as_non_root_and_hardened(stack: Stack) -> None:
             assert uid != "0", f"{c['Service']} PID 1 runs as root"
 
 
-def test_api_role_cannot_read_auth_schema(stack: Stack) -> None:
+def _psql_as_api(stack: Stack, query: str) -> subprocess.CompletedProcess[str]:
+    """Run ``query`` in the Postgres container, logged in as the api service's own role."""
     password = stack.secret("api/db_password")
-    query = "SELECT count(*) FROM auth.accounts"
-    result = subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-e",
-            f"PGPASSWORD={password}",
-            stack.container_id("postgres"),
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "api",
-            "-d",
-            "wharf",
-            "-tAc",
-            query,
-        ],
+    command = ["psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query]
+    return subprocess.run(
+        ["docker", "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"), *command],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert result.returncode != 0
-    assert "permission denied for schema auth" in result.stderr
-    own = subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-e",
-            f"PGPASSWORD={password}",
-            stack.container_id("postgres"),
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "api",
-            "-d",
-            "wharf",
-            "-tAc",
-            "SELECT count(*) FROM api.users",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+
+
+def test_api_role_cannot_read_auth_schema(stack: Stack) -> None:
+    denied = _psql_as_api(stack, "SELECT count(*) FROM auth.accounts")
+    assert denied.returncode != 0
+    assert "permission denied for schema auth" in denied.stderr
+    own = _psql_as_api(stack, "SELECT count(*) FROM api.users")
     assert own.returncode == 0, own.stderr
 
 

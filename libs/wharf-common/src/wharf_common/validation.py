@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from email_validator import EmailNotValidError, validate_email
 from flask import request
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, StringConstraints, ValidationError
 
 from wharf_common.problems import Problem
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def normalise_email(value: str) -> str:
+    """A syntactically valid address, lower-cased (no DNS lookup)."""
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# Field types shared by every request model.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(normalise_email)]
 
 
 def field_errors(error: ValidationError) -> list[dict[str, str]]:

@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from wharf_api.models import User
 from wharf_common.db import get_session
 from wharf_common.problems import Problem
-from wharf_common.validation import parse_body
+from wharf_common.validation import Email, Name, parse_body
 
 bp = Blueprint("users", __name__, url_prefix="/users")
-
-
-def _normalise_email(value: str) -> str:
-    try:
-        return validate_email(value, check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
-
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(_normalise_email)]
 
 
 class UserCreate(BaseModel):

@@ -10,10 +10,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -29,20 +28,11 @@ from wharf_common.db import get_session
 from wharf_common.problems import Problem
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
 from wharf_common.tokens import InvalidToken, TokenVerifier
-from wharf_common.validation import invalid, parse_body
+from wharf_common.validation import Email, Name, invalid, parse_body
 
 bp = Blueprint("auth", __name__)
 
 
-def _normalise_email(value: str) -> str:
-    try:
-        return validate_email(value, check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
-
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(_normalise_email)]
 # Never stripped or truncated; the policy checks length. The bound only stops absurd bodies early.
 Password = Annotated[str, StringConstraints(max_length=4096)]
 LoginEmail = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
