@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Flask, g
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from wharf_common.problems import Problem
 from wharf_common.settings import CommonSettings
 
 
@@ -73,3 +75,15 @@ def ping(engine: Engine) -> None:
     """Raise if Postgres cannot answer a trivial query."""
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+
+
+def insert_unique(row: object, conflict_detail: str) -> None:
+    """Insert ``row`` and commit; a unique-constraint violation becomes a 409 problem."""
+    session = get_session()
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Problem(409, conflict_detail, slug="conflict") from None
+    session.refresh(row)

@@ -8,10 +8,9 @@ from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from wharf_api.models import User
-from wharf_common.db import get_session
+from wharf_common.db import get_session, insert_unique
 from wharf_common.problems import Problem
 from wharf_common.validation import Email, Name, parse_body
 
@@ -56,15 +55,8 @@ def get_user(user_id: str) -> ResponseReturnValue:
 def create_user() -> ResponseReturnValue:
     """Create a user."""
     body = parse_body(UserCreate)
-    session = get_session()
     user = User(id=uuid.uuid4(), name=body.name, email=body.email)
-    session.add(user)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Problem(409, "A user with this email already exists.", slug="conflict") from None
-    session.refresh(user)
+    insert_unique(user, "A user with this email already exists.")
     response = jsonify(user.to_json())
     response.status_code = 201
     response.headers["Location"] = url_for("users.get_user", user_id=str(user.id))

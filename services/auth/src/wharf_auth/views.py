@@ -15,7 +15,6 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
 
 from wharf_auth import events
 from wharf_auth import passwords as policy
@@ -24,7 +23,7 @@ from wharf_auth.limits import Limit, LoginLimiter, email_key, ip_key
 from wharf_auth.models import Account, RefreshToken, RevokedToken
 from wharf_auth.passwords import Passwords
 from wharf_auth.settings import AuthSettings
-from wharf_common.db import get_session
+from wharf_common.db import get_session, insert_unique
 from wharf_common.problems import Problem
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
 from wharf_common.tokens import InvalidToken, TokenVerifier
@@ -144,15 +143,8 @@ def register() -> ResponseReturnValue:
     """Create an account (role ``user``; roles cannot be chosen here)."""
     body = parse_body(RegisterBody)
     _check_password_policy(body.password, body.email)
-    session = get_session()
     account = Account(id=uuid.uuid4(), email=body.email, name=body.name, password_hash=_passwords().hash(body.password))
-    session.add(account)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Problem(409, "An account with this email already exists.", slug="conflict") from None
-    session.refresh(account)
+    insert_unique(account, "An account with this email already exists.")
     events.emit("register", account_id=account.id)
     response = jsonify(_account_json(account))
     response.status_code = 201
