@@ -1,6 +1,6 @@
 """The composed stack, up in real containers, reached only through nginx.
 
-It runs as its own compose project (``wharf-it``) on its own port with its own secrets directory,
+It runs as its own compose project (``wharf-it``, or ``$WHARF_IT_PROJECT``) on its own port with its own secrets directory,
 so it never touches a developer's stack, and is removed with its volumes at the end.
 """
 
@@ -75,7 +75,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "WHARF_HTTP_PORT": str(port),
         "WHARF_HTTP_BIND": "127.0.0.1",
     }
-    stack = Stack(project="wharf-it", base_url=f"http://127.0.0.1:{port}", secrets_dir=secrets_dir, env=env)
+    stack = Stack(
+        project=os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
+        base_url=f"http://127.0.0.1:{port}",
+        secrets_dir=secrets_dir,
+        env=env,
+    )
     stack.compose("down", "-v", "--remove-orphans", check=False)
     try:
         stack.up()
