@@ -6,7 +6,10 @@ the stack uses, so a machine without a registry runs the local drop-ins).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,3 +95,78 @@ def connection_settings(provisioned_database: tuple[str, int], redis_url: str) -
         }
 
     return for_service
+
+
+class TcpProxy:
+    """A TCP relay to a real server, for fault injection: ``cut()`` drops every connection and
+    refuses new ones (the server looks down), ``restore()`` lets traffic through again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._open = threading.Event()
+        self._open.set()
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections.update({client, upstream})
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+            with self._lock:
+                self._connections.discard(sock)
+
+    def cut(self) -> None:
+        self._open.clear()
+        with self._lock:
+            connections, self._connections = self._connections, set()
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def restore(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+@pytest.fixture
+def tcp_proxy() -> Iterator[Callable[[tuple[str, int]], TcpProxy]]:
+    """Start relays to real servers (closed at the end of the test)."""
+    proxies: list[TcpProxy] = []
+
+    def start(target: tuple[str, int]) -> TcpProxy:
+        proxies.append(TcpProxy(target))
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        proxy.close()

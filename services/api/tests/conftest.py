@@ -1,38 +1,192 @@
+"""The api under test, with the real auth service as its token issuer.
+
+auth runs in a thread on a real HTTP port (the api fetches its JWKS over HTTP, as in the stack) and
+issues real tokens; both share the session's Postgres and Redis containers.
+"""
+
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from werkzeug.serving import make_server
+from werkzeug.test import TestResponse
 
 from wharf_api import create_app
 from wharf_api.settings import ApiSettings
 from wharf_common.db import get_session
 
-
-@pytest.fixture(scope="session")
-def api_settings(connection_settings: Callable[[str], dict[str, object]]) -> ApiSettings:
-    return ApiSettings(**connection_settings("api"))
+PASSWORD = "correct horse battery staple 42"
 
 
 @pytest.fixture(scope="session")
-def migrated_app(api_settings: ApiSettings) -> Flask:
-    app = create_app(api_settings)
+def auth_app(
+    connection_settings: Callable[[str], dict[str, object]], tmp_path_factory: pytest.TempPathFactory
+) -> Flask:
+    from wharf_auth import create_app as create_auth_app
+    from wharf_auth.settings import AuthSettings
+
+    keys_dir: Path = tmp_path_factory.mktemp("api-test-signing-keys")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (keys_dir / "20260101T000000Z.pem").write_bytes(pem)
+    app = create_auth_app(AuthSettings(**connection_settings("auth"), signing_keys_dir=keys_dir))
     assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
     return app
 
 
+@pytest.fixture(scope="session")
+def auth_url(auth_app: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, auth_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def api_settings(connection_settings: Callable[[str], dict[str, object]], auth_url: str) -> ApiSettings:
+    return ApiSettings(
+        **connection_settings("api"),
+        auth_jwks_url=f"{auth_url}/.well-known/jwks.json",
+        revocation_sync_seconds=1.0,
+    )
+
+
+def _shut_down(app: Flask) -> None:
+    app.extensions["wharf.authn"].revocations.stop()
+    app.extensions["wharf.db.engine"].dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_app(api_settings: ApiSettings) -> Iterator[Flask]:
+    app = create_app(api_settings)
+    assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
+    yield app
+    _shut_down(app)
+
+
 @pytest.fixture
-def app(migrated_app: Flask) -> Iterator[Flask]:
-    yield migrated_app
-    with migrated_app.app_context():
+def make_api(api_settings: ApiSettings, app: Flask) -> Iterator[Callable[..., Flask]]:
+    """Another api app with some settings changed (e.g. pointing at a fault-injecting proxy)."""
+    apps: list[Flask] = []
+
+    def build(**changes: object) -> Flask:
+        apps.append(create_app(api_settings.model_copy(update=changes)))
+        return apps[-1]
+
+    yield build
+    for built in apps:
+        _shut_down(built)
+
+
+def _clean(api: Flask, auth: Flask) -> None:
+    with api.app_context():
         session = get_session()
-        session.execute(text("TRUNCATE api.users"))
+        session.execute(text("TRUNCATE api.users, api.idempotency_keys"))
         session.commit()
+    with auth.app_context():
+        session = get_session()
+        session.execute(text("TRUNCATE auth.accounts, auth.refresh_tokens, auth.revocations CASCADE"))
+        session.commit()
+    redis = api.extensions["wharf.redis"]
+    keys = list(redis.scan_iter("api:*")) + list(redis.scan_iter("auth:*"))
+    if keys:
+        redis.delete(*keys)
+    auth.extensions["wharf.auth.limiter"].local._entries.clear()
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
+def app(migrated_app: Flask, auth_app: Flask) -> Iterator[Flask]:
+    _clean(migrated_app, auth_app)
+    yield migrated_app
+    _clean(migrated_app, auth_app)
+
+
+@pytest.fixture
+def anonymous(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@dataclass
+class Account:
+    id: str
+    email: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@pytest.fixture
+def sign_up(app: Flask, auth_app: Flask) -> Callable[..., Account]:
+    """Register an account at auth (optionally an admin) and log it in."""
+    auth = auth_app.test_client()
+
+    def create(email: str, *, admin: bool = False) -> Account:
+        registered = auth.post("/register", json={"email": email, "password": PASSWORD, "name": email.split("@")[0]})
+        assert registered.status_code == 201, registered.get_json()
+        if admin:
+            with auth_app.app_context():
+                session = get_session()
+                session.execute(text("UPDATE auth.accounts SET roles = '{user,admin}' WHERE email = :e"), {"e": email})
+                session.commit()
+        tokens = auth.post("/login", json={"email": email, "password": PASSWORD}).get_json()
+        return Account(registered.get_json()["id"], email, tokens["access_token"], tokens["refresh_token"])
+
+    return create
+
+
+class AuthedClient:
+    """A test client that sends one account's token on every request."""
+
+    def __init__(self, client: FlaskClient, account: Account) -> None:
+        self.client = client
+        self.account = account
+
+    def open(self, method: str, path: str, **kwargs: Any) -> TestResponse:
+        headers = {**self.account.headers, **kwargs.pop("headers", {})}
+        return self.client.open(path, method=method, headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> TestResponse:
+        return self.open("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> TestResponse:
+        return self.open("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> TestResponse:
+        return self.open("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> TestResponse:
+        return self.open("DELETE", path, **kwargs)
+
+
+@pytest.fixture
+def authed(app: Flask) -> Callable[..., AuthedClient]:
+    """``authed(account, app=None)``: a client of ``app`` (default: the api) acting as ``account``."""
+
+    def build(account: Account, other_app: Flask | None = None) -> AuthedClient:
+        return AuthedClient((other_app or app).test_client(), account)
+
+    return build
+
+
+@pytest.fixture
+def client(authed: Callable[..., AuthedClient], sign_up: Callable[..., Account]) -> AuthedClient:
+    return authed(sign_up("owner@example.com"))
+
+
+@pytest.fixture
+def password() -> str:
+    return PASSWORD

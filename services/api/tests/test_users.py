@@ -1,47 +1,487 @@
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import pytest
+from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select, text
+
+from wharf_api.idempotency import _lock_id
+from wharf_api.models import User
+from wharf_common.db import get_session
 
 
-def test_create_then_read(client: FlaskClient) -> None:
+def _count_users(app: Flask) -> int:
+    with app.app_context():
+        return get_session().scalar(select(func.count()).select_from(User)) or 0
+
+
+def _create(client: Any, name: str = "Ada", email: str = "ada@example.com", **kwargs: object) -> dict:
+    response = client.post("/users", json={"name": name, "email": email}, **kwargs)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+# -- the seed contract --------------------------------------------------------------------------
+
+
+def test_create_then_read(client: Any) -> None:
     created = client.post("/users", json={"name": "Ada", "email": " Ada@Example.COM "})
     assert created.status_code == 201
     body = created.get_json()
     assert body["email"] == "ada@example.com"
+    assert body["owner"] == client.account.id
     assert created.headers["Location"] == f"/users/{body['id']}"
+    assert created.headers["ETag"]
 
     fetched = client.get(created.headers["Location"])
     assert fetched.status_code == 200
     assert fetched.get_json() == body
+    assert fetched.headers["ETag"] == created.headers["ETag"]
     listed = client.get("/users").get_json()
     assert [u["id"] for u in listed["items"]] == [body["id"]]
+    assert listed["next_cursor"] is None
 
 
-def test_missing_user_is_404_problem(client: FlaskClient) -> None:
-    for user_id in (str(uuid.uuid4()), "not-a-uuid"):
-        response = client.get(f"/users/{user_id}")
-        assert response.status_code == 404
-        assert response.mimetype == "application/problem+json"
-        assert response.get_json()["status"] == 404
+def test_missing_user_is_404_problem(client: Any) -> None:
+    for user_id in (str(uuid.uuid4()), "not-a-uuid", "..%2F..%2Fetc%2Fpasswd"):
+        for method in ("GET", "PATCH", "DELETE"):
+            response = client.open(method, f"/users/{user_id}", json={"name": "x"})
+            assert response.status_code == 404, (method, user_id)
+            assert response.mimetype == "application/problem+json"
+            assert response.get_json()["status"] == 404
 
 
-def test_create_without_name_lists_failing_fields(client: FlaskClient) -> None:
-    response = client.post("/users", json={"email": "nope", "id": "x"})
+def test_invalid_fields_are_all_listed_and_nothing_is_mass_assigned(client: Any, app: Flask) -> None:
+    response = client.post(
+        "/users",
+        json={"email": "nope", "id": str(uuid.uuid4()), "owner": "someone", "created_at": "2020-01-01T00:00:00Z"},
+    )
     assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
     fields = {e["field"] for e in response.get_json()["errors"]}
-    assert fields == {"name", "email", "id"}
+    assert fields == {"name", "email", "id", "owner", "created_at"}
+    assert client.post("/users", json={"name": "   ", "email": "a@example.com"}).status_code == 422
+    assert client.post("/users", json={"name": "x" * 101, "email": "a@example.com"}).status_code == 422
+    assert _count_users(app) == 0
 
 
-def test_duplicate_email_is_409(client: FlaskClient) -> None:
-    assert client.post("/users", json={"name": "A", "email": "dup@example.com"}).status_code == 201
+def test_duplicate_email_is_409(client: Any) -> None:
+    _create(client, "A", "dup@example.com")
     response = client.post("/users", json={"name": "B", "email": "DUP@example.com"})
     assert response.status_code == 409
+    assert response.get_json()["type"] == "https://wharf.dev/problems/conflict"
 
 
-def test_body_must_be_json(client: FlaskClient) -> None:
+def test_body_must_be_json(client: Any) -> None:
     assert client.post("/users", data="name=x", content_type="text/plain").status_code == 415
     malformed = client.post("/users", data="{", content_type="application/json")
     assert malformed.status_code == 400
     assert malformed.mimetype == "application/problem+json"
+    assert client.post("/users", json=["a list"]).status_code == 400
+
+
+# -- authentication and authorization -----------------------------------------------------------
+
+
+def test_every_route_needs_a_token(anonymous: FlaskClient) -> None:
+    routes = [("GET", "/users"), ("GET", f"/users/{uuid.uuid4()}"), ("POST", "/users")]
+    routes += [("PATCH", f"/users/{uuid.uuid4()}"), ("DELETE", f"/users/{uuid.uuid4()}")]
+    for method, path in routes:
+        response = anonymous.open(path, method=method, json={})
+        assert response.status_code == 401, (method, path)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert response.mimetype == "application/problem+json"
+        bad = anonymous.open(path, method=method, json={}, headers={"Authorization": "Bearer not.a.token"})
+        assert bad.status_code == 401
+        assert 'error="invalid_token"' in bad.headers["WWW-Authenticate"]
+    assert anonymous.get("/users", headers={"Authorization": "Basic dXNlcjpwYXNz"}).status_code == 401
+
+
+def test_expired_and_foreign_tokens_are_401(anonymous: FlaskClient, auth_app: Flask) -> None:
+    keyring = auth_app.extensions["wharf.auth.keyring"]
+    common = {"subject": str(uuid.uuid4()), "roles": ["admin"], "family_id": None}
+    expired, _ = keyring.sign_access_token(issuer="wharf-auth", audience="wharf", ttl=-120, **common)
+    wrong_audience, _ = keyring.sign_access_token(issuer="wharf-auth", audience="elsewhere", ttl=60, **common)
+    wrong_issuer, _ = keyring.sign_access_token(issuer="evil", audience="wharf", ttl=60, **common)
+    valid, _ = keyring.sign_access_token(issuer="wharf-auth", audience="wharf", ttl=60, **common)
+    for token in (expired, wrong_audience, wrong_issuer, valid[:-4] + "AAAA"):
+        assert anonymous.get("/users", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert anonymous.get("/users", headers={"Authorization": f"Bearer {valid}"}).status_code == 200
+
+
+def _wait_for_status(client: Any, path: str, status: int, within: float) -> float:
+    started = time.monotonic()
+    while True:
+        if client.get(path).status_code == status:
+            return time.monotonic() - started
+        if time.monotonic() - started > within:
+            pytest.fail(f"{path} did not answer {status} within {within} s")
+        time.sleep(0.05)
+
+
+def test_logout_revokes_the_token_at_api_within_two_seconds(
+    client: Any, auth_app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any]
+) -> None:
+    assert client.get("/users").status_code == 200
+    assert auth_app.test_client().post("/logout", headers=client.account.headers).status_code == 204
+    _wait_for_status(client, "/users", 401, within=2.0)
+    # Another session of the same account is not affected.
+    other = authed(sign_up("second@example.com"))
+    assert other.get("/users").status_code == 200
+
+
+def test_revocations_reach_api_from_postgres_without_redis(
+    app: Flask, auth_app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any]
+) -> None:
+    """The push is lost (published where nobody listens); the periodic re-sync still catches it."""
+    account = sign_up("nopush@example.com")
+    client = authed(account)
+    assert client.get("/users").status_code == 200
+    auth_redis = auth_app.extensions["wharf.redis"]
+    publish = auth_redis.publish
+    auth_redis.publish = lambda *args, **kwargs: 0  # drop the push
+    try:
+        assert auth_app.test_client().post("/logout", headers=account.headers).status_code == 204
+    finally:
+        auth_redis.publish = publish
+    _wait_for_status(client, "/users", 401, within=app.config["SETTINGS"].revocation_sync_seconds + 2)
+
+
+def test_password_change_ends_every_session_at_api(
+    app: Flask, auth_app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any], password: str
+) -> None:
+    account = sign_up("changer@example.com")
+    client = authed(account)
+    assert client.get("/users").status_code == 200
+    changed = auth_app.test_client().post(
+        "/password",
+        headers=account.headers,
+        json={"current_password": password, "new_password": "an entirely new passphrase 77"},
+    )
+    assert changed.status_code == 204
+    _wait_for_status(client, "/users", 401, within=2.0)
+
+
+def test_stale_revocation_list_fails_closed(make_api: Callable[..., Flask], sign_up: Callable[..., Any]) -> None:
+    app = make_api(database_url="postgresql://api@127.0.0.1:9/wharf", db_connect_timeout=1)
+    response = app.test_client().get("/users", headers=sign_up("stale@example.com").headers)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert response.mimetype == "application/problem+json"
+
+
+def test_authorization_matrix(
+    client: Any, app: Flask, sign_up: Callable[..., Any], anonymous: FlaskClient, authed: Callable[..., Any]
+) -> None:
+    other = authed(sign_up("other@example.com"))
+    admin = authed(sign_up("admin@example.com", admin=True))
+    user = _create(client)
+    path = f"/users/{user['id']}"
+
+    assert anonymous.patch(path, json={"name": "x"}).status_code == 401
+    assert other.patch(path, json={"name": "Mallory"}).status_code == 403
+    assert other.delete(path).status_code == 403
+    assert other.get(path).status_code == 200  # reading is open to every signed-in account
+    owner_patch = client.patch(path, json={"name": "Ada Lovelace"})
+    assert owner_patch.status_code == 200
+    assert owner_patch.get_json()["name"] == "Ada Lovelace"
+    assert admin.patch(path, json={"name": "Countess"}).get_json()["name"] == "Countess"
+    assert admin.delete(path).status_code == 204
+    assert client.get(path).status_code == 404
+    mine = _create(client, "Mine", "mine@example.com")
+    assert client.delete(f"/users/{mine['id']}").status_code == 204
+
+
+# -- merge patch and conditional requests -------------------------------------------------------
+
+
+def test_merge_patch_rules(client: Any) -> None:
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    patched = client.patch(path, json={"email": "ADA@lovelace.org"}, content_type="application/merge-patch+json")
+    assert patched.status_code == 200
+    assert patched.get_json()["email"] == "ada@lovelace.org"
+    assert patched.get_json()["name"] == "Ada"
+    assert patched.get_json()["updated_at"] > user["updated_at"]
+    refused = client.patch(path, json={"name": None, "owner": "me", "id": "x"})
+    assert refused.status_code == 422
+    assert {e["field"] for e in refused.get_json()["errors"]} == {"name", "owner", "id"}
+    _create(client, "Taken", "taken@example.com")
+    assert client.patch(path, json={"email": "taken@example.com"}).status_code == 409
+    assert client.patch(path, data="{", content_type="application/merge-patch+json").status_code == 400
+    assert client.patch(path, data="x", content_type="text/plain").status_code == 415
+
+
+def test_etags(client: Any) -> None:
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    first = client.get(path)
+    etag = first.headers["ETag"]
+    assert etag.startswith('"')
+    assert not etag.startswith("W/")
+    not_modified = client.get(path, headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304
+    assert not_modified.headers["ETag"] == etag
+    assert client.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
+
+    changed = client.patch(path, json={"name": "Ada L."}, headers={"If-Match": etag})
+    assert changed.status_code == 200
+    new_etag = changed.headers["ETag"]
+    assert new_etag != etag
+    stale = client.patch(path, json={"name": "Lost update"}, headers={"If-Match": etag})
+    assert stale.status_code == 412
+    assert stale.mimetype == "application/problem+json"
+    assert client.delete(path, headers={"If-Match": etag}).status_code == 412
+    assert client.get(path).get_json()["name"] == "Ada L."
+    assert client.get(path).headers["ETag"] == new_etag
+    assert client.delete(path, headers={"If-Match": new_etag}).status_code == 204
+
+
+# -- pagination ---------------------------------------------------------------------------------
+
+
+def _walk(client: Any, limit: int, during: Callable[[], None] | None = None) -> list[str]:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = f"/users?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(query).get_json()
+        seen += [u["id"] for u in page["items"]]
+        if during:
+            during()
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+
+
+def test_keyset_pagination_visits_every_row_once_under_concurrent_inserts(client: Any, app: Flask) -> None:
+    with app.app_context():
+        session = get_session()
+        session.add_all(User(name=f"user {i}", email=f"user{i}@example.com", owner="seed") for i in range(53))
+        session.commit()
+        existing = {str(u) for u in session.scalars(select(User.id))}
+    inserted = iter(range(1000))
+
+    def insert_more() -> None:
+        for _ in range(3):
+            i = next(inserted)
+            _create(client, f"late {i}", f"late{i}@example.com")
+
+    seen = _walk(client, 10, during=insert_more)
+    assert len(seen) == len(set(seen)), "a row was returned twice"
+    assert existing <= set(seen), "a row that existed before the walk was skipped"
+    assert seen == sorted(seen, key=uuid.UUID)
+
+
+def test_bad_limit_or_cursor_is_422(client: Any) -> None:
+    for query in ("limit=0", "limit=101", "limit=abc", "limit=-1", "limit=1e3", "cursor=nope", "cursor=" + "A" * 40):
+        response = client.get(f"/users?{query}")
+        assert response.status_code == 422, query
+        field = query.split("=")[0]
+        assert [e["field"] for e in response.get_json()["errors"]] == [field]
+    assert len(client.get("/users").get_json()["items"]) == 0
+    assert client.get("/users?limit=100").status_code == 200
+
+
+# -- cache --------------------------------------------------------------------------------------
+
+
+def test_cache_aside_and_read_your_writes(client: Any) -> None:
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    assert client.get(path).headers["X-Cache"] == "MISS"
+    assert client.get(path).headers["X-Cache"] == "HIT"
+    client.patch(path, json={"name": "Fresh"})
+    after_write = client.get(path)
+    assert after_write.headers["X-Cache"] == "MISS"
+    assert after_write.get_json()["name"] == "Fresh"
+
+    assert client.get("/users").headers["X-Cache"] == "MISS"
+    assert client.get("/users").headers["X-Cache"] == "HIT"
+    second = _create(client, "Second", "second@example.com")
+    listed = client.get("/users")
+    assert listed.headers["X-Cache"] == "MISS"
+    assert second["id"] in [u["id"] for u in listed.get_json()["items"]]
+    client.delete(f"/users/{second['id']}")
+    assert second["id"] not in [u["id"] for u in client.get("/users").get_json()["items"]]
+    assert client.get(f"/users/{second['id']}").status_code == 404
+
+
+def test_redis_down_serves_from_postgres_and_recovers(
+    make_api: Callable[..., Flask],
+    redis_container: object,
+    sign_up: Callable[..., Any],
+    tcp_proxy: Callable[..., object],
+    app: Flask,
+    authed: Callable[..., Any],
+) -> None:
+    host = redis_container.get_container_host_ip()  # type: ignore[attr-defined]
+    proxy = tcp_proxy((host, int(redis_container.get_exposed_port(6379))))  # type: ignore[attr-defined]
+    flaky = make_api(redis_url=f"redis://127.0.0.1:{proxy.port}/0")  # type: ignore[attr-defined]
+    client = authed(sign_up("redisdown@example.com"), flaky)
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    client.get(path)
+    assert client.get(path).headers["X-Cache"] == "HIT"
+
+    proxy.cut()  # type: ignore[attr-defined]
+    for _ in range(5):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.headers["X-Cache"] == "MISS"
+    written = client.patch(path, json={"name": "Written while Redis was down"})
+    assert written.status_code == 200
+    second = _create(client, "Also", "also@example.com")
+    assert client.get("/users").status_code == 200
+
+    proxy.restore()  # type: ignore[attr-defined]
+    flaky.extensions["wharf.api.cache"]._breaker.succeeded()  # skip the back-off pause
+    # The invalidation missed during the outage is replayed: no stale read of the old cached name.
+    assert client.get(path).get_json()["name"] == "Written while Redis was down"
+    assert client.get(path).headers["X-Cache"] == "HIT"
+    assert second["id"] in [u["id"] for u in client.get("/users").get_json()["items"]]
+
+
+def test_postgres_down_is_503_and_recovers(
+    make_api: Callable[..., Flask],
+    postgres_address: tuple[str, int],
+    sign_up: Callable[..., Any],
+    tcp_proxy: Callable[..., object],
+    app: Flask,
+    authed: Callable[..., Any],
+) -> None:
+    proxy = tcp_proxy(postgres_address)
+    url = f"postgresql://api@127.0.0.1:{proxy.port}/wharf"  # type: ignore[attr-defined]
+    flaky = make_api(database_url=url)
+    client = authed(sign_up("pgdown@example.com"), flaky)
+    cached = _create(client)
+    client.get(f"/users/{cached['id']}")
+
+    proxy.cut()  # type: ignore[attr-defined]
+    started = time.monotonic()
+    response = client.post("/users", json={"name": "B", "email": "b@example.com"})
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"]
+    assert client.get(f"/users/{uuid.uuid4()}").status_code == 503
+    assert client.get(f"/users/{cached['id']}").status_code == 200  # served from the cache
+    assert time.monotonic() - started < 30  # bounded by the configured timeouts, not hung
+
+    proxy.restore()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while client.post("/users", json={"name": "B", "email": "b@example.com"}).status_code != 201:
+        assert time.monotonic() < deadline, "did not recover within 10 s"
+        time.sleep(0.2)
+
+
+# -- idempotency --------------------------------------------------------------------------------
+
+
+def test_idempotent_create_replays_and_refuses_another_body(client: Any, app: Flask) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    first = client.post("/users", json={"name": "Ada", "email": "ada@example.com"}, headers=headers)
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first.headers
+    again = client.post(
+        "/users", data='{ "email":"ada@example.com",  "name":"Ada"}', headers=headers, content_type="application/json"
+    )
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert _count_users(app) == 1
+
+    other_body = client.post("/users", json={"name": "Eve", "email": "eve@example.com"}, headers=headers)
+    assert other_body.status_code == 422
+    assert other_body.get_json()["errors"][0]["field"] == "Idempotency-Key"
+    assert (
+        client.post("/users", json={"name": "A", "email": "x@example.com"}, headers={"Idempotency-Key": ""}).status_code
+        == 422
+    )
+    assert _count_users(app) == 1
+
+
+def test_idempotency_keys_are_per_account(
+    client: Any, app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any]
+) -> None:
+    other = authed(sign_up("other@example.com"))
+    _create(client, headers={"Idempotency-Key": "shared"})
+    mine = other.post(
+        "/users", json={"name": "Other", "email": "other-user@example.com"}, headers={"Idempotency-Key": "shared"}
+    )
+    assert mine.status_code == 201
+    assert "Idempotent-Replayed" not in mine.headers
+
+
+def test_same_key_in_flight_is_409(client: Any, app: Flask) -> None:
+    engine = app.extensions["wharf.db.engine"]
+    with engine.connect() as holder:  # plays the first request, still running
+        holder.execute(select(func.pg_advisory_lock(_lock_id(client.account.id, "busy"))))
+        response = client.post(
+            "/users", json={"name": "A", "email": "a@example.com"}, headers={"Idempotency-Key": "busy"}
+        )
+        holder.execute(select(func.pg_advisory_unlock(_lock_id(client.account.id, "busy"))))
+    assert response.status_code == 409
+    assert response.get_json()["type"] == "https://wharf.dev/problems/idempotency-key-in-use"
+    assert _count_users(app) == 0
+    assert (
+        client.post(
+            "/users", json={"name": "A", "email": "a@example.com"}, headers={"Idempotency-Key": "busy"}
+        ).status_code
+        == 201
+    )
+
+
+def test_concurrent_requests_with_one_key_create_one_row(app: Flask, client: Any, authed: Callable[..., Any]) -> None:
+    barrier = threading.Barrier(8)
+
+    def attempt(_: int) -> int:
+        local = authed(client.account)
+        barrier.wait()
+        body = {"name": "Once", "email": "once@example.com"}
+        return local.post("/users", json=body, headers={"Idempotency-Key": "race"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(attempt, range(8)))
+    assert set(statuses) <= {201, 409}
+    assert 201 in statuses
+    assert _count_users(app) == 1
+
+
+def test_idempotency_keys_expire(client: Any, app: Flask) -> None:
+    _create(client, headers={"Idempotency-Key": "old"})
+    with app.app_context():
+        session = get_session()
+        session.execute(text("UPDATE api.idempotency_keys SET created_at = now() - interval '25 hours'"))
+        session.execute(text("DELETE FROM api.users"))
+        session.commit()
+    fresh = client.post("/users", json={"name": "Ada", "email": "ada@example.com"}, headers={"Idempotency-Key": "old"})
+    assert fresh.status_code == 201
+    assert "Idempotent-Replayed" not in fresh.headers
+    assert _count_users(app) == 1
+
+
+# -- the OpenAPI document -----------------------------------------------------------------------
+
+
+def test_openapi_document_declares_every_status(anonymous: FlaskClient) -> None:
+    from openapi_spec_validator import validate
+
+    document = anonymous.get("/openapi.json").get_json()
+    validate(document)
+    operations = {(path, method): op for path, item in document["paths"].items() for method, op in item.items()}
+    declared = {key: set(op["responses"]) for key, op in operations.items()}
+    assert declared[("/users", "get")] >= {"200", "401", "422", "503"}
+    assert declared[("/users", "post")] >= {"201", "400", "401", "409", "413", "415", "422", "503"}
+    assert declared[("/users/{user_id}", "get")] >= {"200", "304", "401", "404", "503"}
+    assert declared[("/users/{user_id}", "patch")] >= {"200", "400", "401", "403", "404", "409", "412", "415", "422"}
+    assert declared[("/users/{user_id}", "delete")] >= {"204", "401", "403", "404", "412"}
+    assert all(op["security"] == [{"bearerAuth": []}] for op in operations.values())
+    assert "UserCreate" in document["components"]["schemas"]

@@ -51,7 +51,7 @@ def migrated_app(auth_settings: AuthSettings) -> Flask:
 def clean(app: Flask) -> None:
     with app.app_context():
         session = get_session()
-        session.execute(text("TRUNCATE auth.accounts, auth.refresh_tokens, auth.revoked_tokens CASCADE"))
+        session.execute(text("TRUNCATE auth.accounts, auth.refresh_tokens, auth.revocations CASCADE"))
         session.commit()
     redis = app.extensions["wharf.redis"]
     keys = list(redis.scan_iter("auth:*"))

@@ -1,7 +1,9 @@
 """Create each service's database role and schema, idempotently, as the Postgres superuser.
 
 Each service gets a login role named after it that owns a schema of the same name and has no
-right on any other schema, so ``api`` cannot read ``auth``'s tables. Passwords are (re)applied on
+right on any other schema, so ``api`` cannot read ``auth``'s tables. The one exception is the
+revocation list: every service is a member of ``wharf_revocation_readers``, to which auth's
+migration grants ``SELECT`` on ``auth.revocations`` and nothing else. Passwords are (re)applied on
 every run, so rotating a password secret and re-running this is enough.
 
 Environment: ``DATABASE_ADMIN_URL`` (+ ``DATABASE_ADMIN_PASSWORD_FILE``), ``DB_SERVICES``
@@ -19,6 +21,7 @@ import psycopg2
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
+from wharf_common.revocation import READER_ROLE
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE, read_secret
 
 log = logging.getLogger("wharf.provision")
@@ -46,6 +49,13 @@ def provision_service(cursor: psycopg2.extensions.cursor, database: str, service
     cursor.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(role))
     cursor.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(role, role))
     cursor.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(database), role))
+    cursor.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(READER_ROLE), role))
+
+
+def provision_reader_role(cursor: psycopg2.extensions.cursor) -> None:
+    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,))
+    if cursor.fetchone() is None:
+        cursor.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(READER_ROLE)))
 
 
 def main() -> None:
@@ -74,6 +84,7 @@ def main() -> None:
             # Nobody but the owner and the granted roles may connect or create in public.
             cursor.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
             cursor.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            provision_reader_role(cursor)
             for service in services:
                 provision_service(cursor, database, service, passwords[service])
                 log.info("provisioned role and schema %r", service)

@@ -69,6 +69,12 @@ class CommonSettings(BaseSettings):
 
     retry_after_seconds: int = Field(default=5, ge=1, le=3600)
 
+    # Access tokens: who issues them and for whom, and how fresh the revocation list must be.
+    token_issuer: str = Field(default="wharf-auth", min_length=1)
+    token_audience: str = Field(default="wharf", min_length=1)
+    revocation_sync_seconds: float = Field(default=5.0, gt=0, le=300)
+    revocation_max_staleness_seconds: float = Field(default=30.0, gt=0, le=3600)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

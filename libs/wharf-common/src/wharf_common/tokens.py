@@ -31,6 +31,10 @@ class InvalidToken(Exception):
     """The token is malformed, forged, expired, not yet valid, or not meant for us."""
 
 
+class KeysUnavailable(InvalidToken):
+    """No signing key could be loaded yet (the issuer is unreachable): a fault on our side, not the client's."""
+
+
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -101,7 +105,7 @@ class JwksCache:
             document = self._source()
         except (OSError, ValueError) as exc:  # a failed fetch keeps the previous keys
             if not self._keys:
-                raise InvalidToken("signing keys are unavailable") from exc
+                raise KeysUnavailable("signing keys are unavailable") from exc
             return
         keys = {}
         for jwk in document.get("keys", []) if isinstance(document, Mapping) else []:

@@ -54,11 +54,20 @@ def json_body() -> Any:
         raise Problem(400, "The request body is not valid JSON.", slug="malformed-json", title="Bad Request") from None
 
 
+def validate(model: type[M], data: Any, extra_errors: list[dict[str, str]] | None = None) -> M:
+    """``data`` as ``model``, or a 422 listing every failing field (``extra_errors`` included)."""
+    errors = list(extra_errors or [])
+    try:
+        result = model.model_validate(data)
+    except ValidationError as error:
+        errors.extend(field_errors(error))
+    if errors:
+        raise invalid(errors)
+    return result
+
+
 def parse_body(model: type[M]) -> M:
     data = json_body()
     if not isinstance(data, dict):
         raise Problem(400, "The request body must be a JSON object.", slug="malformed-json", title="Bad Request")
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise invalid(field_errors(error)) from None
+    return validate(model, data)

@@ -4,19 +4,56 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 
 from wharf_api import users
+from wharf_api.cache import UserCache
 from wharf_api.models import SCHEMA
 from wharf_api.settings import ApiSettings
-from wharf_common import migrations
+from wharf_common import authn, migrations, openapi
+from wharf_common.revocation import RevocationSet, load_from_database
 from wharf_common.settings import load_settings
+from wharf_common.tokens import JwksCache, TokenVerifier, url_fetcher
 from wharf_common.web import create_base_app
+
+VERSION = "1.0.0"
+
+
+def _authenticator(app: Flask, settings: ApiSettings) -> authn.Authenticator:
+    """Tokens are verified here, against auth's public keys (fetched rarely) and revocation list."""
+    keys = JwksCache(
+        url_fetcher(str(settings.auth_jwks_url)),
+        ttl=settings.jwks_cache_seconds,
+        min_refresh_interval=settings.jwks_min_refresh_seconds,
+    )
+    verifier = TokenVerifier(
+        keys, issuer=settings.token_issuer, audience=settings.token_audience, leeway=settings.token_leeway_seconds
+    )
+    engine = app.extensions["wharf.db.engine"]
+    revocations = RevocationSet(
+        lambda: load_from_database(engine),
+        app.extensions["wharf.redis"],
+        sync_interval=settings.revocation_sync_seconds,
+        max_staleness=settings.revocation_max_staleness_seconds,
+    )
+    return authn.Authenticator(verifier, revocations)
 
 
 def create_app(settings: ApiSettings | None = None) -> Flask:
     settings = settings or load_settings(ApiSettings)
     app = create_base_app(__name__, settings)
     migrations.init_app(app, Path(__file__).parent / "migrations", SCHEMA)
+    authn.init_app(app, _authenticator(app, settings))
+    app.extensions["wharf.api.cache"] = UserCache(app.extensions["wharf.redis"], settings.cache_ttl_seconds)
     app.register_blueprint(users.bp)
+
+    @app.get("/openapi.json")
+    def openapi_document() -> ResponseReturnValue:
+        return jsonify(
+            openapi.build(
+                app, title="Wharf API", version=VERSION, description="The users resource. Errors are RFC 9457."
+            )
+        )
+
     return app

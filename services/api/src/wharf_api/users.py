@@ -1,20 +1,36 @@
-"""The ``users`` resource."""
+"""The ``users`` resource: CRUD with keyset pagination, ETags, cache-aside and idempotent creates."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
-from flask.typing import ResponseReturnValue
+from flask import Blueprint, Response, current_app, request, url_for
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+from wharf_api import idempotency
+from wharf_api.cache import UserCache
 from wharf_api.models import User
-from wharf_common.db import get_session, insert_unique
+from wharf_api.settings import ApiSettings
+from wharf_common.authn import Principal, current_principal, require_auth
+from wharf_common.db import get_session
+from wharf_common.openapi import Parameter, operation
+from wharf_common.openapi import Response as Doc
 from wharf_common.problems import Problem
-from wharf_common.validation import Email, Name, parse_body
+from wharf_common.validation import Email, Name, invalid, json_body, parse_body, validate
 
 bp = Blueprint("users", __name__, url_prefix="/users")
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MERGE_PATCH = "application/merge-patch+json"
 
 
 class UserCreate(BaseModel):
@@ -24,40 +40,275 @@ class UserCreate(BaseModel):
     email: Email
 
 
-def _find(user_id: str) -> User:
+class UserPatch(BaseModel):
+    """JSON merge patch (RFC 7396): members present are replaced; ``null`` is refused (both are required)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Name | None = None
+    email: Email | None = None
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    email: str
+    owner: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+def _cache() -> UserCache:
+    return current_app.extensions["wharf.api.cache"]
+
+
+def _settings() -> ApiSettings:
+    return current_app.config["SETTINGS"]
+
+
+def _json_bytes(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _etag(document: bytes) -> str:
+    return hashlib.sha256(document).hexdigest()[:32]
+
+
+def _json_response(document: bytes, status: int = 200, *, cache: str | None = None, etag: bool = False) -> Response:
+    response = Response(document, status=status, mimetype="application/json")
+    if cache:
+        response.headers["X-Cache"] = cache
+    if etag:
+        response.set_etag(_etag(document))
+    return response
+
+
+def _not_found() -> Problem:
+    return Problem(404, "No user with this id.")
+
+
+def _user_id(raw: str) -> uuid.UUID:
     try:
-        key = uuid.UUID(user_id)
+        return uuid.UUID(raw)
     except ValueError:
-        raise Problem(404, "No user with this id.") from None
-    user = get_session().get(User, key)
-    if user is None:
-        raise Problem(404, "No user with this id.")
-    return user
+        raise _not_found() from None
+
+
+def _field_problem(field: str, message: str) -> Problem:
+    return invalid([{"field": field, "message": message}])
+
+
+# -- pagination ---------------------------------------------------------------------------------
+
+
+def encode_cursor(last_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(last_id.bytes).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if len(cursor) != 22 or len(raw) != 16:
+            raise ValueError(cursor)
+        return uuid.UUID(bytes=raw)
+    except (ValueError, binascii.Error):
+        raise _field_problem("cursor", "not a cursor returned by this API") from None
+
+
+def _limit() -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _field_problem("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+LIST_PARAMETERS = (
+    Parameter("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size (default 20)"),
+    Parameter("cursor", "query", {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}, "next_cursor of the last page"),
+)
 
 
 @bp.get("")
-def list_users() -> ResponseReturnValue:
-    """List users, oldest id first."""
-    limit = request.args.get("limit", default=20, type=int)
-    if not 1 <= limit <= 100:
-        raise Problem(422, "limit must be between 1 and 100.", slug="validation-error", title="Unprocessable Content")
-    users = get_session().scalars(select(User).order_by(User.id).limit(limit)).all()
-    return jsonify(items=[u.to_json() for u in users], next_cursor=None)
+@operation(
+    "List users, in id order, one page at a time",
+    parameters=LIST_PARAMETERS,
+    responses={200: Doc("A page of users", UserPage, headers=("X-Cache",)), 422: "Bad limit or cursor"},
+    tags=("users",),
+)
+@require_auth
+def list_users() -> Response:
+    limit = _limit()
+    cursor = request.args.get("cursor") or None
+    after = decode_cursor(cursor) if cursor is not None else None
+    cached, generation = _cache().get_page(limit, cursor)
+    if cached is not None:
+        return _json_response(cached, cache="HIT")
+    query = select(User).order_by(User.id).limit(limit + 1)
+    if after is not None:
+        query = query.where(User.id > after)
+    rows = get_session().scalars(query).all()
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+    document = _json_bytes({"items": [u.to_json() for u in page], "next_cursor": next_cursor})
+    _cache().fill_page(limit, cursor, document, generation)
+    return _json_response(document, cache="MISS")
+
+
+# -- single users -------------------------------------------------------------------------------
 
 
 @bp.get("/<user_id>")
-def get_user(user_id: str) -> ResponseReturnValue:
-    """Read one user."""
-    return jsonify(_find(user_id).to_json())
+@operation(
+    "Read one user",
+    parameters=(Parameter("If-None-Match", "header", {"type": "string"}, "ETag of a cached copy"),),
+    responses={
+        200: Doc("The user", UserOut, headers=("ETag", "X-Cache")),
+        304: Doc("Not modified (If-None-Match matched)", headers=("ETag",)),
+        404: "No user with this id",
+    },
+    tags=("users",),
+)
+@require_auth
+def get_user(user_id: str) -> Response:
+    key = str(_user_id(user_id))
+    document, generation = _cache().get_user(key)
+    state = "HIT"
+    if document is None:
+        state = "MISS"
+        user = get_session().get(User, uuid.UUID(key))
+        if user is None:
+            raise _not_found()
+        document = _json_bytes(user.to_json())
+        _cache().fill_user(key, document, generation)
+    response = _json_response(document, cache=state, etag=True)
+    return response.make_conditional(request) if request.if_none_match else response
+
+
+def _lock_for_write(user_id: str, principal: Principal) -> User:
+    """The user row, locked until commit, once the caller may change it and its If-Match holds."""
+    user = get_session().get(User, _user_id(user_id), with_for_update=True)
+    if user is None:
+        raise _not_found()
+    if not (principal.is_admin or (user.owner is not None and user.owner == principal.subject)):
+        raise Problem(403, "Only the user's owner or an admin may change it.", slug="forbidden")
+    if request.if_match and not request.if_match.contains(_etag(_json_bytes(user.to_json()))):
+        raise Problem(412, "The user has changed since the given ETag (If-Match).", slug="precondition-failed")
+    return user
+
+
+WRITE_RESPONSES = {
+    403: "Not the owner and not an admin",
+    404: "No user with this id",
+    412: "If-Match does not match the current ETag",
+}
+IF_MATCH = Parameter("If-Match", "header", {"type": "string"}, "Only apply if the user still has this ETag")
+
+
+@bp.patch("/<user_id>")
+@operation(
+    "Change a user's name or email (JSON merge patch)",
+    body=UserPatch,
+    body_media_types=(MERGE_PATCH, "application/json"),
+    parameters=(IF_MATCH,),
+    responses={200: Doc("The changed user", UserOut, headers=("ETag",)), 409: "Email taken", **WRITE_RESPONSES},
+    tags=("users",),
+)
+@require_auth
+def patch_user(user_id: str) -> Response:
+    principal = current_principal()
+    data = json_body()
+    if not isinstance(data, dict):
+        raise Problem(400, "A merge patch must be a JSON object.", slug="malformed-json", title="Bad Request")
+    nulls = [{"field": name, "message": "may not be null"} for name, value in data.items() if value is None]
+    patch = validate(UserPatch, {k: v for k, v in data.items() if v is not None}, extra_errors=nulls)
+    session = get_session()
+    user = _lock_for_write(user_id, principal)
+    changes = patch.model_dump(exclude_unset=True)
+    if any(getattr(user, name) != value for name, value in changes.items()):
+        for name, value in changes.items():
+            setattr(user, name, value)
+        user.updated_at = datetime.now(UTC)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise Problem(409, "A user with this email already exists.", slug="conflict") from None
+        _cache().invalidate(str(user.id))
+    else:
+        session.rollback()
+    return _json_response(_json_bytes(user.to_json()), etag=True)
+
+
+@bp.delete("/<user_id>")
+@operation(
+    "Delete a user",
+    parameters=(IF_MATCH,),
+    responses={204: Doc("Deleted"), **WRITE_RESPONSES},
+    tags=("users",),
+)
+@require_auth
+def delete_user(user_id: str) -> Response:
+    session = get_session()
+    user = _lock_for_write(user_id, current_principal())
+    session.delete(user)
+    session.commit()
+    _cache().invalidate(str(user.id))
+    return Response(status=204)
+
+
+# -- create -------------------------------------------------------------------------------------
 
 
 @bp.post("")
-def create_user() -> ResponseReturnValue:
-    """Create a user."""
+@operation(
+    "Create a user (safe to retry with an Idempotency-Key)",
+    body=UserCreate,
+    parameters=(
+        Parameter(
+            "Idempotency-Key",
+            "header",
+            {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
+            "Retries with the same key and body return the first response instead of creating again (24 h)",
+        ),
+    ),
+    responses={
+        201: Doc("Created", UserOut, headers=("Location", "ETag", "Idempotent-Replayed")),
+        409: "Email taken, or a request with this Idempotency-Key is still in progress",
+        422: "Invalid fields, or the Idempotency-Key was used with another body",
+    },
+    tags=("users",),
+)
+@require_auth
+def create_user() -> Response:
+    principal = current_principal()
+    key = idempotency.key_from_request()
     body = parse_body(UserCreate)
-    user = User(id=uuid.uuid4(), name=body.name, email=body.email)
-    insert_unique(user, "A user with this email already exists.")
-    response = jsonify(user.to_json())
-    response.status_code = 201
-    response.headers["Location"] = url_for("users.get_user", user_id=str(user.id))
+    session = get_session()
+    if key is not None:
+        replay = idempotency.begin(session, principal.subject, key, request.get_data())
+        if replay is not None:
+            return replay
+    user = User(id=uuid.uuid4(), name=body.name, email=body.email, owner=principal.subject)
+    session.add(user)
+    try:
+        session.flush()  # server defaults (timestamps) are needed for the response
+        session.refresh(user)
+        document = _json_bytes(user.to_json())
+        location = url_for("users.get_user", user_id=str(user.id))
+        if key is not None:
+            idempotency.record(session, principal.subject, key, request.get_data(), 201, document, location)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Problem(409, "A user with this email already exists.", slug="conflict") from None
+    _cache().invalidate(str(user.id))
+    response = _json_response(document, 201, etag=True)
+    response.headers["Location"] = location
     return response

@@ -44,10 +44,14 @@ class RefreshToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class RevokedToken(Base):
-    """An access token's ``jti`` revoked by logout, kept until the token would have expired anyway."""
+class Revocation(Base):
+    """A revoked token (``jti``), login session (``family``) or account (tokens ``issued_before``),
+    kept until every token it covers has expired; see :mod:`wharf_common.revocation`."""
 
-    __tablename__ = "revoked_tokens"
+    __tablename__ = "revocations"
 
-    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issued_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

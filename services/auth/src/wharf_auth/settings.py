@@ -18,8 +18,6 @@ class AuthSettings(CommonSettings):
 
     # Directory of PEM Ed25519 private keys; the newest file name signs, all are published.
     signing_keys_dir: Path = Path("/run/secrets/auth/signing-keys")
-    token_issuer: str = Field(default="wharf-auth", min_length=1)
-    token_audience: str = Field(default="wharf", min_length=1)
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=60, le=31_536_000)
 

@@ -13,18 +13,19 @@ from typing import Annotated, Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, StringConstraints
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, update
 
-from wharf_auth import events
+from wharf_auth import events, revocations
 from wharf_auth import passwords as policy
 from wharf_auth.keys import KeyRing, SigningKeyError
 from wharf_auth.limits import Limit, LoginLimiter, email_key, ip_key
-from wharf_auth.models import Account, RefreshToken, RevokedToken
+from wharf_auth.models import Account, RefreshToken
 from wharf_auth.passwords import Passwords
 from wharf_auth.settings import AuthSettings
+from wharf_common.authn import bearer_token, unauthorized
 from wharf_common.db import get_session, insert_unique
 from wharf_common.problems import Problem
+from wharf_common.revocation import Revocation
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
 from wharf_common.tokens import InvalidToken, TokenVerifier
 from wharf_common.validation import Email, Name, invalid, parse_body
@@ -91,10 +92,6 @@ def _check_password_policy(password: str, email: str | None, field: str = "passw
         raise invalid([{"field": field, "message": f"Password {r}."} for r in reasons])
 
 
-def _unauthorized(detail: str = "Missing, invalid or revoked access token.") -> Problem:
-    return Problem(401, detail, slug="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="wharf"'})
-
-
 def _account_json(account: Account) -> dict[str, Any]:
     return {
         "id": str(account.id),
@@ -131,6 +128,11 @@ def _issue_tokens(account: Account, family_id: uuid.UUID) -> dict[str, Any]:
         "expires_in": settings.access_token_ttl_seconds,
         "refresh_token": refresh,
     }
+
+
+def _covering_expiry() -> float:
+    """When every access token issued until now has expired (TTL plus the verifiers' leeway)."""
+    return _now().timestamp() + _settings().access_token_ttl_seconds + 60
 
 
 def _no_store(response: Any) -> Any:
@@ -176,7 +178,7 @@ def login() -> ResponseReturnValue:
     if not _passwords().verify(account.password_hash if account else None, body.password) or account is None:
         limiter.record_failure([account_limit, ip_limit])
         events.emit("login_failure", email=email, level=logging.WARNING)
-        raise _unauthorized(LOGIN_FAILED)
+        raise unauthorized(LOGIN_FAILED)
     limiter.reset(account_limit)
     if _passwords().needs_rehash(account.password_hash):
         account.password_hash = _passwords().hash(body.password)
@@ -214,15 +216,19 @@ def refresh() -> ResponseReturnValue:
                 .where(RefreshToken.family_id == existing.family_id, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
+            # The access tokens of the stolen session die too, at every service.
+            family = Revocation("family", str(existing.family_id), _covering_expiry())
+            revocations.record(session, family)
             session.commit()
+            revocations.announce(family)
             events.emit("refresh_reuse_detected", account_id=existing.account_id, level=logging.WARNING)
         else:
             session.rollback()
-        raise _unauthorized("Invalid, expired or revoked refresh token.")
+        raise unauthorized("Invalid, expired or revoked refresh token.")
     account = session.get(Account, claimed.account_id)
     if account is None:
         session.rollback()
-        raise _unauthorized("Invalid, expired or revoked refresh token.")
+        raise unauthorized("Invalid, expired or revoked refresh token.")
     tokens = _issue_tokens(account, claimed.family_id)
     session.commit()
     events.emit("refresh", account_id=account.id)
@@ -231,58 +237,56 @@ def refresh() -> ResponseReturnValue:
 
 def _authenticate() -> tuple[Account, dict[str, Any]]:
     """The account behind the Bearer access token, checked against revocations in the database."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized()
     verifier: TokenVerifier = current_app.extensions["wharf.auth.verifier"]
     try:
-        claims = verifier.verify(token.strip())
+        claims = verifier.verify(bearer_token())
     except InvalidToken:
-        raise _unauthorized() from None
+        raise unauthorized() from None
     session = get_session()
-    if session.get(RevokedToken, claims["jti"]) is not None:
-        raise _unauthorized()
+    if revocations.is_revoked(session, claims):
+        raise unauthorized()
     try:
         account_id = uuid.UUID(claims["sub"])
     except ValueError:
-        raise _unauthorized() from None
+        raise unauthorized() from None
     account = session.get(Account, account_id)
     if account is None:
-        raise _unauthorized()
+        raise unauthorized()
     if account.tokens_valid_after is not None and float(claims["iat"]) < account.tokens_valid_after.timestamp():
-        raise _unauthorized()
+        raise unauthorized()
     return account, claims
+
+
+def _family_id(claims: dict[str, Any]) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(claims.get("fid")))
+    except ValueError:
+        return None
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
+    """End the session: this access token, every token of its login family, its refresh tokens."""
     account, claims = _authenticate()
     session = get_session()
-    session.execute(
-        insert(RevokedToken)
-        .values(jti=claims["jti"], expires_at=datetime.fromtimestamp(claims["exp"], UTC))
-        .on_conflict_do_nothing(index_elements=["jti"])
-    )
-    family = claims.get("fid")
-    if isinstance(family, str):
-        try:
-            family_id = uuid.UUID(family)
-        except ValueError:
-            family_id = None
-        if family_id is not None:
-            session.execute(
-                update(RefreshToken)
-                .where(
-                    RefreshToken.family_id == family_id,
-                    RefreshToken.account_id == account.id,
-                    RefreshToken.revoked_at.is_(None),
-                )
-                .values(revoked_at=_now())
+    ended = [Revocation("jti", claims["jti"], float(claims["exp"]))]
+    family_id = _family_id(claims)
+    if family_id is not None:
+        ended.append(Revocation("family", str(family_id), _covering_expiry()))
+        session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.family_id == family_id,
+                RefreshToken.account_id == account.id,
+                RefreshToken.revoked_at.is_(None),
             )
-    # Housekeeping: revocations of tokens that have expired anyway.
-    session.execute(text("DELETE FROM auth.revoked_tokens WHERE expires_at < now() - interval '1 minute'"))
+            .values(revoked_at=_now())
+        )
+    for revocation in ended:
+        revocations.record(session, revocation)
+    revocations.delete_expired(session)
     session.commit()
+    revocations.announce(*ended)
     events.emit("logout", account_id=account.id)
     return "", 204
 
@@ -317,7 +321,10 @@ def change_password() -> ResponseReturnValue:
         .where(RefreshToken.account_id == account.id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    everything_before = Revocation("account", str(account.id), _covering_expiry(), issued_before=now.timestamp())
+    revocations.record(session, everything_before)
     session.commit()
+    revocations.announce(everything_before)
     events.emit("password_changed", account_id=account.id)
     return "", 204
 

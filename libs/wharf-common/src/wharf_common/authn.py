@@ -1,0 +1,116 @@
+"""Bearer-token authentication for Flask routes, shared by every service.
+
+A request is authenticated locally: the access token is verified against the issuer's public keys
+(:mod:`wharf_common.tokens`) and checked against the in-memory revocation set
+(:mod:`wharf_common.revocation`). No call to the auth service per request.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from flask import current_app, g, request
+
+from wharf_common.problems import Problem
+from wharf_common.revocation import RevocationSet, RevocationsUnavailable
+from wharf_common.tokens import InvalidToken, KeysUnavailable, TokenVerifier
+
+EXTENSION = "wharf.authn"
+ADMIN_ROLE = "admin"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as the verified access token says."""
+
+    subject: str
+    roles: frozenset[str]
+    claims: Mapping[str, Any]
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+
+def unauthorized(detail: str = "Missing, invalid or revoked access token.", *, token_sent: bool = True) -> Problem:
+    # RFC 6750 section 3: no error code when the request carried no credentials at all.
+    challenge = 'Bearer realm="wharf", error="invalid_token"' if token_sent else 'Bearer realm="wharf"'
+    return Problem(401, detail, slug="unauthorized", headers={"WWW-Authenticate": challenge})
+
+
+def _unavailable(detail: str) -> Problem:
+    retry_after = str(current_app.config.get("RETRY_AFTER_SECONDS", 5))
+    return Problem(
+        503, detail, slug="dependency-unavailable", title="Service Unavailable", headers={"Retry-After": retry_after}
+    )
+
+
+def bearer_token() -> str:
+    """The token of ``Authorization: Bearer <token>``, or a 401 problem."""
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise unauthorized("An access token is required (Authorization: Bearer).", token_sent=False)
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("The Authorization header must be 'Bearer <access token>'.")
+    return token.strip()
+
+
+class Authenticator:
+    def __init__(self, verifier: TokenVerifier, revocations: RevocationSet | None) -> None:
+        self.verifier = verifier
+        self.revocations = revocations
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Claims of a valid, unrevoked token; 401 for a bad token, 503 when we cannot tell."""
+        try:
+            claims = self.verifier.verify(token)
+        except KeysUnavailable:
+            raise _unavailable("Token signing keys are not available yet; retry later.") from None
+        except InvalidToken:
+            raise unauthorized() from None
+        if self.revocations is not None:
+            try:
+                revoked = self.revocations.is_revoked(claims)
+            except RevocationsUnavailable:
+                raise _unavailable("Token revocations cannot be checked right now; retry later.") from None
+            if revoked:
+                raise unauthorized()
+        return claims
+
+    def authenticate(self) -> Principal:
+        claims = self.verify(bearer_token())
+        roles = claims.get("roles")
+        principal = Principal(
+            subject=claims["sub"],
+            roles=frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),
+            claims=claims,
+        )
+        g.principal = principal
+        g.account_id = principal.subject  # picked up by the JSON log formatter
+        return principal
+
+
+def init_app(app: Any, authenticator: Authenticator) -> None:
+    app.extensions[EXTENSION] = authenticator
+
+
+def require_auth(view: F) -> F:
+    """Decorate a view: 401/503 unless the request carries a valid, unrevoked access token."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current_app.extensions[EXTENSION].authenticate()
+        return view(*args, **kwargs)
+
+    wrapper.wharf_requires_auth = True  # type: ignore[attr-defined] - read by the OpenAPI builder
+    return cast(F, wrapper)
+
+
+def current_principal() -> Principal:
+    return g.principal

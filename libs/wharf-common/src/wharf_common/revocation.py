@@ -1,0 +1,219 @@
+"""Revoked access tokens, known to every service without a round trip per request.
+
+The auth service records each revocation durably in ``auth.revocations`` and then announces it on
+the Redis channel ``wharf:revocations``. Every process of every service keeps the small set of
+not-yet-expired revocations in memory: pushed entries arrive within milliseconds, and a full
+re-sync from Postgres every few seconds repairs anything a lost message or a Redis outage missed.
+A process whose last successful re-sync is older than ``max_staleness`` fails closed: it raises
+:class:`RevocationsUnavailable` instead of trusting a token that may have been revoked.
+
+Three kinds of entry: ``jti`` (one token, logout), ``family`` (every token of one login session,
+``fid`` claim) and ``account`` (every token of an account issued before ``issued_before``,
+password change).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, text
+
+CHANNEL = "wharf:revocations"
+# The group role allowed to read auth.revocations (created by provisioning, granted by auth's migration).
+READER_ROLE = "wharf_revocation_readers"
+KINDS = ("jti", "family", "account")
+
+log = logging.getLogger(__name__)
+
+
+class RevocationsUnavailable(Exception):
+    """The revocation set is too old to be trusted."""
+
+
+@dataclass(frozen=True)
+class Revocation:
+    kind: str
+    value: str
+    expires_at: float  # epoch seconds; after this the token is dead anyway
+    issued_before: float | None = None  # epoch seconds, for kind "account"
+
+    def to_message(self) -> str:
+        return json.dumps(
+            {"kind": self.kind, "value": self.value, "exp": self.expires_at, "issued_before": self.issued_before}
+        )
+
+    @classmethod
+    def from_message(cls, data: bytes | str) -> Revocation | None:
+        try:
+            item = json.loads(data)
+            revocation = cls(
+                kind=str(item["kind"]),
+                value=str(item["value"]),
+                expires_at=float(item["exp"]),
+                issued_before=None if item.get("issued_before") is None else float(item["issued_before"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+        if revocation.kind not in KINDS or (revocation.kind == "account") != (revocation.issued_before is not None):
+            return None
+        return revocation
+
+
+def publish(client: redis.Redis, revocation: Revocation) -> None:
+    """Announce a revocation that is already committed; a failure only delays it until the next re-sync."""
+    try:
+        client.publish(CHANNEL, revocation.to_message())
+    except redis.RedisError as exc:
+        log.warning("revocation not pushed (services pick it up on their next re-sync): %s", exc)
+
+
+def load_from_database(engine: Engine) -> list[Revocation]:
+    query = text(
+        "SELECT kind, value, extract(epoch FROM expires_at), extract(epoch FROM issued_before)"
+        " FROM auth.revocations WHERE expires_at > now()"
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [Revocation(k, v, float(e), None if ib is None else float(ib)) for k, v, e, ib in rows]
+
+
+class RevocationSet:
+    """The in-memory set, kept fresh by a re-sync thread and a pub/sub listener (started lazily,
+    once per process, so gunicorn workers forked from a preloaded app each get their own)."""
+
+    def __init__(
+        self,
+        loader: Callable[[], list[Revocation]],
+        redis_client: redis.Redis | None,
+        *,
+        sync_interval: float = 5.0,
+        max_staleness: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._loader = loader
+        self._redis = redis_client
+        self._sync_interval = sync_interval
+        self._max_staleness = max_staleness
+        self._clock = clock
+        self._jtis: dict[str, float] = {}
+        self._families: dict[str, float] = {}
+        self._accounts: dict[str, float] = {}
+        self._pushed: list[tuple[float, Revocation]] = []  # arrivals, replayed over a racing re-sync
+        self._synced_at: float | None = None
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._started_pid: int | None = None
+        self._stop = threading.Event()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def is_revoked(self, claims: Mapping[str, Any]) -> bool:
+        """Whether verified ``claims`` belong to a revoked token; raises when the set is stale."""
+        self._ensure_started()
+        if self._synced_at is None or self._clock() - self._synced_at > self._max_staleness:
+            raise RevocationsUnavailable("the revocation list is stale")
+        if claims.get("jti") in self._jtis or claims.get("fid") in self._families:
+            return True
+        issued_before = self._accounts.get(str(claims.get("sub")))
+        return issued_before is not None and float(claims.get("iat", 0)) < issued_before
+
+    def age(self) -> float | None:
+        return None if self._synced_at is None else self._clock() - self._synced_at
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add(self, revocation: Revocation) -> None:
+        with self._lock:
+            self._apply(revocation)
+            self._pushed.append((self._clock(), revocation))
+
+    def _apply(self, revocation: Revocation) -> None:
+        if revocation.kind == "jti":
+            self._jtis[revocation.value] = revocation.expires_at
+        elif revocation.kind == "family":
+            self._families[revocation.value] = revocation.expires_at
+        elif revocation.issued_before is not None:
+            current = self._accounts.get(revocation.value, 0.0)
+            self._accounts[revocation.value] = max(current, revocation.issued_before)
+
+    def sync(self) -> None:
+        """Replace the set with Postgres' view of it (plus pushes that arrived meanwhile)."""
+        with self._sync_lock:
+            started = self._clock()
+            rows = self._loader()
+            with self._lock:
+                self._jtis, self._families, self._accounts = {}, {}, {}
+                for revocation in rows:
+                    self._apply(revocation)
+                # A push may describe a commit the query did not see yet; keep it until the next sync.
+                self._pushed = [(t, r) for t, r in self._pushed if t >= started - 1.0]
+                for _arrived, revocation in self._pushed:
+                    self._apply(revocation)
+                self._synced_at = started
+
+    # -- background work -----------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._started_pid == os.getpid():
+            return
+        with self._start_lock:  # other request threads wait here for the first sync
+            if self._started_pid == os.getpid():
+                return
+            self._synced_at = None  # a forked child must not trust its parent's copy
+            try:
+                self.sync()
+            except Exception as exc:  # the staleness check fails closed
+                log.warning("initial revocation sync failed: %s", exc)
+            threading.Thread(target=self._sync_loop, name="revocation-sync", daemon=True).start()
+            if self._redis is not None:
+                threading.Thread(target=self._listen_loop, name="revocation-listen", daemon=True).start()
+            self._started_pid = os.getpid()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self._sync_interval):
+            try:
+                self.sync()
+            except Exception as exc:  # the staleness check fails closed
+                log.warning("revocation sync failed: %s", exc)
+
+    def _listen_loop(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                backoff = 0.5
+            except (redis.RedisError, OSError) as exc:
+                log.info("revocation channel unavailable, retrying in %.1f s: %s", backoff, exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _listen(self) -> None:
+        assert self._redis is not None
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(CHANNEL)
+            # Anything published while we were not subscribed is only in Postgres: catch up now.
+            try:
+                self.sync()
+            except Exception as exc:  # the staleness check fails closed
+                log.warning("revocation sync after subscribe failed: %s", exc)
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=1.0)
+                if message and message.get("type") == "message":
+                    revocation = Revocation.from_message(message["data"])
+                    if revocation is not None:
+                        self.add(revocation)
+        finally:
+            pubsub.close()

@@ -1,0 +1,132 @@
+"""Cache-aside in Redis for single users and list pages.
+
+Keys live under ``api:``. Every write bumps a generation counter (``api:users:gen``) in the same
+Redis transaction that deletes the written user's entry:
+- list pages are stored with the generation they were read under and count as hits only while it
+  is current, so one increment invalidates every page;
+- a user entry is filled only if the generation is unchanged since before the database read (a
+  Lua compare-and-set), so a read racing a write cannot put the old row back after the delete.
+Redis errors never fail a request: the call is a miss, and the :class:`Breaker` keeps a dead Redis
+from being tried on every call. Invalidations that could not reach Redis are replayed as soon as
+it answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+
+from wharf_common.cache import Breaker
+
+log = logging.getLogger(__name__)
+
+GENERATION_KEY = "api:users:gen"
+MAX_PENDING = 10_000
+T = TypeVar("T")
+
+# KEYS[1] entry, KEYS[2] generation; ARGV[1] generation seen before the read, ARGV[2] value, ARGV[3] ttl.
+_FILL_IF_CURRENT = """
+if (redis.call('GET', KEYS[2]) or '0') == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def user_key(user_id: str) -> str:
+    return f"api:user:{user_id}"
+
+
+def list_key(limit: int, cursor: str | None) -> str:
+    return f"api:users:page:{limit}:{cursor or ''}"
+
+
+class UserCache:
+    def __init__(self, client: redis.Redis, ttl: int, breaker: Breaker | None = None) -> None:
+        self._redis = client
+        self._ttl = ttl
+        self._breaker = breaker or Breaker()
+        self._fill = client.register_script(_FILL_IF_CURRENT)
+        self._pending: set[str] = set()  # user ids whose invalidation did not reach Redis
+        self._pending_overflow = False
+
+    def _call(self, operation: Callable[[], T], default: T) -> T:
+        if not self._breaker.available():
+            return default
+        try:
+            if self._pending or self._pending_overflow:
+                self._replay_invalidations()
+            result = operation()
+        except (redis.RedisError, OSError) as exc:
+            if self._breaker.available():
+                log.warning("redis unavailable, serving without cache: %s", exc)
+            self._breaker.failed()
+            return default
+        self._breaker.succeeded()
+        return result
+
+    # -- single users ---------------------------------------------------------------------------
+
+    def get_user(self, user_id: str) -> tuple[bytes | None, bytes]:
+        """The cached document (or None) and the generation to pass to :meth:`fill_user`."""
+        found = self._call(lambda: self._redis.mget(user_key(user_id), GENERATION_KEY), [None, None])
+        return found[0], found[1] or b"0"
+
+    def fill_user(self, user_id: str, document: bytes, generation: bytes) -> None:
+        keys = [user_key(user_id), GENERATION_KEY]
+        self._call(lambda: self._fill(keys=keys, args=[generation, document, self._ttl]), 0)
+
+    # -- list pages -----------------------------------------------------------------------------
+
+    def get_page(self, limit: int, cursor: str | None) -> tuple[bytes | None, bytes]:
+        generation, stored = self._call(lambda: self._redis.mget(GENERATION_KEY, list_key(limit, cursor)), [None, None])
+        generation = generation or b"0"
+        if stored is not None:
+            seen, _, document = stored.partition(b"\n")
+            if seen == generation:
+                return document, generation
+        return None, generation
+
+    def fill_page(self, limit: int, cursor: str | None, document: bytes, generation: bytes) -> None:
+        self._call(lambda: self._redis.set(list_key(limit, cursor), generation + b"\n" + document, ex=self._ttl), None)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def invalidate(self, user_id: str) -> None:
+        """After a committed write to ``user_id``: drop its entry and every list page."""
+        if not self._call(lambda: self._invalidate([user_id]), False):
+            self._remember(user_id)
+
+    def _invalidate(self, user_ids: list[str]) -> bool:
+        pipe = self._redis.pipeline(transaction=True)
+        for user_id in user_ids:
+            pipe.delete(user_key(user_id))
+        pipe.incr(GENERATION_KEY)
+        pipe.execute()
+        return True
+
+    def _remember(self, user_id: str) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            self._pending_overflow = True
+        else:
+            self._pending.add(user_id)
+
+    def _replay_invalidations(self) -> None:
+        pending, overflow = list(self._pending), self._pending_overflow
+        if overflow:  # too many to list: drop every user entry
+            batch: list[bytes] = []
+            for key in self._redis.scan_iter(match="api:user:*", count=1000):
+                batch.append(key)
+                if len(batch) == 500:
+                    self._redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                self._redis.unlink(*batch)
+        self._invalidate(pending)
+        self._pending.difference_update(pending)
+        self._pending_overflow = False
+        log.info("replayed %d cache invalidations after a Redis outage", len(pending))

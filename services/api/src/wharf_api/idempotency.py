@@ -1,0 +1,85 @@
+"""Idempotent creates (``Idempotency-Key``), safe under retries, concurrency and crashes.
+
+The key's record is written in the same transaction as the row it created, so an acknowledged
+create always has its record and an unacknowledged one has neither. A transaction-scoped advisory
+lock on (caller, key) serialises requests with the same key: a second one arriving while the first
+is still running gets 409 at once instead of waiting or creating a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+from flask import Response, current_app, request
+from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from wharf_api.models import IdempotencyKey
+from wharf_common.problems import Problem
+from wharf_common.validation import invalid
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def key_from_request() -> str | None:
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise invalid([{"field": HEADER, "message": f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"}])
+    return key
+
+
+def _fingerprint(body: bytes) -> str:
+    """The same JSON, however it is spaced or ordered, is the same request."""
+    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{request.method} {request.path}\n{canonical}".encode()).hexdigest()
+
+
+def _lock_id(owner: str, key: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"idempotency\0{owner}\0{key}".encode()).digest()[:8], "big", signed=True)
+
+
+def _ttl() -> timedelta:
+    return timedelta(seconds=current_app.config["SETTINGS"].idempotency_ttl_seconds)
+
+
+def begin(session: Session, owner: str, key: str, body: bytes) -> Response | None:
+    """Take the key for this transaction; the stored response if it was already used for ``body``."""
+    if not session.scalar(select(func.pg_try_advisory_xact_lock(_lock_id(owner, key)))):
+        raise Problem(409, "A request with this Idempotency-Key is still in progress.", slug="idempotency-key-in-use")
+    cutoff = datetime.now(UTC) - _ttl()
+    # Housekeeping, a bounded batch at a time: records older than the TTL.
+    expired = select(IdempotencyKey.owner, IdempotencyKey.key).where(IdempotencyKey.created_at < cutoff).limit(100)
+    session.execute(delete(IdempotencyKey).where(tuple_(IdempotencyKey.owner, IdempotencyKey.key).in_(expired)))
+    stored = session.get(IdempotencyKey, (owner, key))
+    if stored is not None and stored.created_at < cutoff:  # expired: the key is free again
+        session.delete(stored)
+        session.flush()
+        stored = None
+    if stored is None:
+        return None
+    if stored.request_hash != _fingerprint(body):
+        raise invalid([{"field": HEADER, "message": "was already used with a different request body"}])
+    session.rollback()  # nothing to write; releases the lock
+    response = Response(stored.body, status=stored.status, mimetype="application/json")
+    if stored.location:
+        response.headers["Location"] = stored.location
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def record(session: Session, owner: str, key: str, body: bytes, status: int, document: bytes, location: str) -> None:
+    session.add(
+        IdempotencyKey(
+            owner=owner,
+            key=key,
+            request_hash=_fingerprint(body),
+            status=status,
+            body=document,
+            location=location,
+        )
+    )
