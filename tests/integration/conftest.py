@@ -1,7 +1,8 @@
 """The composed stack, up in real containers, reached only through nginx.
 
-It runs as its own compose project (``wharf-it``, or ``$WHARF_IT_PROJECT``) on its own port with its own secrets directory,
-so it never touches a developer's stack, and is removed with its volumes at the end.
+It runs as its own compose project (``wharf-it``, or ``$WHARF_IT_PROJECT``) on its own port with
+its own secrets directory, so it never touches a developer's stack, and is removed with its
+volumes at the end.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,3 +97,24 @@ def http(stack: Stack) -> Iterator[requests.Session]:
     session.headers["User-Agent"] = "wharf-integration-tests"
     yield session
     session.close()
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def register(stack: Stack, http: requests.Session) -> str:
+    """A new account with a unique email; returns the email."""
+    email = f"it-{uuid.uuid4().hex[:12]}@example.com"
+    created = http.post(
+        f"{stack.base_url}/auth/register", json={"email": email, "password": PASSWORD, "name": "It"}, timeout=10
+    )
+    assert created.status_code == 201, created.text
+    return email
+
+
+def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> dict[str, str]:
+    """Authorization headers of a fresh session (registering a new account unless ``email`` is given)."""
+    email = email or register(stack, http)
+    tokens = http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
+    assert tokens.status_code == 200, tokens.text
+    return {"Authorization": f"Bearer {tokens.json()['access_token']}"}

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import requests
 
-from .conftest import Stack
+from .conftest import PASSWORD, Stack, register
 
 pytestmark = pytest.mark.integration
-
-PASSWORD = "correct horse battery staple"
-
-
-def _account(stack: Stack, http: requests.Session) -> str:
-    email = f"it-{uuid.uuid4().hex[:12]}@example.com"
-    created = http.post(
-        f"{stack.base_url}/auth/register", json={"email": email, "password": PASSWORD, "name": "It"}, timeout=10
-    )
-    assert created.status_code == 201, created.text
-    return email
 
 
 def _login(stack: Stack, http: requests.Session, email: str, password: str = PASSWORD) -> requests.Response:
@@ -28,7 +15,7 @@ def _login(stack: Stack, http: requests.Session, email: str, password: str = PAS
 
 
 def test_register_login_me_refresh_reuse_logout(stack: Stack, http: requests.Session) -> None:
-    email = _account(stack, http)
+    email = register(stack, http)
     tokens = _login(stack, http, email)
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
@@ -57,7 +44,7 @@ def test_register_login_me_refresh_reuse_logout(stack: Stack, http: requests.Ses
 
 
 def test_lockout_after_five_failures(stack: Stack, http: requests.Session) -> None:
-    email = _account(stack, http)
+    email = register(stack, http)
     statuses = [_login(stack, http, email, "not the password at all").status_code for _ in range(5)]
     assert statuses == [401] * 5
     locked = _login(stack, http, email)  # the right password does not bypass the lockout

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from .conftest import Stack
+from .conftest import Stack, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -117,9 +117,14 @@ def _psql_as_api(stack: Stack, query: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_api_role_cannot_read_auth_schema(stack: Stack) -> None:
-    denied = _psql_as_api(stack, "SELECT count(*) FROM auth.accounts")
-    assert denied.returncode != 0
-    assert "permission denied for schema auth" in denied.stderr
+    for table in ("auth.accounts", "auth.refresh_tokens"):
+        denied = _psql_as_api(stack, f"SELECT count(*) FROM {table}")
+        assert denied.returncode != 0
+        assert "permission denied" in denied.stderr
+    # The one thing api may read there: the revocation list it re-syncs from.
+    revocations = _psql_as_api(stack, "SELECT count(*) FROM auth.revocations")
+    assert revocations.returncode == 0, revocations.stderr
+    assert _psql_as_api(stack, "DELETE FROM auth.revocations").returncode != 0
     own = _psql_as_api(stack, "SELECT count(*) FROM api.users")
     assert own.returncode == 0, own.stderr
 
@@ -133,6 +138,8 @@ def test_malformed_setting_stops_the_service_with_one_line(stack: Stack) -> None
 
 
 def test_data_survives_down_and_up(stack: Stack, http: requests.Session) -> None:
+    headers = sign_in(stack, http)
+    http.headers.update(headers)
     created = http.post(stack.base_url + "/api/users", json={"name": "Kept", "email": "kept@example.com"}, timeout=10)
     assert created.status_code == 201, created.text
     location = created.headers["Location"]
@@ -143,6 +150,8 @@ def test_data_survives_down_and_up(stack: Stack, http: requests.Session) -> None
     stack.up()
     print(f"warm up to healthy: {time.monotonic() - started:.1f} s")
 
+    # The account, its token (signed before the restart) and the data are all still there.
     fetched = http.get(stack.base_url + location, timeout=10)
     assert fetched.status_code == 200
     assert fetched.json() == created.json()
+    assert http.get(stack.base_url + "/auth/me", timeout=10).status_code == 200

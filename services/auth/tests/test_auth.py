@@ -314,6 +314,60 @@ def test_logout_revokes_access_and_refresh(client: FlaskClient) -> None:
     assert client.post("/logout").status_code == 401
 
 
+def test_logout_ends_every_token_of_the_session(client: FlaskClient, app: Flask) -> None:
+    """Access tokens obtained by refreshing the same login die with it, and the revocation is
+    recorded durably (with its kinds) for the other services to re-sync."""
+    register(client)
+    first = login(client).get_json()
+    refreshed = client.post("/refresh", json={"refresh_token": first["refresh_token"]}).get_json()
+    assert client.post("/logout", headers=bearer(first["access_token"])).status_code == 204
+    assert client.get("/me", headers=bearer(refreshed["access_token"])).status_code == 401
+    with app.app_context():
+        kinds = get_session().execute(text("SELECT kind FROM auth.revocations ORDER BY kind")).scalars().all()
+    assert kinds == ["family", "jti"]
+
+
+def test_refresh_reuse_also_kills_the_sessions_access_tokens(client: FlaskClient) -> None:
+    register(client)
+    first = login(client).get_json()
+    second = client.post("/refresh", json={"refresh_token": first["refresh_token"]}).get_json()
+    assert client.get("/me", headers=bearer(second["access_token"])).status_code == 200
+    assert client.post("/refresh", json={"refresh_token": first["refresh_token"]}).status_code == 401  # stolen
+    assert client.get("/me", headers=bearer(second["access_token"])).status_code == 401
+
+
+def test_revocations_are_pushed_on_the_channel(client: FlaskClient, app: Flask) -> None:
+    from wharf_common.revocation import CHANNEL, Revocation
+
+    pubsub = app.extensions["wharf.redis"].pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(CHANNEL)
+    try:
+        register(client)
+        tokens = login(client).get_json()
+        assert client.post("/logout", headers=bearer(tokens["access_token"])).status_code == 204
+        received = []
+        deadline = time.monotonic() + 5
+        while len(received) < 2 and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)
+            if message:
+                received.append(Revocation.from_message(message["data"]))
+    finally:
+        pubsub.close()
+    assert sorted(r.kind for r in received if r) == ["family", "jti"]
+
+
+def test_openapi_document(client: FlaskClient) -> None:
+    from openapi_spec_validator import validate
+
+    document = client.get("/openapi.json").get_json()
+    validate(document)
+    paths = document["paths"]
+    assert set(paths) == {"/register", "/login", "/refresh", "/logout", "/me", "/password", "/.well-known/jwks.json"}
+    assert set(paths["/login"]["post"]["responses"]) >= {"200", "400", "401", "415", "422", "429", "503"}
+    assert paths["/me"]["get"]["security"] == [{"bearerAuth": []}]
+    assert "security" not in paths["/login"]["post"]
+
+
 def test_password_change_ends_sessions(client: FlaskClient) -> None:
     register(client)
     tokens = login(client).get_json()

@@ -98,14 +98,18 @@ def operation(
     body_media_types: tuple[str, ...] = ("application/json",),
     parameters: tuple[Parameter, ...] = (),
     tags: tuple[str, ...] = (),
+    bearer: bool = False,
 ) -> Callable[[F], F]:
-    """Document a view. A ``str`` response is a problem+json response with that description."""
+    """Document a view. A ``str`` response is a problem+json response with that description.
+    ``bearer`` marks a view that checks the token itself (``@require_auth`` views are detected)."""
     normalised = {
         status: Response(spec, problem=True) if isinstance(spec, str) else spec for status, spec in responses.items()
     }
 
     def decorate(view: F) -> F:
         view.wharf_operation = Operation(summary, normalised, body, body_media_types, parameters, tags)  # type: ignore[attr-defined]
+        if bearer:
+            view.wharf_requires_auth = True  # type: ignore[attr-defined]
         return view
 
     return decorate

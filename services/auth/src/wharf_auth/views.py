@@ -8,7 +8,7 @@ import secrets
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -24,6 +24,8 @@ from wharf_auth.passwords import Passwords
 from wharf_auth.settings import AuthSettings
 from wharf_common.authn import bearer_token, unauthorized
 from wharf_common.db import get_session, insert_unique
+from wharf_common.openapi import Response as Doc
+from wharf_common.openapi import operation
 from wharf_common.problems import Problem
 from wharf_common.revocation import Revocation
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
@@ -60,6 +62,40 @@ class RefreshBody(Strict):
 class PasswordChangeBody(Strict):
     current_password: Password
     new_password: Password
+
+
+class AccountOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    created_at: datetime
+
+
+class MeOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    roles: list[str]
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+    refresh_token: str
+
+
+class PublicKey(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kty: str
+    kid: str
+    use: str
+    alg: str
+
+
+class JwkSet(BaseModel):
+    keys: list[PublicKey]
 
 
 def _settings() -> AuthSettings:
@@ -141,6 +177,12 @@ def _no_store(response: Any) -> Any:
 
 
 @bp.post("/register")
+@operation(
+    "Create an account",
+    body=RegisterBody,
+    responses={201: Doc("The new account", AccountOut), 409: "An account with this email exists"},
+    tags=("accounts",),
+)
 def register() -> ResponseReturnValue:
     """Create an account (role ``user``; roles cannot be chosen here)."""
     body = parse_body(RegisterBody)
@@ -157,6 +199,16 @@ LOGIN_FAILED = "Invalid email or password."
 
 
 @bp.post("/login")
+@operation(
+    "Sign in: an access token and a refresh token",
+    body=LoginBody,
+    responses={
+        200: Doc("Tokens", TokenPair, headers=("Cache-Control",)),
+        401: "Wrong email or password",
+        429: Doc("Too many failed attempts", problem=True, headers=("Retry-After",)),
+    },
+    tags=("tokens",),
+)
 def login() -> ResponseReturnValue:
     body = parse_body(LoginBody)
     settings = _settings()
@@ -190,6 +242,12 @@ def login() -> ResponseReturnValue:
 
 
 @bp.post("/refresh")
+@operation(
+    "Trade a refresh token for new tokens (each refresh token works once)",
+    body=RefreshBody,
+    responses={200: Doc("Tokens", TokenPair, headers=("Cache-Control",)), 401: "Invalid, used or revoked"},
+    tags=("tokens",),
+)
 def refresh() -> ResponseReturnValue:
     """Rotate a refresh token. Presenting one that was already used revokes its whole family."""
     body = parse_body(RefreshBody)
@@ -265,6 +323,12 @@ def _family_id(claims: dict[str, Any]) -> uuid.UUID | None:
 
 
 @bp.post("/logout")
+@operation(
+    "End the session of this access token",
+    responses={204: Doc("Signed out")},
+    tags=("tokens",),
+    bearer=True,
+)
 def logout() -> ResponseReturnValue:
     """End the session: this access token, every token of its login family, its refresh tokens."""
     account, claims = _authenticate()
@@ -292,6 +356,7 @@ def logout() -> ResponseReturnValue:
 
 
 @bp.get("/me")
+@operation("The signed-in account", responses={200: Doc("The account", MeOut)}, tags=("accounts",), bearer=True)
 def me() -> ResponseReturnValue:
     account, _claims = _authenticate()
     return _no_store(
@@ -300,6 +365,13 @@ def me() -> ResponseReturnValue:
 
 
 @bp.post("/password")
+@operation(
+    "Change the password; every session ends",
+    body=PasswordChangeBody,
+    responses={204: Doc("Changed"), 403: "The current password is wrong"},
+    tags=("accounts",),
+    bearer=True,
+)
 def change_password() -> ResponseReturnValue:
     account, _claims = _authenticate()
     body = parse_body(PasswordChangeBody)
@@ -330,6 +402,11 @@ def change_password() -> ResponseReturnValue:
 
 
 @bp.get("/.well-known/jwks.json")
+@operation(
+    "Public keys that verify access tokens (JWKS)",
+    responses={200: Doc("The key set", JwkSet, headers=("Cache-Control",))},
+    tags=("tokens",),
+)
 def jwks() -> ResponseReturnValue:
     response = jsonify(_keyring().jwks())
     response.headers["Cache-Control"] = "public, max-age=300"
