@@ -485,3 +485,32 @@ def test_openapi_document_declares_every_status(anonymous: FlaskClient) -> None:
     assert declared[("/users/{user_id}", "delete")] >= {"204", "401", "403", "404", "412"}
     assert all(op["security"] == [{"bearerAuth": []}] for op in operations.values())
     assert "UserCreate" in document["components"]["schemas"]
+
+
+# -- auth's keys --------------------------------------------------------------------------------
+
+
+def test_cached_keys_keep_working_while_auth_is_down(
+    auth_url: str,
+    make_api: Callable[..., Flask],
+    tcp_proxy: Callable[..., Any],
+    sign_up: Callable[..., Any],
+    authed: Callable[..., Any],
+) -> None:
+    host, port = auth_url.removeprefix("http://").split(":")
+    proxy = tcp_proxy((host, int(port)))
+    app = make_api(auth_jwks_url=f"http://127.0.0.1:{proxy.port}/.well-known/jwks.json", jwks_cache_seconds=1)
+    client = authed(sign_up("keys@example.com"), app)
+    assert client.get("/users").status_code == 200
+    proxy.cut()
+    time.sleep(1.2)  # the cache is due for a refresh, which fails: the known key stays
+    assert client.get("/users").status_code == 200
+
+
+def test_no_keys_yet_is_503_not_401(
+    make_api: Callable[..., Flask], sign_up: Callable[..., Any], authed: Callable[..., Any]
+) -> None:
+    app = make_api(auth_jwks_url="http://127.0.0.1:9/.well-known/jwks.json")
+    response = authed(sign_up("nokeys@example.com"), app).get("/users")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
