@@ -314,6 +314,17 @@ def test_cache_aside_and_read_your_writes(client: Any) -> None:
     assert client.get(f"/users/{second['id']}").status_code == 404
 
 
+def test_cache_clear_command(client: Any, app: Flask) -> None:
+    user = _create(client)
+    client.get(f"/users/{user['id']}")
+    client.get("/users")
+    result = app.test_cli_runner().invoke(args=["cache-clear"])
+    assert result.exit_code == 0
+    assert "entries removed" in result.output
+    assert client.get(f"/users/{user['id']}").headers["X-Cache"] == "MISS"
+    assert client.get("/users").headers["X-Cache"] == "MISS"
+
+
 def test_redis_down_serves_from_postgres_and_recovers(
     make_api: Callable[..., Flask],
     redis_container: object,
@@ -514,3 +525,30 @@ def test_no_keys_yet_is_503_not_401(
     response = authed(sign_up("nokeys@example.com"), app).get("/users")
     assert response.status_code == 503
     assert response.headers["Retry-After"]
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def test_requests_cache_and_tokens_are_counted(client: Any, anonymous: FlaskClient) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    user = _create(client)
+    route = {"method": "GET", "route": "/users/<user_id>", "status": "200"}
+    before = {
+        "requests": sample("wharf_http_request_duration_seconds_count", **route),
+        "hits": sample("wharf_cache_lookups_total", kind="user", result="hit"),
+        "valid": sample("wharf_token_verifications_total", outcome="valid"),
+        "invalid": sample("wharf_token_verifications_total", outcome="invalid"),
+    }
+    states = [client.get(f"/users/{user['id']}").headers["X-Cache"] for _ in range(2)]
+    assert states == ["MISS", "HIT"]
+    anonymous.get("/users", headers={"Authorization": "Bearer junk"})
+    assert sample("wharf_http_request_duration_seconds_count", **route) == before["requests"] + 2
+    assert sample("wharf_cache_lookups_total", kind="user", result="hit") == before["hits"] + 1
+    assert sample("wharf_token_verifications_total", outcome="valid") == before["valid"] + 2
+    assert sample("wharf_token_verifications_total", outcome="invalid") == before["invalid"] + 1
+    assert sample("wharf_db_pool_connections_open") >= 1

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
+from wharf_common import metrics
 from wharf_common.problems import Problem
 from wharf_common.revocation import RevocationSet, RevocationsUnavailable
 from wharf_common.tokens import InvalidToken, KeysUnavailable, TokenVerifier
@@ -68,19 +69,25 @@ class Authenticator:
 
     def verify(self, token: str) -> dict[str, Any]:
         """Claims of a valid, unrevoked token; 401 for a bad token, 503 when we cannot tell."""
+        outcome = metrics.TOKEN_VERIFICATIONS
         try:
             claims = self.verifier.verify(token)
         except KeysUnavailable:
+            outcome.labels("unavailable").inc()
             raise _unavailable("Token signing keys are not available yet; retry later.") from None
         except InvalidToken:
+            outcome.labels("invalid").inc()
             raise unauthorized() from None
         if self.revocations is not None:
             try:
                 revoked = self.revocations.is_revoked(claims)
             except RevocationsUnavailable:
+                outcome.labels("unavailable").inc()
                 raise _unavailable("Token revocations cannot be checked right now; retry later.") from None
             if revoked:
+                outcome.labels("revoked").inc()
                 raise unauthorized()
+        outcome.labels("valid").inc()
         return claims
 
     def authenticate(self) -> Principal:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from flask import Flask, g
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from wharf_common import metrics
 from wharf_common.problems import Problem
 from wharf_common.settings import CommonSettings
 
@@ -39,8 +40,16 @@ def make_engine(settings: CommonSettings) -> Engine:
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
         },
     )
+    _count_pool_use(engine)
     _ENGINES.append(engine)
     return engine
+
+
+def _count_pool_use(engine: Engine) -> None:
+    event.listen(engine, "connect", lambda *_: metrics.DB_CONNECTIONS_OPEN.inc())
+    event.listen(engine, "close", lambda *_: metrics.DB_CONNECTIONS_OPEN.dec())
+    event.listen(engine, "checkout", lambda *_: metrics.DB_CONNECTIONS_IN_USE.inc())
+    event.listen(engine, "checkin", lambda *_: metrics.DB_CONNECTIONS_IN_USE.dec())
 
 
 def dispose_engines_after_fork() -> None:

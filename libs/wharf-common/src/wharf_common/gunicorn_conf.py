@@ -6,6 +6,8 @@ Every value comes from the environment so ops tune it without a rebuild.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -32,6 +34,29 @@ logconfig_dict: dict[str, Any] = {
     "disable_existing_loggers": False,
     "root": {"level": loglevel.upper()},
 }
+
+
+# Prometheus multiprocess mode: set before the app (and prometheus_client) is imported, which
+# preload_app does right after this file is read. Emptied at every master start.
+metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/wharf-metrics"))  # noqa: S108 - tmpfs
+shutil.rmtree(metrics_dir, ignore_errors=True)
+metrics_dir.mkdir(parents=True)
+metrics_port = int(os.environ.get("METRICS_PORT", "9000"))
+
+
+def when_ready(server: Any) -> None:
+    """The master serves every worker's metrics on the internal metrics port."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(metrics_port, registry=registry)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_fork(server: Any, worker: Any) -> None:

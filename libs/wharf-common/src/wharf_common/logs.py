@@ -33,6 +33,9 @@ class JsonFormatter(logging.Formatter):
             request_id = g.get("request_id")
             if request_id:
                 entry["request_id"] = request_id
+            account_id = g.get("account_id")
+            if account_id:
+                entry["account_id"] = account_id
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

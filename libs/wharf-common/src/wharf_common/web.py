@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from wharf_common import db, health
+from wharf_common import db, health, metrics
 from wharf_common.cache import make_redis
 from wharf_common.logs import configure_logging
 from wharf_common.problems import register_error_handlers
@@ -18,13 +20,37 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 
 
+QUIET_ROUTES = {"/healthz", "/readyz"}  # probed every few seconds: logged at DEBUG only
+request_log = logging.getLogger("wharf.request")
+
+
 def _assign_request_id() -> None:
+    g.started = time.perf_counter()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = incoming if _REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
 
 
-def _echo_request_id(response: Response) -> Response:
+def _finish(response: Response) -> Response:
+    """Echo the request id, then count and log the request (never its headers or body)."""
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    duration = time.perf_counter() - g.get("started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    metrics.REQUEST_SECONDS.labels(request.method, route, str(response.status_code)).observe(duration)
+    level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+    request_log.log(
+        level,
+        "%s %s %s",
+        request.method,
+        route,
+        response.status_code,
+        extra={
+            "method": request.method,
+            "route": route,
+            "status": response.status_code,
+            "duration_ms": round(duration * 1000, 2),
+            "client_ip": request.remote_addr,
+        },
+    )
     return response
 
 
@@ -42,7 +68,7 @@ def create_base_app(import_name: str, settings: CommonSettings) -> Flask:
     # X-Forwarded-Prefix the public path prefix (/api, /auth) it strips.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_prefix=1)  # type: ignore[method-assign]
     app.before_request(_assign_request_id)
-    app.after_request(_echo_request_id)
+    app.after_request(_finish)
     register_error_handlers(app)
 
     db.init_app(app, db.make_engine(settings))

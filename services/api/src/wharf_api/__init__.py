@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
-from wharf_api import users
+from wharf_api import cli, users
 from wharf_api.cache import UserCache
 from wharf_api.models import SCHEMA
 from wharf_api.settings import ApiSettings
@@ -47,6 +47,7 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     authn.init_app(app, _authenticator(app, settings))
     app.extensions["wharf.api.cache"] = UserCache(app.extensions["wharf.redis"], settings.cache_ttl_seconds)
     app.register_blueprint(users.bp)
+    cli.init_app(app)
 
     @app.get("/openapi.json")
     def openapi_document() -> ResponseReturnValue:

@@ -115,17 +115,28 @@ class UserCache:
         else:
             self._pending.add(user_id)
 
+    def clear(self) -> int:
+        """Drop every api cache entry (after a restore); the next reads refill from Postgres."""
+        removed = self._unlink_matching("api:*")
+        self._redis.incr(GENERATION_KEY)
+        return removed
+
+    def _unlink_matching(self, pattern: str) -> int:
+        removed = 0
+        batch: list[bytes] = []
+        for key in self._redis.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) == 500:
+                removed += self._redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += self._redis.unlink(*batch)
+        return removed
+
     def _replay_invalidations(self) -> None:
         pending, overflow = list(self._pending), self._pending_overflow
         if overflow:  # too many to list: drop every user entry
-            batch: list[bytes] = []
-            for key in self._redis.scan_iter(match="api:user:*", count=1000):
-                batch.append(key)
-                if len(batch) == 500:
-                    self._redis.unlink(*batch)
-                    batch.clear()
-            if batch:
-                self._redis.unlink(*batch)
+            self._unlink_matching("api:user:*")
         self._invalidate(pending)
         self._pending.difference_update(pending)
         self._pending_overflow = False

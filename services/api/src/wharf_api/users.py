@@ -19,6 +19,7 @@ from wharf_api import idempotency
 from wharf_api.cache import UserCache
 from wharf_api.models import User
 from wharf_api.settings import ApiSettings
+from wharf_common import metrics
 from wharf_common.authn import Principal, current_principal, require_auth
 from wharf_common.db import get_session
 from wharf_common.openapi import Parameter, operation
@@ -88,6 +89,11 @@ def _json_response(document: bytes, status: int = 200, *, cache: str | None = No
     return response
 
 
+def _looked_up(kind: str, hit: bool) -> str:
+    metrics.CACHE_LOOKUPS.labels(kind, "hit" if hit else "miss").inc()
+    return "HIT" if hit else "MISS"
+
+
 def _not_found() -> Problem:
     return Problem(404, "No user with this id.")
 
@@ -149,7 +155,7 @@ def list_users() -> Response:
     after = decode_cursor(cursor) if cursor is not None else None
     cached, generation = _cache().get_page(limit, cursor)
     if cached is not None:
-        return _json_response(cached, cache="HIT")
+        return _json_response(cached, cache=_looked_up("page", hit=True))
     query = select(User).order_by(User.id).limit(limit + 1)
     if after is not None:
         query = query.where(User.id > after)
@@ -158,7 +164,7 @@ def list_users() -> Response:
     next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
     document = _json_bytes({"items": [u.to_json() for u in page], "next_cursor": next_cursor})
     _cache().fill_page(limit, cursor, document, generation)
-    return _json_response(document, cache="MISS")
+    return _json_response(document, cache=_looked_up("page", hit=False))
 
 
 # -- single users -------------------------------------------------------------------------------
@@ -179,9 +185,8 @@ def list_users() -> Response:
 def get_user(user_id: str) -> Response:
     key = str(_user_id(user_id))
     document, generation = _cache().get_user(key)
-    state = "HIT"
+    state = _looked_up("user", hit=document is not None)
     if document is None:
-        state = "MISS"
         user = get_session().get(User, uuid.UUID(key))
         if user is None:
             raise _not_found()

@@ -7,6 +7,8 @@ import logging
 
 from flask import has_request_context, request
 
+from wharf_common.metrics import AUTH_EVENTS
+
 log = logging.getLogger("wharf.auth.events")
 
 
@@ -23,3 +25,4 @@ def emit(event: str, *, account_id: object = None, email: str | None = None, lev
     if has_request_context():
         extra["client_ip"] = request.remote_addr
     log.log(level, event, extra=extra)
+    AUTH_EVENTS.labels(event).inc()

@@ -24,6 +24,7 @@ from wharf_auth.passwords import Passwords
 from wharf_auth.settings import AuthSettings
 from wharf_common.authn import bearer_token, unauthorized
 from wharf_common.db import get_session, insert_unique
+from wharf_common.metrics import TOKEN_VERIFICATIONS
 from wharf_common.openapi import Response as Doc
 from wharf_common.openapi import operation
 from wharf_common.problems import Problem
@@ -299,9 +300,11 @@ def _authenticate() -> tuple[Account, dict[str, Any]]:
     try:
         claims = verifier.verify(bearer_token())
     except InvalidToken:
+        TOKEN_VERIFICATIONS.labels("invalid").inc()
         raise unauthorized() from None
     session = get_session()
     if revocations.is_revoked(session, claims):
+        TOKEN_VERIFICATIONS.labels("revoked").inc()
         raise unauthorized()
     try:
         account_id = uuid.UUID(claims["sub"])
@@ -311,7 +314,9 @@ def _authenticate() -> tuple[Account, dict[str, Any]]:
     if account is None:
         raise unauthorized()
     if account.tokens_valid_after is not None and float(claims["iat"]) < account.tokens_valid_after.timestamp():
+        TOKEN_VERIFICATIONS.labels("revoked").inc()
         raise unauthorized()
+    TOKEN_VERIFICATIONS.labels("valid").inc()
     return account, claims
 
 

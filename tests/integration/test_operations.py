@@ -1,0 +1,102 @@
+"""Day-two operations on the composed stack: metrics, logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+
+import pytest
+import requests
+
+from .conftest import PASSWORD, Stack, register, sign_in
+
+pytestmark = pytest.mark.integration
+
+
+def _scrape(container_id: str) -> str:
+    """The metrics page a replica serves on its internal port (from inside its own container)."""
+    url = "http://127.0.0.1:9000/metrics"
+    script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+    return subprocess.run(
+        ["docker", "exec", container_id, "python", "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _sample(page: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    total = 0.0
+    for line in page.splitlines():
+        match = re.match(rf"^{re.escape(name)}\{{(.*)\}} (\S+)$", line)
+        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+            total += float(match.group(2))
+    return total
+
+
+def _json_line(line: str) -> dict[str, object]:
+    try:
+        return json.loads(line.split("| ", 1)[1])
+    except (IndexError, ValueError):
+        return {}
+
+
+def test_metrics_are_served_internally_and_summed_over_workers(stack: Stack, http: requests.Session) -> None:
+    headers = sign_in(stack, http)
+    for _ in range(10):
+        assert http.get(f"{stack.base_url}/api/users?limit=1", headers=headers, timeout=10).status_code == 200
+    api_pages = [_scrape(cid) for cid in stack.compose("ps", "-q", "api").stdout.split()]
+    served = sum(
+        _sample(p, "wharf_http_request_duration_seconds_count", method="GET", route="/users", status="200")
+        for p in api_pages
+    )
+    assert served >= 10
+    assert sum(_sample(p, "wharf_token_verifications_total", outcome="valid") for p in api_pages) >= 10
+    assert all("wharf_db_pool_connections_open" in p for p in api_pages)
+
+    http.post(f"{stack.base_url}/auth/login", json={"email": "nobody@example.com", "password": "x" * 15}, timeout=10)
+    auth_pages = [_scrape(cid) for cid in stack.compose("ps", "-q", "auth").stdout.split()]
+    assert sum(_sample(p, "wharf_auth_events_total", event="login_failure") for p in auth_pages) >= 1
+
+    for path in ("/api/metrics", "/auth/metrics", "/metrics"):
+        assert http.get(stack.base_url + path, timeout=10).status_code == 404
+
+
+def test_a_user_journey_leaves_no_secret_in_any_log(stack: Stack, http: requests.Session) -> None:
+    email = register(stack, http)
+    tokens = http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10).json()
+    refreshed = http.post(
+        f"{stack.base_url}/auth/refresh", json={"refresh_token": tokens["refresh_token"]}, timeout=10
+    ).json()
+    auth = {"Authorization": f"Bearer {refreshed['access_token']}"}
+    assert http.get(f"{stack.base_url}/auth/me", headers=auth, timeout=10).status_code == 200
+    created = http.post(
+        f"{stack.base_url}/api/users",
+        json={"name": "Log", "email": f"{uuid.uuid4().hex[:8]}@example.com"},
+        headers=auth,
+    )
+    assert created.status_code == 201
+    new_password = "a fresh and private passphrase 9"
+    changed = http.post(
+        f"{stack.base_url}/auth/password",
+        json={"current_password": PASSWORD, "new_password": new_password},
+        headers=auth,
+        timeout=10,
+    )
+    assert changed.status_code == 204
+    http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": "wrong " + PASSWORD}, timeout=10)
+
+    logs = stack.compose("logs", "--no-color", "api", "auth", "nginx").stdout
+    secrets = [PASSWORD, new_password, tokens["access_token"], tokens["refresh_token"], refreshed["access_token"]]
+    secrets += [refreshed["refresh_token"], tokens["access_token"].split(".")[2]]
+    for secret in secrets:
+        assert secret not in logs
+    assert "Bearer " not in logs
+    assert email not in logs  # only its hash
+    # The service logs are JSON lines that name the account and the route.
+    account_id = http.get(f"{stack.base_url}/auth/me", headers=auth, timeout=10)  # revoked by now
+    assert account_id.status_code == 401
+    api_lines = [_json_line(line) for line in logs.splitlines() if line.startswith("api-")]
+    requests_logged = [e for e in api_lines if e.get("logger") == "wharf.request" and e.get("route") == "/users"]
+    assert any(e.get("account_id") == created.json()["owner"] and e.get("status") == 201 for e in requests_logged)
+    assert all({"time", "level", "service", "request_id", "method", "duration_ms"} <= set(e) for e in requests_logged)
