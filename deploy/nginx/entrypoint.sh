@@ -26,9 +26,17 @@ on_off() {
 }
 
 # --- Defaults, then derived and validated settings ------------------------------------------
+# Values are single nginx tokens or short lists, never config syntax.
+not_in_values='[;{}"'"'"'\\$#]'
+check_value() {
+  if [[ ${!1} =~ $not_in_values || ${!1} == *$'\n'* ]]; then
+    fail "$1 contains a character not allowed in a setting: '${!1}'"
+  fi
+}
 while IFS='=' read -r name value; do
   [[ $name =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
   if [[ -z ${!name-} ]]; then export "$name=$value"; fi
+  check_value "$name"
 done </etc/wharf-nginx/defaults.env
 
 on_off NGINX_TLS
@@ -69,7 +77,6 @@ esac
 rm -rf "$out"
 mkdir -p "$out"/client_body "$out"/proxy "$out"/fastcgi "$out"/uwsgi "$out"/scgi "$out"/conf.d
 
-not_in_values='[;{}"'"'"'\\$]'
 while IFS= read -r -d '' template; do
   rel=${template#"$src"/}
   # A first line `# wharf-render-if: NAME=value` renders the template only when NAME has that value.
@@ -83,10 +90,7 @@ while IFS= read -r -d '' template; do
     if [[ -z ${!name+x} ]]; then
       fail "$name is not set (used by $rel)"
     fi
-    # Values are single nginx tokens or short lists, never config syntax.
-    if [[ ${!name} =~ $not_in_values || ${!name} == *$'\n'* ]]; then
-      fail "$name contains a character not allowed in a setting: '${!name}'"
-    fi
+    check_value "$name"
   done
   mkdir -p "$(dirname "$out/$rel")"
   # Only the template's own upper-case names are substituted, so nginx's $variables survive.
@@ -127,9 +131,9 @@ render_upstreams() {
     echo "upstream $name {"
     echo "    zone upstream_$name 64k;"
     if is_ip "$host"; then
-      echo "    server $host:$port max_fails=1 fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};"
+      echo "    server $host:$port max_fails=${NGINX_UPSTREAM_MAX_FAILS} fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};"
     elif [[ $discovery == resolve ]]; then
-      echo "    server $host:$port resolve max_fails=1 fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};"
+      echo "    server $host:$port resolve max_fails=${NGINX_UPSTREAM_MAX_FAILS} fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};"
     else
       addresses=$(getent ahostsv4 "$host" | awk '{print $1}' | sort -u -V || true)
       if [[ -z $addresses ]]; then
@@ -137,7 +141,7 @@ render_upstreams() {
         echo "    server 127.0.0.1:$port down;  # $host did not resolve"
       fi
       for ip in $addresses; do
-        echo "    server $ip:$port max_fails=1 fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};  # $host"
+        echo "    server $ip:$port max_fails=${NGINX_UPSTREAM_MAX_FAILS} fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};  # $host"
       done
     fi
     echo "    keepalive ${NGINX_UPSTREAM_KEEPALIVE};"
