@@ -122,8 +122,11 @@ done
 is_ip() { [[ $1 =~ ^[0-9.]+$ ]]; }
 
 # Prints upstreams.conf; in `reload` mode with the addresses the names resolve to right now.
+# With `--keep-on-failure` (the watcher), a name that does not resolve fails the whole render, so
+# a DNS hiccup keeps the last known replicas instead of taking them all out of service.
 render_upstreams() {
-  local name host port ip addresses
+  local name host port ip addresses keep=false
+  [[ ${1-} == --keep-on-failure ]] && keep=true
   echo "# Written by wharf-nginx-entrypoint (upstream discovery: $discovery)."
   for name in "${upstream_names[@]}"; do
     host=${upstream_targets[$name]%:*}
@@ -137,6 +140,7 @@ render_upstreams() {
     else
       addresses=$(getent ahostsv4 "$host" | awk '{print $1}' | sort -u -V || true)
       if [[ -z $addresses ]]; then
+        $keep && return 1
         # No replica right now: a placeholder marked down, so nginx answers 502 until one appears.
         echo "    server 127.0.0.1:$port down;  # $host did not resolve"
       fi
@@ -157,7 +161,7 @@ nginx -e stderr -c "$conf" -t -q || fail "nginx: rendered configuration is inval
 watch_upstreams() {
   local current=$out/conf.d/upstreams.conf next=$out/upstreams.next
   while sleep "$NGINX_DNS_INTERVAL"; do
-    render_upstreams >"$next" 2>/dev/null || continue
+    render_upstreams --keep-on-failure >"$next" 2>/dev/null || continue
     cmp -s "$next" "$current" && continue
     cp "$current" "$out/upstreams.previous"
     mv "$next" "$current"
