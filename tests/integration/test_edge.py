@@ -323,6 +323,15 @@ def test_tls_with_the_dev_certificate_12_and_13_only(stack: Stack) -> None:
         assert response.headers[header] == value
 
 
+def _psql_as_api(stack: Stack, query: str) -> str:
+    password = stack.secret("api/db_password")
+    result = _docker(
+        "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
+        "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query,
+    )  # fmt: skip
+    return result.stdout.strip()
+
+
 def _wait_healthy(container: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -354,6 +363,8 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
 
     workers, per_worker = 4, 60  # 240 GETs, paced to stay well under the general rate limit
     statuses: list[int | str] = []
+    posts: list[int | str] = []
+    prefix = f"kill-{uuid.uuid4().hex[:8]}-"
     lock = threading.Lock()
 
     def load() -> None:
@@ -367,7 +378,22 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
                     statuses.append(status)
                 time.sleep(0.05)
 
-    threads = [threading.Thread(target=load) for _ in range(workers)]
+    def write() -> None:
+        # Each POST a new unique email: were nginx to send one twice, the second copy would be 409.
+        with requests.Session() as session:
+            for i in range(40):
+                try:
+                    status: int | str = session.post(
+                        stack.base_url + "/api/users",
+                        json={"name": "Killed Writer", "email": f"{prefix}{i}@example.com"},
+                        timeout=15,
+                    ).status_code
+                except requests.RequestException as exc:
+                    status = type(exc).__name__
+                posts.append(status)
+                time.sleep(0.08)
+
+    threads = [threading.Thread(target=load) for _ in range(workers)] + [threading.Thread(target=write)]
     try:
         for thread in threads:
             thread.start()
@@ -375,8 +401,15 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
         _docker("kill", victim)  # SIGKILL: no graceful drain, connections die mid-flight
         for thread in threads:
             thread.join(timeout=120)
+        print(f"GETs: {dict(Counter(statuses))}; POSTs: {dict(Counter(posts))}")
         assert len(statuses) == workers * per_worker
         assert Counter(statuses) == Counter({200: workers * per_worker}), Counter(statuses)
+        # A POST caught in the killed replica may fail (502: nginx does not re-send it); none is
+        # sent twice (no 409), and the table holds one row per POST at most.
+        assert len(posts) == 40
+        assert set(posts) <= {201, 502}, Counter(posts)
+        rows = int(_psql_as_api(stack, f"SELECT count(*) FROM api.users WHERE email LIKE '{prefix}%'"))
+        assert posts.count(201) <= rows <= len(posts), (rows, Counter(posts))
         assert http.get(url, timeout=10).status_code == 200
     finally:
         _docker("start", victim, check=False)
