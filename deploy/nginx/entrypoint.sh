@@ -1,24 +1,190 @@
 #!/usr/bin/env bash
-# Render /etc/wharf-nginx/templates/**/*.template into /tmp/nginx with the environment, check the
-# result with `nginx -t` (a broken config stops the container here, loudly), then run nginx.
+# Render /etc/wharf-nginx/templates/**/*.template into /tmp/nginx with the environment, write the
+# upstreams and the trusted-proxy list, check the result with `nginx -t` (a broken config stops
+# the container here, loudly, with exit 78), then run nginx.
+#
+# Replicas that come and go (Docker DNS): nginx >= 1.27.3 re-resolves upstream names itself
+# (`server NAME:PORT resolve`). Older nginx (Debian's 1.26 in the registry-free image) resolves
+# them only when it loads its configuration, so a small watcher here re-resolves the names every
+# NGINX_DNS_INTERVAL seconds and, only when the set of addresses changed, rewrites upstreams.conf
+# and reloads nginx gracefully (in-flight requests finish on the old workers).
+# NGINX_UPSTREAM_DISCOVERY=auto (default) picks `resolve` when nginx supports it, else `reload`.
 set -euo pipefail
 src=/etc/wharf-nginx/templates
 out=/tmp/nginx
-mkdir -p "$out"/client_body "$out"/proxy "$out"/fastcgi "$out"/uwsgi "$out"/scgi
+conf=$out/nginx.conf
+
+log() { printf 'wharf-nginx: %s\n' "$*" >&2; }
+fail() {
+  printf 'configuration error: %s\n' "$*" >&2
+  exit 78
+}
+
+on_off() {
+  local name=$1
+  [[ ${!name-} == on || ${!name-} == off ]] || fail "$name must be on or off (got '${!name-}')"
+}
+
+# --- Defaults, then derived and validated settings ------------------------------------------
+# Values are single nginx tokens or short lists, never config syntax.
+not_in_values='[;{}"'"'"'\\$#]'
+check_value() {
+  if [[ ${!1} =~ $not_in_values || ${!1} == *$'\n'* ]]; then
+    fail "$1 contains a character not allowed in a setting: '${!1}'"
+  fi
+}
+while IFS='=' read -r name value; do
+  [[ $name =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
+  if [[ -z ${!name-} ]]; then export "$name=$value"; fi
+  check_value "$name"
+done </etc/wharf-nginx/defaults.env
+
+on_off NGINX_TLS
+on_off NGINX_HTTPS_REDIRECT
+on_off NGINX_MAINTENANCE
+if [[ $NGINX_HTTPS_REDIRECT == on && $NGINX_TLS != on ]]; then
+  fail "NGINX_HTTPS_REDIRECT=on needs NGINX_TLS=on"
+fi
+[[ ${NGINX_HTTPS_REDIRECT_PORT-} =~ ^[0-9]{1,5}$ ]] || fail "NGINX_HTTPS_REDIRECT_PORT must be a port number"
+if [[ $NGINX_HTTPS_REDIRECT_PORT == 443 ]]; then
+  export NGINX_HTTPS_REDIRECT_PORT_SUFFIX=""
+else
+  export NGINX_HTTPS_REDIRECT_PORT_SUFFIX=":$NGINX_HTTPS_REDIRECT_PORT"
+fi
+[[ ${NGINX_DNS_INTERVAL-} =~ ^[1-9][0-9]*$ ]] || fail "NGINX_DNS_INTERVAL must be a whole number of seconds"
+if [[ $NGINX_TLS == on ]]; then
+  for name in NGINX_TLS_CERT NGINX_TLS_KEY; do
+    [[ -r ${!name} ]] || fail "$name: cannot read '${!name}' (NGINX_TLS=on needs a certificate and key)"
+  done
+fi
+
+nginx_supports_resolve() {
+  # `server ... resolve` in upstream blocks is in open-source nginx from 1.27.3.
+  local version
+  version=$(nginx -v 2>&1 | sed -n 's#.*nginx/\([0-9.]*\).*#\1#p')
+  [[ -n $version && $(printf '%s\n' 1.27.3 "$version" | sort -V | head -n1) == 1.27.3 ]]
+}
+
+discovery=${NGINX_UPSTREAM_DISCOVERY:-auto}
+case $discovery in
+  auto) if nginx_supports_resolve; then discovery=resolve; else discovery=reload; fi ;;
+  resolve) nginx_supports_resolve || fail "NGINX_UPSTREAM_DISCOVERY=resolve needs nginx >= 1.27.3 ($(nginx -v 2>&1))" ;;
+  reload) ;;
+  *) fail "NGINX_UPSTREAM_DISCOVERY must be auto, resolve or reload (got '$discovery')" ;;
+esac
+
+# --- Templates ----------------------------------------------------------------------------------
+rm -rf "$out"
+mkdir -p "$out"/client_body "$out"/proxy "$out"/fastcgi "$out"/uwsgi "$out"/scgi "$out"/conf.d
 
 while IFS= read -r -d '' template; do
+  rel=${template#"$src"/}
+  # A first line `# wharf-render-if: NAME=value` renders the template only when NAME has that value.
+  condition=$(sed -n '1s/^# wharf-render-if: \([A-Z][A-Z0-9_]*=.*\)$/\1/p' "$template")
+  if [[ -n $condition ]]; then
+    condition_name=${condition%%=*}
+    [[ ${!condition_name-} == "${condition#*=}" ]] || continue
+  fi
   names=$(grep -oE '\$\{[A-Z][A-Z0-9_]*\}' "$template" | sort -u | tr -d '${}' || true)
   for name in $names; do
     if [[ -z ${!name+x} ]]; then
-      echo "configuration error: $name is not set (used by ${template#"$src"/})" >&2
-      exit 78
+      fail "$name is not set (used by $rel)"
     fi
+    check_value "$name"
   done
-  rel=${template#"$src"/}
   mkdir -p "$(dirname "$out/$rel")"
   # Only the template's own upper-case names are substituted, so nginx's $variables survive.
   envsubst "$(printf '${%s} ' $names)" <"$template" >"$out/${rel%.template}"
 done < <(find "$src" -name '*.template' -print0)
 
-nginx -e stderr -c "$out/nginx.conf" -t -q || { echo "nginx: rendered configuration is invalid" >&2; exit 78; }
+# --- Trusted proxies (real_ip): none by default, so $remote_addr is the TCP peer ---------------
+{
+  echo "# Written by wharf-nginx-entrypoint from NGINX_REAL_IP_FROM."
+  if [[ -n ${NGINX_REAL_IP_FROM-} ]]; then
+    [[ ${NGINX_REAL_IP_HEADER} =~ ^[A-Za-z0-9-]+$ ]] || fail "NGINX_REAL_IP_HEADER is not a header name"
+    echo "real_ip_header ${NGINX_REAL_IP_HEADER};"
+    echo "real_ip_recursive on;"
+    for cidr in ${NGINX_REAL_IP_FROM//,/ }; do
+      [[ $cidr =~ ^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$ ]] || fail "NGINX_REAL_IP_FROM: '$cidr' is not an address or CIDR"
+      echo "set_real_ip_from $cidr;"
+    done
+  fi
+} >"$out/conf.d/realip.conf"
+
+# --- Upstreams ----------------------------------------------------------------------------------
+upstream_names=(api auth)
+declare -A upstream_targets=([api]=$API_UPSTREAM [auth]=$AUTH_UPSTREAM)
+for name in "${upstream_names[@]}"; do
+  [[ ${upstream_targets[$name]} =~ ^[A-Za-z0-9.-]+:[0-9]{1,5}$ ]] \
+    || fail "${name^^}_UPSTREAM must be HOST:PORT (got '${upstream_targets[$name]}')"
+done
+
+is_ip() { [[ $1 =~ ^[0-9.]+$ ]]; }
+
+# Prints upstreams.conf; in `reload` mode with the addresses the names resolve to right now.
+# With `--keep-on-failure` (the watcher), a name that does not resolve fails the whole render, so
+# a DNS hiccup keeps the last known replicas instead of taking them all out of service.
+render_upstreams() {
+  local name host port ip addresses keep=false
+  [[ ${1-} == --keep-on-failure ]] && keep=true
+  echo "# Written by wharf-nginx-entrypoint (upstream discovery: $discovery)."
+  for name in "${upstream_names[@]}"; do
+    host=${upstream_targets[$name]%:*}
+    port=${upstream_targets[$name]##*:}
+    echo "upstream $name {"
+    echo "    zone upstream_$name 64k;"
+    if is_ip "$host"; then
+      echo "    server $host:$port max_fails=${NGINX_UPSTREAM_MAX_FAILS} fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};"
+    elif [[ $discovery == resolve ]]; then
+      echo "    server $host:$port resolve max_fails=${NGINX_UPSTREAM_MAX_FAILS} fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};"
+    else
+      addresses=$(getent ahostsv4 "$host" | awk '{print $1}' | sort -u -V || true)
+      if [[ -z $addresses ]]; then
+        $keep && return 1
+        # No replica right now: a placeholder marked down, so nginx answers 502 until one appears.
+        echo "    server 127.0.0.1:$port down;  # $host did not resolve"
+      fi
+      for ip in $addresses; do
+        echo "    server $ip:$port max_fails=${NGINX_UPSTREAM_MAX_FAILS} fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};  # $host"
+      done
+    fi
+    echo "    keepalive ${NGINX_UPSTREAM_KEEPALIVE};"
+    echo "    keepalive_timeout ${NGINX_UPSTREAM_KEEPALIVE_TIMEOUT};"
+    echo "}"
+  done
+}
+
+render_upstreams >"$out/conf.d/upstreams.conf"
+
+nginx -e stderr -c "$conf" -t -q || fail "nginx: rendered configuration is invalid"
+
+watch_upstreams() {
+  local current=$out/conf.d/upstreams.conf next=$out/upstreams.next
+  while sleep "$NGINX_DNS_INTERVAL"; do
+    render_upstreams --keep-on-failure >"$next" 2>/dev/null || continue
+    cmp -s "$next" "$current" && continue
+    cp "$current" "$out/upstreams.previous"
+    mv "$next" "$current"
+    if nginx -e stderr -c "$conf" -t -q && nginx -e stderr -c "$conf" -s reload; then
+      log "upstream addresses changed, reloaded: $(grep -oE 'server [0-9.:]+( down)?' "$current" | cut -d' ' -f2- | paste -sd' ')"
+    else
+      log "upstream addresses changed but the new configuration was refused; keeping the old one"
+      mv "$out/upstreams.previous" "$current"
+    fi
+  done
+}
+
+# The watcher runs beside nginx (it becomes a child of nginx, which stays PID 1).
+if [[ ${1-} == nginx && $discovery == reload ]]; then
+  needs_watch=false
+  for name in "${upstream_names[@]}"; do
+    is_ip "${upstream_targets[$name]%:*}" || needs_watch=true
+  done
+  if $needs_watch; then
+    log "upstream discovery: re-resolving every ${NGINX_DNS_INTERVAL}s, reload on change ($(nginx -v 2>&1))"
+    watch_upstreams </dev/null &
+  fi
+elif [[ ${1-} == nginx ]]; then
+  log "upstream discovery: nginx re-resolves upstream names itself ($(nginx -v 2>&1))"
+fi
 exec "$@"

@@ -1,6 +1,6 @@
 """The composed stack, up in real containers, reached only through nginx.
 
-It runs as its own compose project (``wharf-it``, or ``$WHARF_IT_PROJECT``) on its own port with
+It runs as its own compose project (``wharf-it``, or ``$WHARF_IT_PROJECT``) on its own ports with
 its own secrets directory, so it never touches a developer's stack, and is removed with its
 volumes at the end.
 """
@@ -26,6 +26,7 @@ COMPOSE = [str(ROOT / "scripts" / "compose.sh")]
 class Stack:
     project: str
     base_url: str
+    https_url: str
     secrets_dir: Path
     env: dict[str, str]
 
@@ -68,18 +69,23 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     secrets_dir = tmp_path_factory.mktemp("stack-secrets")
-    for name in ("postgres", "auth", "api", "redis"):
+    for name in ("postgres", "auth", "api", "redis", "nginx"):
         (secrets_dir / name).mkdir()
     port = int(os.environ.get("WHARF_IT_PORT") or _free_port())
+    https_port = int(os.environ.get("WHARF_IT_HTTPS_PORT") or _free_port())
     env = {
         **os.environ,
         "WHARF_SECRETS_DIR": str(secrets_dir),
         "WHARF_HTTP_PORT": str(port),
         "WHARF_HTTP_BIND": "127.0.0.1",
+        "WHARF_HTTPS_PORT": str(https_port),
+        "WHARF_HTTPS_BIND": "127.0.0.1",
+        "WHARF_TLS": "on",
     }
     stack = Stack(
         project=os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
         base_url=f"http://127.0.0.1:{port}",
+        https_url=f"https://127.0.0.1:{https_port}",
         secrets_dir=secrets_dir,
         env=env,
     )

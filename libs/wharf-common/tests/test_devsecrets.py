@@ -45,3 +45,24 @@ def test_rotation_adds_a_newer_key_and_retires_only_long_superseded_ones(tmp_pat
     assert superseded_just_now.exists()
     assert first.exists()
     assert os.path.exists(tmp_path / added)
+
+
+def test_tls_certificate_made_once_for_local_names_and_renewed_when_expiring(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    created = devsecrets.generate(tmp_path)
+    assert {devsecrets.TLS_CERT, devsecrets.TLS_KEY} <= set(created)
+    pem = (tmp_path / devsecrets.TLS_CERT).read_bytes()
+    certificate = x509.load_pem_x509_certificate(pem)
+    san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
+    assert b"PRIVATE KEY" in (tmp_path / devsecrets.TLS_KEY).read_bytes()
+    assert devsecrets.generate(tmp_path) == []  # kept while valid
+    assert (tmp_path / devsecrets.TLS_CERT).read_bytes() == pem
+
+    soon, key = devsecrets.self_signed_certificate(days=10)  # inside the renewal margin
+    (tmp_path / devsecrets.TLS_CERT).write_text(soon)
+    (tmp_path / devsecrets.TLS_KEY).write_text(key)
+    assert devsecrets.TLS_CERT in devsecrets.generate(tmp_path)
+    assert (tmp_path / devsecrets.TLS_CERT).read_text() != soon

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import itertools
 import os
 import secrets
@@ -15,8 +16,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # One directory per consumer, so each container sees only its own secrets.
 PASSWORDS = (
@@ -30,6 +34,13 @@ PASSWORDS = (
 SIGNING_KEYS_DIR = "auth/signing-keys"
 KEY_NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 REDIS_ACL = "redis/users.acl"
+# The edge's self-signed development certificate (nginx, NGINX_TLS_CERT/NGINX_TLS_KEY).
+TLS_CERT = "nginx/tls.crt"
+TLS_KEY = "nginx/tls.key"
+TLS_NAMES = ("localhost",)
+TLS_ADDRESSES = ("127.0.0.1", "::1")
+TLS_VALID_DAYS = 365
+TLS_RENEW_BEFORE = timedelta(days=30)
 
 
 def _write(path: Path, content: str) -> None:
@@ -91,6 +102,46 @@ def retire_signing_keys(directory: Path, retire_after: timedelta) -> list[str]:
     return retired
 
 
+def self_signed_certificate(
+    names: tuple[str, ...] = TLS_NAMES, addresses: tuple[str, ...] = TLS_ADDRESSES, days: int = TLS_VALID_DAYS
+) -> tuple[str, str]:
+    """(certificate PEM, private key PEM): ECDSA P-256, a server certificate for local names only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.now(UTC)
+    san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+def _certificate_needs_renewal(directory: Path) -> bool:
+    """Missing, unreadable or expiring soon: a development certificate is simply made again."""
+    cert_path, key_path = directory / TLS_CERT, directory / TLS_KEY
+    if not cert_path.exists() or not key_path.exists():
+        return True
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError:
+        return True
+    return certificate.not_valid_after_utc - datetime.now(UTC) < TLS_RENEW_BEFORE
+
+
 def generate(directory: Path) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -102,6 +153,11 @@ def generate(directory: Path) -> list[str]:
             created.append(name)
     if not any((directory / SIGNING_KEYS_DIR).glob("*.pem")):
         created.append(add_signing_key(directory))
+    if _certificate_needs_renewal(directory):
+        certificate, key = self_signed_certificate()
+        _write(directory / TLS_KEY, key)  # key first: a certificate never points at a missing key
+        _write(directory / TLS_CERT, certificate)
+        created += [TLS_CERT, TLS_KEY]
     # Derived from the password files on every run, so it always matches them.
     acl = redis_acl(
         (directory / "auth/redis_password").read_text().strip(),

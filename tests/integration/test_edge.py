@@ -1,0 +1,719 @@
+"""Issue 5 acceptance: the nginx edge, checked from outside through the real nginx container.
+
+Two kinds of test. Those on the composed stack (``stack``) check the edge in front of the real
+services. Those on the ``lab`` start the same nginx image beside small stub upstreams
+(``stub/upstream.py``), with settings turned down so that every limit, timeout and retry can be
+observed exactly: what nginx sent to which replica, and how often. Loads are bounded in count and
+time; timings are never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import ROOT, Stack
+
+pytestmark = pytest.mark.integration
+
+IMAGE_PREFIX = os.environ.get("WHARF_IMAGE_PREFIX", "wharf")
+TAG = os.environ.get("WHARF_TAG", "dev")
+NGINX_IMAGE = f"{IMAGE_PREFIX}/nginx:{TAG}"
+STUB_IMAGE = f"{IMAGE_PREFIX}/api:{TAG}"  # any image with python3 will do
+STUB_SCRIPT = Path(__file__).parent / "stub" / "upstream.py"
+PROBLEM = "application/problem+json"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+def _defaults() -> dict[str, str]:
+    """The edge's default settings, as the image applies them (deploy/nginx/defaults.env)."""
+    lines = (ROOT / "deploy" / "nginx" / "defaults.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    entries = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return entries
+
+
+def _assert_problem(response: requests.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == PROBLEM, response.headers
+    body = response.json()
+    assert body["status"] == status
+    assert str(body["type"]).startswith("https://wharf.dev/problems/")
+    assert body["title"]
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
+def _nginx_logs(stack: Stack) -> tuple[str, str]:
+    result = _docker("logs", stack.container_id("nginx"))
+    return result.stdout, result.stderr
+
+
+# --- On the composed stack ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/healthz", 200),
+        ("HEAD", "/healthz", 200),
+        ("GET", "/api/healthz", 200),
+        ("GET", "/auth/healthz", 200),
+        ("GET", "/", 404),
+        ("GET", "/apix", 404),
+        ("POST", "/nowhere/at/all", 404),
+        ("POST", "/healthz", 405),
+        ("TRACE", "/api/users", 405),
+        ("TRACE", "/auth/login", 405),
+        ("TRACE", "/healthz", 405),
+        ("PROPFIND", "/api/users", 405),
+        ("CONNECT", "/api/users", 405),
+    ],
+)
+def test_routing(stack: Stack, http: requests.Session, method: str, path: str, status: int) -> None:
+    response = http.request(method, stack.base_url + path, timeout=5)
+    assert response.status_code == status, response.text
+    if status >= 400:
+        _assert_problem(response, status)
+    if status == 405:
+        assert "GET" in response.headers["Allow"]
+        assert method not in response.headers["Allow"]
+    if path == "/healthz" and method == "GET":
+        assert response.json() == {"status": "ok"}  # answered by nginx itself
+
+
+def test_service_errors_pass_through_unchanged(stack: Stack, http: requests.Session) -> None:
+    # A 404 and a 405 made by a service are the service's own problem+json, not nginx's.
+    missing = http.get(f"{stack.base_url}/api/users/{uuid.uuid4()}", timeout=5)  # no such user
+    assert missing.status_code == 404
+    assert missing.headers["Content-Type"] == PROBLEM
+    wrong_method = http.put(stack.base_url + "/auth/login", json={}, timeout=5)
+    assert wrong_method.status_code == 405
+    assert "POST" in wrong_method.headers["Allow"]
+
+
+def test_security_headers_on_every_response(stack: Stack, http: requests.Session) -> None:
+    responses = {
+        "ok": http.get(stack.base_url + "/api/healthz", timeout=5),
+        "nginx-ok": http.get(stack.base_url + "/healthz", timeout=5),
+        "not-found": http.get(stack.base_url + "/nope", timeout=5),
+        "service-error": http.post(stack.base_url + "/api/users", json={}, timeout=5),
+        "method": http.request("TRACE", stack.base_url + "/api/users", timeout=5),
+        "too-large": http.post(stack.base_url + "/api/users", data=b"x" * (2 * 1024 * 1024), timeout=10),
+    }
+    for name, response in responses.items():
+        for header, value in SECURITY_HEADERS.items():
+            assert response.headers.get(header) == value, (name, header, response.headers)
+        assert response.headers.get("Server") == "nginx", name  # no version, never gunicorn
+        assert "X-Powered-By" not in response.headers, name
+        assert "Strict-Transport-Security" not in response.headers, name  # plain HTTP
+        assert response.headers["X-Request-ID"], name
+
+
+def test_auth_responses_are_not_stored_but_jwks_is_cacheable(stack: Stack, http: requests.Session) -> None:
+    for response in (
+        http.get(stack.base_url + "/auth/healthz", timeout=5),
+        http.post(stack.base_url + "/auth/login", json={}, timeout=5),
+        http.get(stack.base_url + "/auth/me", timeout=5),
+    ):
+        assert response.headers.get("Cache-Control") == "no-store", response.url
+    jwks = http.get(stack.base_url + "/auth/.well-known/jwks.json", timeout=5)
+    assert jwks.status_code == 200
+    assert "max-age" in jwks.headers["Cache-Control"]
+    assert "no-store" not in jwks.headers["Cache-Control"]
+    assert "Cache-Control" not in http.get(stack.base_url + "/api/healthz", timeout=5).headers
+
+
+def test_request_id_echoed_and_logged_by_nginx_and_the_service(stack: Stack, http: requests.Session) -> None:
+    request_id = f"it-{uuid.uuid4().hex}"
+    spoofed = "203.0.113.99"
+    response = http.post(
+        stack.base_url + "/auth/login",
+        json={"email": f"nobody-{uuid.uuid4().hex[:8]}@example.com", "password": "x" * 20},
+        headers={"X-Request-ID": request_id, "X-Forwarded-For": spoofed, "X-Real-IP": spoofed},
+        timeout=10,
+    )
+    assert response.status_code == 401
+    assert response.headers["X-Request-ID"] == request_id
+    assert response.json().get("request_id", request_id) == request_id
+
+    # Malformed ids (bad characters, too short, too long) are replaced, never echoed.
+    for bad in ("has space", "<script>", "short", "x" * 129):
+        echoed = http.get(stack.base_url + "/api/healthz", headers={"X-Request-ID": bad}, timeout=5)
+        assert echoed.headers["X-Request-ID"] != bad
+        assert len(echoed.headers["X-Request-ID"]) == 32
+
+    deadline = time.monotonic() + 10
+    while True:
+        access, _ = _nginx_logs(stack)
+        mine = [e for e in _json_lines(access) if e.get("request_id") == request_id]
+        service = stack.compose("logs", "--no-color", "--no-log-prefix", "auth").stdout
+        events = [e for e in _json_lines(service) if e.get("request_id") == request_id]
+        if (mine and events) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(mine) == 1, access[-2000:]
+    line = mine[0]
+    assert {
+        "time",
+        "request_id",
+        "client_ip",
+        "method",
+        "path",
+        "status",
+        "bytes",
+        "request_time",
+        "upstream_addr",
+        "upstream_time",
+    } <= set(line)
+    assert (line["method"], line["path"], line["status"]) == ("POST", "/auth/login", 401)
+    assert str(line["upstream_addr"]).endswith(":8000")
+    assert events, "the auth service did not log the request id"
+    # The service saw the client address nginx saw, not the spoofed one.
+    assert line["client_ip"] != spoofed
+    assert all(e.get("client_ip") == line["client_ip"] for e in events if "client_ip" in e), events
+
+
+def test_access_log_on_stdout_errors_on_stderr(stack: Stack, http: requests.Session) -> None:
+    http.get(stack.base_url + "/nope-" + uuid.uuid4().hex, timeout=5)
+    stdout, stderr = _nginx_logs(stack)
+    assert _json_lines(stdout), "no JSON access log lines on stdout"
+    assert not _json_lines(stderr), "access log lines on stderr"
+    assert all(not line.startswith("{") for line in stderr.splitlines())
+
+
+def test_body_over_the_limit_is_413(stack: Stack, http: requests.Session) -> None:
+    too_big = b'{"name":"' + b"x" * (1024 * 1024 + 1) + b'"}'
+    response = http.post(
+        stack.base_url + "/api/users", data=too_big, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    _assert_problem(response, 413)
+
+
+def test_headers_over_the_limit_are_431_and_long_uris_414(stack: Stack, http: requests.Session) -> None:
+    response = http.get(stack.base_url + "/api/healthz", headers={"X-Padding": "a" * 9000}, timeout=5)
+    _assert_problem(response, 431)
+    long_uri = http.get(stack.base_url + "/api/" + "a" * 9000, timeout=5)
+    _assert_problem(long_uri, 414)
+
+
+def test_login_rate_limit_is_not_dodged_by_spoofed_forwarded_for(stack: Stack) -> None:
+    defaults = _defaults()
+    burst = int(defaults["NGINX_AUTH_BURST"])
+    per_second = float(defaults["NGINX_AUTH_RATE"].removesuffix("r/s"))
+    statuses: list[int] = []
+    with requests.Session() as session:
+        for i in range(burst * 2):
+            # A different forged client address on every request; `{}` is rejected cheaply by the
+            # service (no password hashing, no failed-login count) when nginx lets it through.
+            forged = f"198.51.100.{i + 1}"
+            response = session.post(
+                stack.base_url + "/auth/login",
+                json={},
+                headers={"X-Forwarded-For": forged, "X-Real-IP": forged, "Forwarded": f"for={forged}"},
+                timeout=10,
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                _assert_problem(response, 429)
+                assert int(response.headers["Retry-After"]) >= 1
+                assert response.headers["Cache-Control"] == "no-store"
+    counts = Counter(statuses)
+    assert counts[429] >= burst // 2, counts
+    assert not [s for s in statuses if s >= 500], counts
+    # Leave the strict bucket full again for the tests that log in after this one.
+    time.sleep(burst / per_second + 1)
+
+
+def test_json_is_gzipped_above_a_small_size(stack: Stack, http: requests.Session) -> None:
+    for i in range(12):
+        created = http.post(
+            stack.base_url + "/api/users",
+            json={"name": f"Gzip Person {i:02d}", "email": f"gzip-{uuid.uuid4().hex[:10]}@example.com"},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+    gzip = {"Accept-Encoding": "gzip"}
+    listed = http.get(stack.base_url + "/api/users", headers=gzip, timeout=10, stream=True)
+    assert listed.status_code == 200
+    assert listed.headers.get("Content-Encoding") == "gzip"
+    assert "Accept-Encoding" in listed.headers.get("Vary", "")
+    listed.close()
+    small = http.get(stack.base_url + "/healthz", headers=gzip, timeout=5)
+    assert "Content-Encoding" not in small.headers
+    # Never under /auth/ (token responses: no compression side channel).
+    auth = http.get(stack.base_url + "/auth/.well-known/jwks.json", headers=gzip, timeout=5)
+    assert "Content-Encoding" not in auth.headers
+
+
+def _tls_context(cafile: Path, version: ssl.TLSVersion) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile)
+    with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated in Python too: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = version
+        context.maximum_version = version
+    # Let the client itself offer old protocols, so that a refusal can only come from nginx.
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    return context
+
+
+def _handshake(url: str, context: ssl.SSLContext) -> str:
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := tls.recv(4096):
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        return str(tls.version())
+
+
+def test_tls_with_the_dev_certificate_12_and_13_only(stack: Stack) -> None:
+    cafile = stack.secrets_dir / "nginx" / "tls.crt"
+    assert cafile.exists(), "dev-secrets did not write the nginx certificate"
+    assert _handshake(stack.https_url, _tls_context(cafile, ssl.TLSVersion.TLSv1_2)) == "TLSv1.2"
+    assert _handshake(stack.https_url, _tls_context(cafile, ssl.TLSVersion.TLSv1_3)) == "TLSv1.3"
+    for old in ("TLSv1", "TLSv1_1"):
+        with pytest.raises(ssl.SSLError) as refused:
+            _handshake(stack.https_url, _tls_context(cafile, getattr(ssl.TLSVersion, old)))
+        # The server's alert, not a client that could not even offer the old protocol.
+        assert refused.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION", refused.value
+
+    # The certificate also names 127.0.0.1, so verification works on the address too.
+    response = requests.get(stack.https_url + "/api/healthz", verify=cafile, timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    for header, value in SECURITY_HEADERS.items():
+        assert response.headers[header] == value
+
+
+def _psql_as_api(stack: Stack, query: str) -> str:
+    password = stack.secret("api/db_password")
+    result = _docker(
+        "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
+        "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query,
+    )  # fmt: skip
+    return result.stdout.strip()
+
+
+def _wait_healthy(container: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False).stdout.strip()
+        if status == "healthy":
+            return
+        time.sleep(1)
+    pytest.fail(f"{container} did not become healthy in {timeout} s")
+
+
+def _container_ip(container: str, network: str | None = None) -> str:
+    if network:
+        template = f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}'
+    else:
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+    return _docker("inspect", "-f", template, container).stdout.split()[0]
+
+
+def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack: Stack, http: requests.Session) -> None:
+    created = http.post(
+        stack.base_url + "/api/users",
+        json={"name": "Under Load", "email": f"load-{uuid.uuid4().hex[:10]}@example.com"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    url = stack.base_url + created.headers["Location"]
+    nginx_started = _docker("inspect", "-f", "{{.State.StartedAt}}", stack.container_id("nginx")).stdout
+    victim = stack.compose("ps", "-q", "api").stdout.split()[0]
+
+    workers, per_worker = 4, 60  # 240 GETs, paced to stay well under the general rate limit
+    statuses: list[int | str] = []
+    posts: list[int | str] = []
+    prefix = f"kill-{uuid.uuid4().hex[:8]}-"
+    lock = threading.Lock()
+
+    def load() -> None:
+        with requests.Session() as session:
+            for _ in range(per_worker):
+                try:
+                    status: int | str = session.get(url, timeout=15).status_code
+                except requests.RequestException as exc:
+                    status = type(exc).__name__
+                with lock:
+                    statuses.append(status)
+                time.sleep(0.05)
+
+    def write() -> None:
+        # Each POST a new unique email: were nginx to send one twice, the second copy would be 409.
+        with requests.Session() as session:
+            for i in range(40):
+                try:
+                    status: int | str = session.post(
+                        stack.base_url + "/api/users",
+                        json={"name": "Killed Writer", "email": f"{prefix}{i}@example.com"},
+                        timeout=15,
+                    ).status_code
+                except requests.RequestException as exc:
+                    status = type(exc).__name__
+                posts.append(status)
+                time.sleep(0.08)
+
+    threads = [threading.Thread(target=load) for _ in range(workers)] + [threading.Thread(target=write)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        _docker("kill", victim)  # SIGKILL: no graceful drain, connections die mid-flight
+        for thread in threads:
+            thread.join(timeout=120)
+        print(f"GETs: {dict(Counter(statuses))}; POSTs: {dict(Counter(posts))}")
+        assert len(statuses) == workers * per_worker
+        assert Counter(statuses) == Counter({200: workers * per_worker}), Counter(statuses)
+        # A POST caught in the killed replica may fail (502: nginx does not re-send it); none is
+        # sent twice (no 409), and the table holds one row per POST at most.
+        assert len(posts) == 40
+        assert set(posts) <= {201, 502}, Counter(posts)
+        rows = int(_psql_as_api(stack, f"SELECT count(*) FROM api.users WHERE email LIKE '{prefix}%'"))
+        assert posts.count(201) <= rows <= len(posts), (rows, Counter(posts))
+        assert http.get(url, timeout=10).status_code == 200
+    finally:
+        _docker("start", victim, check=False)
+        _wait_healthy(victim)
+
+    # The replica is back (with whatever address Docker gave it): nginx sends it traffic again,
+    # without having been restarted.
+    victim_address = _container_ip(victim, f"{stack.project}_backend") + ":8000"
+    deadline = time.monotonic() + 45
+    seen: set[str] = set()
+    while victim_address not in seen and time.monotonic() < deadline:
+        for _ in range(10):
+            assert http.get(url, timeout=10).status_code == 200
+        access, _ = _nginx_logs(stack)
+        seen = {str(e.get("upstream_addr")) for e in _json_lines(access)[-50:]}
+        time.sleep(0.5)
+    assert victim_address in seen, (victim_address, seen)
+    assert _docker("inspect", "-f", "{{.State.StartedAt}}", stack.container_id("nginx")).stdout == nginx_started
+
+
+# --- In the lab: the nginx image beside stub upstreams ------------------------------------------
+
+
+@dataclass
+class Edge:
+    container: str
+    base_url: str
+    https_url: str | None = None
+
+    def logs(self) -> tuple[str, str]:
+        result = _docker("logs", self.container)
+        return result.stdout, result.stderr
+
+
+@dataclass
+class Lab:
+    """A private network with stub upstreams (alias ``api``) and nginx containers on it."""
+
+    network: str
+    containers: list[str] = field(default_factory=list)
+
+    def add_stub(self, alias: str = "api", **env: str) -> str:
+        name = f"{self.network}-stub-{uuid.uuid4().hex[:6]}"
+        env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+        _docker(
+            "run", "-d", "--name", name, "--network", self.network, "--network-alias", alias,
+            "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+            "-v", f"{STUB_SCRIPT}:/stub/upstream.py:ro", *env_args,
+            STUB_IMAGE, "python", "-u", "/stub/upstream.py",
+        )  # fmt: skip
+        self.containers.append(name)
+        deadline = time.monotonic() + 30
+        while '"listening"' not in _docker("logs", name).stdout:
+            if time.monotonic() > deadline:
+                pytest.fail(f"stub {name} did not start: {_docker('logs', name).stderr}")
+            time.sleep(0.2)
+        return name
+
+    def remove(self, name: str) -> None:
+        _docker("rm", "-f", name, check=False)
+        self.containers.remove(name)
+
+    def hits(self, path: str) -> list[tuple[str, str]]:
+        """(stub, method) for every request a stub received on exactly ``path``."""
+        found = []
+        for name in self.containers:
+            if "-stub-" not in name:
+                continue
+            for entry in _json_lines(_docker("logs", name).stdout):
+                if entry.get("path") == path:
+                    found.append((name, str(entry["hit"])))
+        return found
+
+    def start_edge(self, volumes: tuple[str, ...] = (), **env: str) -> Edge:
+        name = f"{self.network}-nginx-{uuid.uuid4().hex[:6]}"
+        settings = {"API_UPSTREAM": "api:8000", "AUTH_UPSTREAM": "127.0.0.1:9", **env}
+        env_args = [arg for key, value in settings.items() for arg in ("-e", f"{key}={value}")]
+        mounts = [arg for volume in volumes for arg in ("-v", volume)]
+        _docker(
+            "run", "-d", "--name", name, "--network", self.network, "-p", "127.0.0.1::8080",
+            "-p", "127.0.0.1::8443", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges:true", *env_args, *mounts, NGINX_IMAGE,
+        )  # fmt: skip
+        self.containers.append(name)
+        http_port = _docker("port", name, "8080/tcp").stdout.split(":")[-1].strip()
+        https_port = _docker("port", name, "8443/tcp").stdout.split(":")[-1].strip()
+        edge = Edge(name, f"http://127.0.0.1:{http_port}", f"https://127.0.0.1:{https_port}")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(edge.base_url + "/healthz", timeout=2).status_code == 200:
+                    return edge
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"nginx {name} did not start:\n{_docker('logs', name, check=False).stderr}")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    project = os.environ.get("WHARF_IT_PROJECT", "wharf-it")
+    lab = Lab(network=f"{project}-edge-lab-{uuid.uuid4().hex[:6]}")
+    _docker("network", "create", lab.network)
+    try:
+        lab.add_stub()
+        lab.add_stub()
+        yield lab
+    finally:
+        for name in list(lab.containers):
+            _docker("rm", "-f", name, check=False)
+        _docker("network", "rm", lab.network, check=False)
+
+
+@pytest.fixture(scope="module")
+def edge(lab: Lab) -> Edge:
+    """nginx with short timeouts, fast re-resolution and no replica ejection (exact counts)."""
+    return lab.start_edge(
+        NGINX_UPSTREAM_MAX_FAILS="0",
+        NGINX_DNS_INTERVAL="1",
+        NGINX_PROXY_READ_TIMEOUT="1s",
+        NGINX_CLIENT_HEADER_TIMEOUT="1s",
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "expected_hits"), [("GET", 2), ("PUT", 2), ("DELETE", 2), ("POST", 1), ("PATCH", 1)]
+)
+def test_idempotent_methods_retried_on_the_other_replica_post_and_patch_never(
+    lab: Lab, edge: Edge, method: str, expected_hits: int
+) -> None:
+    path = f"/fail/{uuid.uuid4().hex}"
+    response = requests.request(method, edge.base_url + "/api" + path, json={"n": 1}, timeout=10)
+    assert response.status_code == 502
+    hits = lab.hits(path)
+    assert len(hits) == expected_hits, hits
+    assert {m for _, m in hits} == {method}
+    if expected_hits == 2:
+        assert len({stub for stub, _ in hits}) == 2  # one try on each replica
+
+
+def test_load_is_spread_over_replicas(lab: Lab, edge: Edge) -> None:
+    hosts = Counter(requests.get(f"{edge.base_url}/api/who", timeout=5).json()["host"] for _ in range(20))
+    assert len(hosts) == 2, hosts
+
+
+def test_upstream_timeout_is_504_problem(edge: Edge) -> None:
+    _assert_problem(requests.get(edge.base_url + "/api/slow", timeout=15), 504)
+
+
+def test_unreachable_upstream_is_502_problem(edge: Edge) -> None:
+    # AUTH_UPSTREAM is 127.0.0.1:9 in the lab: nothing listens there.
+    _assert_problem(requests.get(edge.base_url + "/auth/anything", timeout=10), 502)
+
+
+def test_slow_client_headers_are_cut_off(edge: Edge) -> None:
+    host, port = edge.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /api/who HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        started = time.monotonic()
+        try:
+            received = sock.recv(4096)
+        except ConnectionResetError:
+            received = b""
+        assert time.monotonic() - started < 8  # closed by nginx (1 s here), not by our timeout
+    assert received == b"" or received.startswith(b"HTTP/1.1 408")
+
+
+def test_client_addresses_from_untrusted_peers_are_not_believed(lab: Lab, edge: Edge) -> None:
+    forged = "203.0.113.5"
+    headers = requests.get(
+        edge.base_url + "/api/who",
+        headers={"X-Forwarded-For": forged, "X-Real-IP": forged, "X-Forwarded-Host": "evil.example"},
+        timeout=5,
+    ).json()["headers"]
+    seen = {k.lower(): v for k, v in headers.items()}
+    assert forged not in seen["x-forwarded-for"]
+    assert seen["x-forwarded-for"] == seen["x-real-ip"]  # one hop, set by nginx
+    assert "," not in seen["x-forwarded-for"]
+    assert "x-forwarded-host" not in seen
+    assert seen["x-forwarded-proto"] == "http"
+    assert seen["x-forwarded-prefix"] == "/api"
+    assert len(seen["x-request-id"]) == 32
+
+
+def test_client_addresses_from_trusted_proxies_are_believed(lab: Lab) -> None:
+    trusting = lab.start_edge(NGINX_REAL_IP_FROM="10.0.0.0/8, 172.16.0.0/12,192.168.0.0/16")
+    client = "203.0.113.5"
+    headers = requests.get(trusting.base_url + "/api/who", headers={"X-Forwarded-For": client}, timeout=5).json()
+    seen = {k.lower(): v for k, v in headers["headers"].items()}
+    assert seen["x-forwarded-for"] == client
+    assert seen["x-real-ip"] == client
+
+
+def test_replicas_that_come_and_go_are_noticed_without_a_restart(lab: Lab, edge: Edge) -> None:
+    started = _docker("inspect", "-f", "{{.State.StartedAt}}", edge.container).stdout
+    newcomer = lab.add_stub()
+    newcomer_host = _docker("inspect", "-f", "{{.Config.Hostname}}", newcomer).stdout.strip()
+    deadline = time.monotonic() + 20
+    hosts: Counter[str] = Counter()
+    while newcomer_host not in hosts and time.monotonic() < deadline:
+        hosts.update(requests.get(f"{edge.base_url}/api/who", timeout=5).json()["host"] for _ in range(6))
+        time.sleep(0.3)
+    assert newcomer_host in hosts, hosts
+
+    gone_address = _container_ip(newcomer)
+    lab.remove(newcomer)
+    # Every request keeps succeeding while the replica disappears (retries cover the gap) ...
+    statuses = Counter(requests.get(f"{edge.base_url}/api/who", timeout=10).status_code for _ in range(30))
+    assert statuses == Counter({200: 30}), statuses
+    # ... and nginx drops its address from the upstream (it re-resolved and reloaded).
+    gone = f"{gone_address}:8000"
+    deadline = time.monotonic() + 20
+    while True:
+        _, stderr = edge.logs()
+        changes = [line.split() for line in stderr.splitlines() if "upstream addresses changed, reloaded" in line]
+        if (len(changes) >= 2 and gone not in changes[-1]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(changes) >= 2, stderr[-3000:]
+    assert gone in changes[-2], changes
+    assert gone not in changes[-1], changes
+    assert _docker("inspect", "-f", "{{.State.StartedAt}}", edge.container).stdout == started
+
+
+def test_request_rate_over_the_limit_is_429_problem(lab: Lab) -> None:
+    limited = lab.start_edge(NGINX_RATE="1r/s", NGINX_BURST="2", NGINX_RETRY_AFTER="3")
+    with requests.Session() as session:
+        responses = [session.get(limited.base_url + "/api/who", timeout=5) for _ in range(8)]
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses[429] >= 4, statuses
+    assert statuses[200] >= 1, statuses
+    for response in responses:
+        if response.status_code == 429:
+            _assert_problem(response, 429)
+            assert response.headers["Retry-After"] == "3"
+            for header, value in SECURITY_HEADERS.items():
+                assert response.headers[header] == value
+    assert "limiting requests" in limited.logs()[1]
+
+
+def test_connections_over_the_per_ip_limit_are_429_problem(lab: Lab) -> None:
+    limited = lab.start_edge(NGINX_CONN_PER_IP="1")
+    results: list[requests.Response] = []
+
+    def slow() -> None:
+        results.append(requests.get(limited.base_url + "/api/slow", timeout=15))
+
+    first = threading.Thread(target=slow)
+    first.start()
+    time.sleep(1.0)  # the first request is now held by the slow stub
+    others = [requests.get(limited.base_url + "/api/who", timeout=5) for _ in range(2)]
+    first.join(timeout=20)
+    assert [r.status_code for r in results] == [200]
+    for response in others:
+        _assert_problem(response, 429)
+        assert response.headers["Retry-After"]
+    assert "limiting connections" in limited.logs()[1]
+
+
+def test_maintenance_503_https_redirect_and_hsts(lab: Lab, tmp_path: Path) -> None:
+    from wharf_common.devsecrets import self_signed_certificate
+
+    certificate, key = self_signed_certificate()
+    (tmp_path / "tls.crt").write_text(certificate)
+    (tmp_path / "tls.key").write_text(key)
+    tmp_path.chmod(0o755)
+    for path in tmp_path.iterdir():
+        path.chmod(0o644)
+    edge = lab.start_edge(
+        volumes=(f"{tmp_path}:/run/secrets/nginx:ro",),
+        NGINX_TLS="on",
+        NGINX_HTTPS_REDIRECT="on",
+        NGINX_HTTPS_REDIRECT_PORT="8443",
+        NGINX_MAINTENANCE="on",
+    )
+    assert edge.https_url
+    redirected = requests.get(edge.base_url + "/api/who?x=1", allow_redirects=False, timeout=5)
+    assert redirected.status_code == 308
+    assert redirected.headers["Location"] == "https://127.0.0.1:8443/api/who?x=1"
+    assert "Strict-Transport-Security" not in redirected.headers
+    assert requests.get(edge.base_url + "/healthz", timeout=5).status_code == 200  # health stays HTTP
+
+    down = requests.get(edge.https_url + "/api/who", verify=tmp_path / "tls.crt", timeout=5)
+    _assert_problem(down, 503)
+    assert int(down.headers["Retry-After"]) >= 1
+    assert down.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("NGINX_RATE", "fast", "rendered configuration is invalid"),
+        ("NGINX_CLIENT_MAX_BODY_SIZE", "lots", "rendered configuration is invalid"),
+        ("NGINX_PROXY_READ_TIMEOUT", "1s; include /etc/passwd", "NGINX_PROXY_READ_TIMEOUT"),
+        ("NGINX_TLS", "maybe", "NGINX_TLS"),
+        ("NGINX_REAL_IP_FROM", "everyone", "NGINX_REAL_IP_FROM"),
+        ("API_UPSTREAM", "api", "API_UPSTREAM"),
+    ],
+)
+def test_a_bad_setting_stops_the_container(setting: str, value: str, message: str) -> None:
+    result = _docker(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-e", f"{setting}={value}", NGINX_IMAGE, check=False
+    )  # fmt: skip
+    assert result.returncode == 78, (result.returncode, result.stderr)
+    assert message in result.stderr
+    assert "configuration error" in result.stderr
