@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import ROOT, Stack
+from .conftest import ROOT, Stack, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,8 @@ def test_routing(stack: Stack, http: requests.Session, method: str, path: str, s
 
 def test_service_errors_pass_through_unchanged(stack: Stack, http: requests.Session) -> None:
     # A 404 and a 405 made by a service are the service's own problem+json, not nginx's.
-    missing = http.get(f"{stack.base_url}/api/users/{uuid.uuid4()}", timeout=5)  # no such user
+    headers = sign_in(stack, http)
+    missing = http.get(f"{stack.base_url}/api/users/{uuid.uuid4()}", headers=headers, timeout=5)  # no such user
     assert missing.status_code == 404
     assert missing.headers["Content-Type"] == PROBLEM
     wrong_method = http.put(stack.base_url + "/auth/login", json={}, timeout=5)
@@ -258,6 +259,7 @@ def test_login_rate_limit_is_not_dodged_by_spoofed_forwarded_for(stack: Stack) -
 
 
 def test_json_is_gzipped_above_a_small_size(stack: Stack, http: requests.Session) -> None:
+    http.headers.update(sign_in(stack, http))
     for i in range(12):
         created = http.post(
             stack.base_url + "/api/users",
@@ -351,6 +353,8 @@ def _container_ip(container: str, network: str | None = None) -> str:
 
 
 def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack: Stack, http: requests.Session) -> None:
+    token = sign_in(stack, http)
+    http.headers.update(token)
     created = http.post(
         stack.base_url + "/api/users",
         json={"name": "Under Load", "email": f"load-{uuid.uuid4().hex[:10]}@example.com"},
@@ -369,6 +373,7 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
 
     def load() -> None:
         with requests.Session() as session:
+            session.headers.update(token)
             for _ in range(per_worker):
                 try:
                     status: int | str = session.get(url, timeout=15).status_code
@@ -381,6 +386,7 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
     def write() -> None:
         # Each POST a new unique email: were nginx to send one twice, the second copy would be 409.
         with requests.Session() as session:
+            session.headers.update(token)
             for i in range(40):
                 try:
                     status: int | str = session.post(
