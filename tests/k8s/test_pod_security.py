@@ -166,6 +166,8 @@ def test_no_pod_gets_a_service_account_token_and_each_has_its_own_account(overla
     used = []
     for w in overlay.workloads:
         assert w.pod.get("automountServiceAccountToken") is False, w.name
+        # Docker-link variables (NGINX_PORT=tcp://..., REDIS_PORT=...) would collide with Wharf's names.
+        assert w.pod.get("enableServiceLinks") is False, w.name
         name = w.pod.get("serviceAccountName")
         assert name in accounts, f"{w.name}: service account {name!r} is not defined"
         assert accounts[name].get("automountServiceAccountToken") is False

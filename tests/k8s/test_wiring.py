@@ -185,7 +185,7 @@ def test_no_secret_is_committed_and_configmaps_hold_no_credentials(any_rendering
     assert any_rendering.of_kind("Secret") == []
     for name, data in any_rendering.config_maps().items():
         for key, value in data.items():
-            assert not re.search(r"secret|password|token|private", f"{key}={value}", re.IGNORECASE), (name, key)
+            assert not re.search(r"secret|passw|private.?key|credential", f"{key}={value}", re.IGNORECASE), (name, key)
             assert not re.search(r"://[^/@]*:[^/@]*@", value), f"{name}.{key} embeds a password in a URL"
 
 
