@@ -136,6 +136,7 @@ def render(kubectl: str, target: Path) -> list[dict[str, Any]]:
     result = subprocess.run([kubectl, "kustomize", str(target)], capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         pytest.fail(f"kustomize {target.relative_to(ROOT)} failed:\n{result.stderr}")
+    assert result.stderr == "", f"kustomize {target.relative_to(ROOT)} warned:\n{result.stderr}"
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
