@@ -7,7 +7,7 @@ URL := http://localhost:$(or $(WHARF_HTTP_PORT),8080)
 .PHONY: help up down logs ps images test test-unit test-integration k8s-validate lint fmt config lock base-images clean admin rotate-keys
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 up: ## Build what is missing, start the stack, wait until healthy, print the URL
 	@scripts/bootstrap-docker.sh
