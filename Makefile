@@ -4,10 +4,10 @@ SHELL := /bin/bash
 COMPOSE := scripts/compose.sh
 URL := http://localhost:$(or $(WHARF_HTTP_PORT),8080)
 
-.PHONY: help up down logs ps images test test-unit test-integration lint fmt config lock base-images clean admin rotate-keys
+.PHONY: help up down logs ps images test test-unit test-integration k8s-validate lint fmt config lock base-images clean admin rotate-keys
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 up: ## Build what is missing, start the stack, wait until healthy, print the URL
 	@scripts/bootstrap-docker.sh
@@ -36,12 +36,17 @@ test-unit: ## Unit tests only (real Postgres and Redis containers, no composed s
 test-integration: ## Integration tests against the composed stack through nginx
 	@scripts/test.sh tests/integration
 
+k8s-validate: ## Render every k8s/ overlay with the pinned kustomize and check it offline (no cluster, no Docker)
+	@scripts/venv.sh
+	@scripts/k8s-tools.sh >/dev/null
+	@.venv/bin/pytest tests/k8s -q
+
 lint: ## ruff (lint + format check), compose config, shell syntax
 	@scripts/venv.sh
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@docker compose config --quiet
-	@for f in scripts/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@for f in scripts/*.sh k8s/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh .ci/run; do bash -n "$$f" || exit 1; done
 	@echo "lint: clean"
 
 fmt: ## Format the Python code with ruff

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make test`: install what the suite needs on a fresh machine (Docker engine, Compose v2, the
-# test virtualenv, the images), then run every suite in one pytest session. Extra arguments go to
-# pytest. pytest's own exit code is returned: 5 (no test ran) is a failure like any other.
+# test virtualenv, the pinned kubectl, the images), then run every suite in one pytest session.
+# Extra arguments go to pytest. pytest's own exit code is returned: 5 (no test ran) is a failure
+# like any other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap-docker.sh
 scripts/venv.sh
+scripts/k8s-tools.sh >/dev/null  # the pinned kubectl/kustomize tests/k8s renders with
 # shellcheck source=scripts/base-images.sh
 source scripts/base-images.sh
 echo "[test] base images: $WHARF_BASE_IMAGES" >&2

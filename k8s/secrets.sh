@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Create or update Wharf's Secrets from a directory laid out like compose's secrets directory:
+#   postgres/password  auth/{db_password,redis_password,signing-keys/*.pem}
+#   api/{db_password,redis_password}  redis/users.acl
+# Files missing from DIR are generated first by the same code compose uses
+# (python -m wharf_common.devsecrets: random passwords, an Ed25519 key, the Redis ACL derived
+# from the passwords); files already there are kept, so production brings its own.
+#
+# usage: k8s/secrets.sh [-n NAMESPACE] [--dry-run] DIR
+#   --dry-run   print the Secret manifests instead of applying them (they contain the secrets)
+# env: KUBECTL (default kubectl), PYTHON (default: the repository's .venv, built if missing)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+namespace=wharf
+dry_run=false
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    -n | --namespace) namespace=$2; shift 2 ;;
+    --dry-run) dry_run=true; shift ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+[[ $# -eq 1 ]] || { echo "usage: k8s/secrets.sh [-n NAMESPACE] [--dry-run] DIR" >&2; exit 2; }
+dir=$1
+kubectl=${KUBECTL:-kubectl}
+if [[ -z ${PYTHON:-} ]]; then
+  "$root/scripts/venv.sh"
+  PYTHON=$root/.venv/bin/python
+fi
+
+umask 077
+"$PYTHON" -m wharf_common.devsecrets "$dir" >&2
+
+# One Secret per consumer, as in compose; each key is a file name in the container.
+secret() {
+  local name=$1
+  shift
+  "$kubectl" create secret generic "$name" --namespace "$namespace" --dry-run=client --output yaml "$@"
+  echo "---"
+}
+manifests=$(
+  secret wharf-postgres --from-file=password="$dir/postgres/password"
+  secret wharf-auth --from-file=db_password="$dir/auth/db_password" --from-file=redis_password="$dir/auth/redis_password"
+  secret wharf-auth-signing-keys --from-file="$dir/auth/signing-keys/"
+  secret wharf-api --from-file=db_password="$dir/api/db_password" --from-file=redis_password="$dir/api/redis_password"
+  secret wharf-redis --from-file=users.acl="$dir/redis/users.acl"
+)
+if $dry_run; then
+  printf '%s\n' "$manifests"
+else
+  printf '%s\n' "$manifests" | "$kubectl" apply --filename -
+fi

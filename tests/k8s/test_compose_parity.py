@@ -1,0 +1,156 @@
+"""Kubernetes and compose run the same images, with the same environment variable names, commands
+and secret files. A setting or a service that one side gains and the other lacks fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from wharf_common import devsecrets
+
+from .conftest import ROOT
+
+if TYPE_CHECKING:
+    from .conftest import Rendering, Workload
+
+COMPOSE_FILE = ROOT / "deploy/compose/compose.yaml"
+# compose service -> (k8s workload, container)
+COUNTERPARTS = {
+    "postgres": ("postgres", "postgres"),
+    "redis": ("redis", "redis"),
+    "db-init": ("db-init", "db-init"),
+    "auth-migrate": ("auth", "migrate"),
+    "api-migrate": ("api", "migrate"),
+    "auth": ("auth", "auth"),
+    "api": ("api", "api"),
+    "nginx": ("nginx", "nginx"),
+}
+NOT_IN_K8S = {"dev-secrets": "k8s/secrets.sh runs the same generator (wharf_common.devsecrets) outside the cluster"}
+# Differences that Kubernetes itself needs, each with its reason. Nothing else may differ.
+K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
+# Secret files compose mounts (a whole directory) but a Kubernetes container does without.
+K8S_WITHHELD_SECRETS = {"db-init": {"/run/secrets/auth/signing-keys/"}}  # it signs no token
+BUILD_ONLY_SECRETS = {"ca"}  # a build secret (the TLS proxy's CA), never mounted at run time
+SECRETS_ROOT = PurePosixPath("/run/secrets")
+
+
+def _expand(value: str) -> str:
+    """``${NAME:-default}`` -> default, as compose does when NAME is unset."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, dict[str, Any]]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+
+
+def _compose_env(service: dict[str, Any]) -> set[str]:
+    env = service.get("environment", {})
+    return set(env) if isinstance(env, dict) else {item.split("=", 1)[0] for item in env}
+
+
+def _container(overlay: Rendering, compose_name: str) -> tuple[Workload, dict[str, Any]]:
+    workload_name, container_name = COUNTERPARTS[compose_name]
+    workload = overlay.workload(workload_name)
+    return workload, workload.container(container_name)
+
+
+def test_every_compose_service_has_its_counterpart_and_back(
+    compose: dict[str, dict[str, Any]], overlay: Rendering
+) -> None:
+    assert set(compose) == set(COUNTERPARTS) | set(NOT_IN_K8S)
+    k8s = {(w.name, c["name"]) for w in overlay.workloads for c in w.containers()}
+    expected = set(COUNTERPARTS.values())
+    if overlay.name == "prod-managed-db":
+        expected.discard(("postgres", "postgres"))
+    assert k8s == expected
+
+
+def test_same_environment_variable_names(compose: dict[str, dict[str, Any]], overlay: Rendering) -> None:
+    for name, (workload, container) in COUNTERPARTS.items():
+        if not overlay.has("StatefulSet", workload) and workload == "postgres":
+            continue
+        _, c = _container(overlay, name)
+        k8s = set(overlay.env(c)) - K8S_ONLY_ENV.get((workload, container), set())
+        assert k8s == _compose_env(compose[name]), f"{name}: compose and {workload}/{container} differ"
+
+
+def test_same_images(compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering], overlay: Rendering) -> None:
+    def repository(image: str) -> str:
+        return image.split("@")[0].rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image.split("@")[0]
+
+    for name in COUNTERPARTS:
+        want = _expand(compose[name]["image"])
+        _, base = _container(renderings["base"], name)
+        assert base["image"] == want, f"{name}: base runs {base['image']}, compose {want}"
+        if not overlay.has("StatefulSet", "postgres") and name == "postgres":
+            continue
+        _, c = _container(overlay, name)
+        # An overlay may move the wharf images to its registry and tag; the repository path stays.
+        assert repository(c["image"]).endswith(repository(want)), f"{overlay.name} {name}: {c['image']}"
+        if not want.startswith("wharf/"):
+            assert c["image"] == want
+
+
+def test_same_commands(compose: dict[str, dict[str, Any]], overlay: Rendering) -> None:
+    for name, service in compose.items():
+        if name not in COUNTERPARTS or "command" not in service:
+            continue
+        if name == "postgres" and not overlay.has("StatefulSet", "postgres"):
+            continue
+        _, c = _container(overlay, name)
+        assert c.get("command", []) + c.get("args", []) == service["command"], name
+
+
+def _compose_secret_files(service: dict[str, Any]) -> set[str]:
+    """Files and directories (trailing /) each container sees under /run/secrets in compose."""
+    everything = [*devsecrets.PASSWORDS, devsecrets.REDIS_ACL]
+    out: set[str] = set()
+    for secret in service.get("secrets", []):
+        if secret in BUILD_ONLY_SECRETS:
+            continue
+        out |= {str(SECRETS_ROOT / p) for p in everything if p.startswith(f"{secret}/")}
+        if devsecrets.SIGNING_KEYS_DIR.startswith(f"{secret}/"):
+            out.add(f"{SECRETS_ROOT / devsecrets.SIGNING_KEYS_DIR}/")
+    return out
+
+
+def _k8s_secret_files(workload: Workload, container: dict[str, Any]) -> set[str]:
+    volumes = {v["name"]: v for v in workload.pod.get("volumes", [])}
+    out: set[str] = set()
+    for mount in container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"], {}).get("secret")  # claim templates are not secrets
+        if secret is None:
+            continue
+        if "subPath" in mount:
+            out.add(mount["mountPath"])
+        elif "items" in secret:
+            out |= {str(PurePosixPath(mount["mountPath"]) / item["path"]) for item in secret["items"]}
+        else:  # every key of the secret: a directory of files
+            out.add(mount["mountPath"].rstrip("/") + "/")
+    return out
+
+
+def test_same_secret_files(compose: dict[str, dict[str, Any]], overlay: Rendering) -> None:
+    for name in COUNTERPARTS:
+        if name == "postgres" and not overlay.has("StatefulSet", "postgres"):
+            continue
+        workload, c = _container(overlay, name)
+        want = _compose_secret_files(compose[name]) - K8S_WITHHELD_SECRETS.get(name, set())
+        assert _k8s_secret_files(workload, c) == want, name
+
+
+def test_same_replicas_and_grace_by_default(
+    compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering]
+) -> None:
+    base = renderings["base"]
+    for name in ("api", "auth"):
+        replicas = int(_expand(str(compose[name]["deploy"]["replicas"])))
+        assert base.get("Deployment", name)["spec"]["replicas"] == replicas
+        grace = int(compose[name]["stop_grace_period"].rstrip("s"))
+        assert base.workload(name).pod["terminationGracePeriodSeconds"] >= grace

@@ -1,0 +1,192 @@
+"""The environment each container gets is what its code reads, no more, and enough to start.
+
+The names come from the code itself (the pydantic settings classes, gunicorn_conf.py,
+provision.py, the nginx templates), so a setting a service adds or drops shows up here.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from pydantic import SecretStr
+
+from wharf_api.settings import ApiSettings
+from wharf_auth.settings import AuthSettings
+from wharf_common import provision
+from wharf_common.settings import CommonSettings
+
+from .conftest import ROOT
+
+if TYPE_CHECKING:
+    from .conftest import Rendering, Workload
+
+SETTINGS: dict[str, type[CommonSettings]] = {"api": ApiSettings, "auth": AuthSettings}
+# What a URL held in a Secret (k8s/components/external-postgres) may look like, for the start-up check.
+SECRET_URL_STAND_IN = "postgresql://someone@db.example.internal:5432/wharf?sslmode=require"
+
+
+def _gunicorn_env_names() -> set[str]:
+    tree = ast.parse((ROOT / "libs/wharf-common/src/wharf_common/gunicorn_conf.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and isinstance(node.func.value, ast.Attribute)
+            and node.func.value.attr == "environ"
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            names.add(node.args[0].value)
+    assert {"GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_WORKERS", "PORT"} <= names
+    return names
+
+
+def _settings_env_names(cls: type[CommonSettings]) -> set[str]:
+    """Every variable a settings class reads: NAME for each field, and NAME_FILE (any field)."""
+    fields = {name.upper() for name in cls.model_fields}
+    return fields | {f"{name}_FILE" for name in fields}
+
+
+def _secret_files(workload: Workload, container: dict[str, Any]) -> set[str]:
+    """Paths of the files and (trailing /) directories mounted from secrets into the container."""
+    volumes = {v["name"]: v for v in workload.pod.get("volumes", [])}
+    out = set()
+    for mount in container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if secret is None:
+            continue
+        if "subPath" in mount:
+            out.add(mount["mountPath"])
+        elif "items" in secret:
+            out |= {str(PurePosixPath(mount["mountPath"]) / i["path"]) for i in secret["items"]}
+        else:
+            out.add(mount["mountPath"].rstrip("/") + "/")
+    return out
+
+
+def _runnable_env(overlay: Rendering, workload: Workload, container: dict[str, Any], tmp_path: Path) -> dict[str, str]:
+    """The container's environment with secret files replaced by local stand-ins.
+
+    Every ``*_FILE`` must name a file that a secret volume mounts into this very container.
+    """
+    mounted = _secret_files(workload, container)
+    env: dict[str, str] = {}
+    for name, value in overlay.env(container).items():
+        if isinstance(value, dict):
+            assert "secretKeyRef" in value, f"{name}: unexpected valueFrom {value}"
+            value = SECRET_URL_STAND_IN
+        if name.endswith("_FILE"):
+            assert value in mounted, f"{workload.name}/{container['name']}: {name}={value} is not mounted"
+            local = tmp_path / name
+            local.write_text(f"stand-in-for-{name.lower()}\n")
+            value = str(local)
+        env[name] = value
+    return env
+
+
+@pytest.mark.parametrize("service", ["api", "auth"])
+@pytest.mark.parametrize("container_name", ["app", "migrate"])
+def test_app_containers_set_only_names_the_code_reads_and_start_with_them(
+    overlay: Rendering, service: str, container_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cls = SETTINGS[service]
+    workload = overlay.workload(service)
+    container = workload.container(service if container_name == "app" else container_name)
+    # The migrate container shares the app's environment, as compose's *-migrate one-shots do.
+    known = _settings_env_names(cls) | _gunicorn_env_names()
+    names = set(overlay.env(container))
+    assert names - known == set(), f"{service}/{container['name']} sets names no code reads"
+
+    env = _runnable_env(overlay, workload, container, tmp_path)
+    for name in _settings_env_names(cls):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = cls()  # raises if a required setting is missing or a value is malformed
+
+    # Credentials come from files, never from plain variables.
+    for field, info in cls.model_fields.items():
+        if info.annotation is not None and SecretStr in getattr(info.annotation, "__args__", (info.annotation,)):
+            assert field.upper() not in names
+            assert f"{field.upper()}_FILE" in names, f"{service}: {field} is not provided"
+            assert getattr(settings, field) is not None
+    # Paths the settings default to under /run/secrets (e.g. SIGNING_KEYS_DIR) are mounted.
+    mounted = _secret_files(workload, container)
+    for field in cls.model_fields:
+        value = getattr(settings, field)
+        if isinstance(value, Path) and str(value).startswith("/run/secrets"):
+            assert f"{value}/" in mounted or str(value) in mounted, f"{service}: {field}={value} is not mounted"
+
+
+def test_required_settings_are_required_by_the_code(tmp_path: Path) -> None:
+    """Guards the guard: a settings class with a variable missing does refuse to load."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="redis_url"):
+        ApiSettings(_env_file=None, database_url="postgresql://a@b/c")  # type: ignore[call-arg]
+
+
+class _Recorded(Exception):
+    pass
+
+
+def test_db_init_sets_exactly_what_provision_reads(
+    overlay: Rendering, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workload = overlay.workload("db-init")
+    (container,) = workload.pod["containers"]
+    env = _runnable_env(overlay, workload, container, tmp_path)
+
+    read: set[str] = set()
+
+    class RecordingEnv(dict[str, str]):
+        def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+            read.add(key)
+            return super().get(key, default)
+
+        def __getitem__(self, key: str) -> str:
+            read.add(key)
+            return super().__getitem__(key)
+
+    connected: dict[str, Any] = {}
+
+    def fake_connect(**kwargs: Any) -> None:
+        connected.update(kwargs)
+        raise _Recorded
+
+    monkeypatch.setattr(os, "environ", RecordingEnv(env))
+    monkeypatch.setattr(provision.psycopg2, "connect", fake_connect)
+    with pytest.raises(_Recorded):  # got as far as connecting: nothing required was missing
+        provision.main()
+    assert read == set(env), "db-init's environment and what provision.py reads differ"
+    assert connected["password"] == "stand-in-for-database_admin_password_file"
+    if overlay.has("StatefulSet", "postgres"):
+        assert connected["host"] == "postgres"
+
+
+def _template_names() -> set[str]:
+    text = "\n".join(p.read_text() for p in (ROOT / "deploy/nginx/templates").rglob("*.template"))
+    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", text))
+
+
+def _dockerfile_env(path: Path) -> set[str]:
+    text = path.read_text().replace("\\\n", " ")
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            names |= set(re.findall(r"([A-Z][A-Z0-9_]*)=", line))
+    return names
+
+
+def test_nginx_sets_only_template_variables_and_every_one_has_a_value(overlay: Rendering) -> None:
+    env = set(overlay.env(overlay.workload("nginx").pod["containers"][0]))
+    used = _template_names()
+    assert env - used == set(), "nginx gets variables its templates do not use"
+    image_defaults = _dockerfile_env(ROOT / "deploy/nginx/Dockerfile")
+    assert used - env - image_defaults == set(), "a template variable has no value (the entrypoint exits 78)"

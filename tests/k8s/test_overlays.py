@@ -1,0 +1,114 @@
+"""What each overlay promises: dev small, prod scaled and guarded, prod-managed-db without Postgres."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .conftest import K8S, OVERLAYS
+
+if TYPE_CHECKING:
+    from .conftest import Rendering
+
+SERVICES = ("api", "auth", "nginx")
+
+
+def _memory_mi(container: dict[str, Any]) -> float:
+    value = container["resources"]["requests"]["memory"]
+    return float(value[:-2]) * (1024 if value.endswith("Gi") else 1)
+
+
+def test_base_runs_two_of_each_with_autoscaling_and_disruption_budgets(renderings: dict[str, Rendering]) -> None:
+    base = renderings["base"]
+    for name in SERVICES:
+        assert base.get("Deployment", name)["spec"]["replicas"] >= 2
+        assert base.has("PodDisruptionBudget", name)
+    assert {h["metadata"]["name"] for h in base.of_kind("HorizontalPodAutoscaler")} == {"api", "auth"}
+
+
+def test_dev_is_one_small_pod_each_without_hpa_or_pdb(renderings: dict[str, Rendering]) -> None:
+    dev, prod = renderings["dev"], renderings["prod"]
+    for name in SERVICES:
+        assert dev.get("Deployment", name)["spec"]["replicas"] == 1
+    assert dev.of_kind("HorizontalPodAutoscaler") == []
+    assert dev.of_kind("PodDisruptionBudget") == []
+    for w in dev.workloads:
+        for c in w.containers():
+            bigger = prod.workload(w.name).container(c["name"])
+            assert _memory_mi(c) <= _memory_mi(bigger), f"{w.name}/{c['name']}"
+
+
+def test_prod_runs_three_with_hpa_and_pdb_and_larger_resources(renderings: dict[str, Rendering]) -> None:
+    prod, base = renderings["prod"], renderings["base"]
+    for name in SERVICES:
+        assert prod.get("Deployment", name)["spec"]["replicas"] == 3
+        assert prod.get("PodDisruptionBudget", name)["spec"]["minAvailable"] == 2
+    for name in ("api", "auth"):
+        hpa = prod.get("HorizontalPodAutoscaler", name)["spec"]
+        assert hpa["minReplicas"] == 3
+        assert hpa["maxReplicas"] >= 6
+        (c,) = prod.workload(name).pod["containers"]
+        (small,) = base.workload(name).pod["containers"]
+        assert _memory_mi(c) > _memory_mi(small)
+    for claim in ("postgres", "redis"):
+        storage = prod.workload(claim).obj["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
+        assert storage["storage"].endswith("Gi")
+
+
+def test_managed_db_variant_drops_postgres_and_reads_the_urls_from_a_secret(renderings: dict[str, Rendering]) -> None:
+    managed, prod = renderings["prod-managed-db"], renderings["prod"]
+    assert not managed.has("StatefulSet", "postgres")
+    assert not managed.has("Service", "postgres")
+    assert not managed.has("NetworkPolicy", "postgres")
+    expected = {("api", "api"): "api", ("api", "migrate"): "api", ("auth", "auth"): "auth"}
+    expected |= {("auth", "migrate"): "auth", ("db-init", "db-init"): "admin"}
+    for (workload, container), key in expected.items():
+        env = managed.env(managed.workload(workload).container(container))
+        name = "DATABASE_ADMIN_URL" if workload == "db-init" else "DATABASE_URL"
+        assert env[name] == {"secretKeyRef": {"name": "wharf-database-urls", "key": key}}
+    for data in managed.config_maps().values():
+        assert "DATABASE_URL" not in data
+        assert "DATABASE_ADMIN_URL" not in data
+    # Everything else is prod as it is.
+    for name in SERVICES:
+        assert managed.get("Deployment", name)["spec"]["replicas"] == prod.get("Deployment", name)["spec"]["replicas"]
+
+    def objects(r: Rendering) -> set[tuple[str, str]]:  # ConfigMap names without their content hash
+        return {
+            (
+                d["kind"],
+                re.sub(r"-[a-z0-9]{10}$", "", d["metadata"]["name"])
+                if d["kind"] == "ConfigMap"
+                else d["metadata"]["name"],
+            )
+            for d in r.docs
+        }
+
+    dropped = {("StatefulSet", "postgres"), ("Service", "postgres"), ("NetworkPolicy", "postgres")}
+    added = {("NetworkPolicy", "external-postgres-egress")}
+    assert objects(prod) - objects(managed) == dropped
+    assert objects(managed) - objects(prod) == added
+
+
+def test_the_ingress_class_is_the_overlays_choice(renderings: dict[str, Rendering]) -> None:
+    for name in OVERLAYS:
+        source = K8S / "overlays" / name / "ingress-class.yaml"
+        if not source.exists():  # prod-managed-db inherits prod's
+            source = K8S / "overlays/prod/ingress-class.yaml"
+        wanted = yaml.safe_load(source.read_text())["spec"]["ingressClassName"]
+        (ingress,) = renderings[name].of_kind("Ingress")
+        assert ingress["spec"]["ingressClassName"] == wanted
+
+
+def test_migrations_finish_before_the_apps_serve(overlay: Rendering) -> None:
+    for name in ("api", "auth"):
+        pod = overlay.workload(name).pod
+        (migrate,) = pod["initContainers"]  # init containers complete before any app container starts
+        assert migrate["command"] == ["flask", "db", "upgrade"]
+        assert migrate["image"] == pod["containers"][0]["image"], "the same release migrates and serves"
+    job = overlay.get("Job", "db-init")["spec"]
+    assert job["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
+    assert job["backoffLimit"] >= 3
+    assert job["ttlSecondsAfterFinished"] > 0, "a finished Job goes away, so the next apply re-creates it"

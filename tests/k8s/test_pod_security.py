@@ -1,0 +1,253 @@
+"""Every pod meets the `restricted` Pod Security Standard (as Pod Security Admission checks it), plus
+Wharf's extras: read-only root filesystem, no service-account token, resources, probes, graceful stop.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from .conftest import ROOT
+
+if TYPE_CHECKING:
+    from .conftest import Rendering, Workload
+
+# PSS `restricted`: the volume types a pod may use.
+RESTRICTED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+# PSS baseline: the only sysctls a pod may set.
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+
+
+def restricted_violations(workload: Workload) -> list[str]:
+    """The checks of PSA's baseline and restricted policies, over one pod template."""
+    pod = workload.pod
+    psc = pod.get("securityContext", {})
+    errors: list[str] = []
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(field):
+            errors.append(f"{field} is set")
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            errors.append(f"volume {volume['name']} is {kinds - RESTRICTED_VOLUME_TYPES}")
+    for sysctl in psc.get("sysctls", []):
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            errors.append(f"unsafe sysctl {sysctl['name']}")
+    if psc.get("runAsUser") == 0:
+        errors.append("pod runAsUser 0")
+    if psc.get("windowsOptions", {}).get("hostProcess"):
+        errors.append("pod hostProcess")
+    pod_seccomp = psc.get("seccompProfile", {}).get("type")
+    if pod_seccomp is not None and pod_seccomp not in ("RuntimeDefault", "Localhost"):
+        errors.append(f"pod seccomp {pod_seccomp}")
+    pod_se = psc.get("seLinuxOptions", {})
+    if pod_se.get("type", "") not in SELINUX_TYPES or pod_se.get("user") or pod_se.get("role"):
+        errors.append("pod seLinuxOptions")
+    if psc.get("appArmorProfile", {}).get("type", "RuntimeDefault") not in ("RuntimeDefault", "Localhost"):
+        errors.append("pod appArmorProfile")
+    annotations = workload.template["metadata"].get("annotations", {})
+    for key, value in annotations.items():
+        if key.startswith("container.apparmor.security.beta.kubernetes.io/") and not (
+            value == "runtime/default" or value.startswith("localhost/")
+        ):
+            errors.append(f"annotation {key}={value}")
+
+    for c in workload.containers() + pod.get("ephemeralContainers", []):
+        sc = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if sc.get("privileged"):
+            errors.append(f"{where}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            errors.append(f"{where}: allowPrivilegeEscalation is not false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            errors.append(f"{where}: capabilities do not drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            errors.append(f"{where}: adds capabilities {caps['add']}")
+        if sc.get("procMount", "Default") != "Default":
+            errors.append(f"{where}: procMount")
+        if sc.get("windowsOptions", {}).get("hostProcess"):
+            errors.append(f"{where}: hostProcess")
+        for port in c.get("ports", []):
+            if port.get("hostPort"):
+                errors.append(f"{where}: hostPort {port['hostPort']}")
+        # runAsNonRoot: true on the pod or on the container, and false nowhere.
+        non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if non_root is not True:
+            errors.append(f"{where}: runAsNonRoot is not true")
+        if sc.get("runAsUser") == 0:
+            errors.append(f"{where}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", {}).get("type", pod_seccomp)
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            errors.append(f"{where}: seccompProfile is {seccomp}")
+        se = sc.get("seLinuxOptions", {})
+        if se.get("type", "") not in SELINUX_TYPES or se.get("user") or se.get("role"):
+            errors.append(f"{where}: seLinuxOptions")
+        if sc.get("appArmorProfile", {}).get("type", "RuntimeDefault") not in ("RuntimeDefault", "Localhost"):
+            errors.append(f"{where}: appArmorProfile")
+    return errors
+
+
+def test_the_namespace_enforces_restricted(overlay: Rendering) -> None:
+    (namespace,) = overlay.of_kind("Namespace")
+    assert namespace["metadata"]["name"] == "wharf"
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    everything_namespaced = {d["metadata"].get("namespace") for d in overlay.docs if d["kind"] != "Namespace"}
+    assert everything_namespaced == {"wharf"}
+
+
+def test_every_pod_meets_restricted(overlay: Rendering) -> None:
+    assert {w.name for w in overlay.workloads} >= {"api", "auth", "nginx", "redis", "db-init"}
+    assert {w.name: restricted_violations(w) for w in overlay.workloads} == {w.name: [] for w in overlay.workloads}
+
+
+def test_the_restricted_check_catches_violations(renderings: dict[str, Rendering]) -> None:
+    """Guards the guard: a root, privileged, hostPath pod is reported on every count."""
+    from .conftest import Workload
+
+    api = renderings["prod"].get("Deployment", "api")
+    pod = {
+        "securityContext": {"runAsUser": 0},
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}}}],
+    }
+    bad = Workload("Deployment", "bad", {**api, "spec": {**api["spec"], "template": {"metadata": {}, "spec": pod}}})
+    found = " ".join(restricted_violations(bad))
+    for expected in ("hostNetwork", "hostPath", "runAsUser 0", "privileged", "allowPrivilegeEscalation", "ALL"):
+        assert expected in found
+    assert "SYS_ADMIN" in found
+    assert "runAsNonRoot" in found
+    assert "seccompProfile" in found
+
+
+def test_root_filesystems_are_read_only_with_scratch_in_an_emptydir(overlay: Rendering) -> None:
+    for w in overlay.workloads:
+        volumes = {v["name"]: v for v in w.pod.get("volumes", [])}
+        for claim in w.obj["spec"].get("volumeClaimTemplates", []):
+            volumes[claim["metadata"]["name"]] = {"persistentVolumeClaim": claim["spec"]}
+        for c in w.containers():
+            assert c["securityContext"].get("readOnlyRootFilesystem") is True, f"{w.name}/{c['name']}"
+            tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            assert len(tmp) == 1, f"{w.name}/{c['name']}: no /tmp"
+            assert "emptyDir" in volumes[tmp[0]["name"]], f"{w.name}/{c['name']}: /tmp is not an emptyDir"
+            for mount in c.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{w.name}/{c['name']}: mounts unknown volume {mount['name']}"
+                source = volumes[mount["name"]]
+                if "secret" in source or "configMap" in source:
+                    assert mount.get("readOnly") is True, f"{w.name}/{c['name']}: {mount['mountPath']} writable"
+
+
+def test_no_pod_gets_a_service_account_token_and_each_has_its_own_account(overlay: Rendering) -> None:
+    accounts = {d["metadata"]["name"]: d for d in overlay.of_kind("ServiceAccount")}
+    used = []
+    for w in overlay.workloads:
+        assert w.pod.get("automountServiceAccountToken") is False, w.name
+        # Docker-link variables (NGINX_PORT=tcp://..., REDIS_PORT=...) would collide with Wharf's names.
+        assert w.pod.get("enableServiceLinks") is False, w.name
+        name = w.pod.get("serviceAccountName")
+        assert name in accounts, f"{w.name}: service account {name!r} is not defined"
+        assert accounts[name].get("automountServiceAccountToken") is False
+        used.append(name)
+    assert len(used) == len(set(used)), "a service account is shared between workloads"
+    assert not overlay.of_kind("Role"), "nothing needs the Kubernetes API"
+    assert not overlay.of_kind("RoleBinding")
+
+
+def _cpu_millis(value: str | int | float) -> float:
+    text = str(value)
+    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
+
+
+def _bytes(value: str | int) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    match = re.fullmatch(r"(\d+)([A-Za-z]*)", str(value))
+    assert match, value
+    return int(match[1]) * units.get(match[2], 1)
+
+
+def test_every_container_has_requests_and_limits_with_memory_limit_equal_to_request(overlay: Rendering) -> None:
+    for w in overlay.workloads:
+        for c in w.containers():
+            where = f"{overlay.name} {w.name}/{c['name']}"
+            resources = c.get("resources", {})
+            requests, limits = resources.get("requests", {}), resources.get("limits", {})
+            assert {"cpu", "memory"} <= set(requests), where
+            assert {"cpu", "memory"} <= set(limits), where
+            assert _bytes(limits["memory"]) == _bytes(requests["memory"]), where
+            assert _cpu_millis(limits["cpu"]) >= _cpu_millis(requests["cpu"]) > 0, where
+
+
+def test_every_long_running_container_has_startup_liveness_and_readiness_probes(overlay: Rendering) -> None:
+    for w in overlay.workloads:
+        if w.kind == "Job":
+            continue
+        for c in w.pod["containers"]:
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert probe in c, f"{overlay.name} {w.name}/{c['name']}: no {probe}"
+
+
+def _gunicorn_graceful_default() -> int:
+    source = (ROOT / "libs/wharf-common/src/wharf_common/gunicorn_conf.py").read_text()
+    match = re.search(r'graceful_timeout = int\(os\.environ\.get\("GUNICORN_GRACEFUL_TIMEOUT", "(\d+)"\)\)', source)
+    assert match, "gunicorn_conf.py no longer reads GUNICORN_GRACEFUL_TIMEOUT as this test expects"
+    return int(match[1])
+
+
+def _prestop_seconds(container: dict[str, Any]) -> int:
+    pre_stop = container["lifecycle"]["preStop"]
+    if "sleep" in pre_stop:
+        return int(pre_stop["sleep"]["seconds"])
+    command = pre_stop["exec"]["command"]
+    assert command[0] == "sleep", command
+    return int(command[1])
+
+
+def test_termination_grace_covers_prestop_plus_gunicorn_graceful_timeout(overlay: Rendering) -> None:
+    for name in ("api", "auth"):
+        w = overlay.workload(name)
+        (c,) = w.pod["containers"]
+        graceful = int(overlay.env(c).get("GUNICORN_GRACEFUL_TIMEOUT", _gunicorn_graceful_default()))
+        assert graceful == 20, "the issue fixes gunicorn's graceful timeout at 20 s"
+        grace = w.pod["terminationGracePeriodSeconds"]
+        assert grace >= _prestop_seconds(c) + graceful + 5, f"{name}: {grace} s is too short"
+        assert 3 <= _prestop_seconds(c) <= 15
+    nginx = overlay.workload("nginx")
+    (c,) = nginx.pod["containers"]
+    assert nginx.pod["terminationGracePeriodSeconds"] > _prestop_seconds(c)
+
+
+def test_deployments_roll_without_losing_capacity_and_spread_over_nodes(overlay: Rendering) -> None:
+    for name in ("api", "auth", "nginx"):
+        d = overlay.get("Deployment", name)
+        strategy = d["spec"]["strategy"]
+        assert strategy["type"] == "RollingUpdate"
+        assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+        spread = d["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        keys = {s["topologyKey"] for s in spread}
+        assert "kubernetes.io/hostname" in keys
+        for s in spread:
+            assert s["labelSelector"]["matchLabels"].items() <= d["spec"]["template"]["metadata"]["labels"].items()

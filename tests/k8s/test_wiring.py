@@ -1,0 +1,203 @@
+"""The objects fit together: selectors, ports, probes the services really serve, referenced names."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+from .conftest import ROOT
+
+if TYPE_CHECKING:
+    from .conftest import Rendering, Workload
+
+NGINX_TEMPLATES = ROOT / "deploy/nginx/templates"
+# Created by the operator only with k8s/components/external-postgres (k8s/README.md documents it).
+OPERATOR_SECRETS = {"wharf-database-urls": {"auth", "api", "admin"}}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        return True
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        present, value = expr["key"] in labels, labels.get(expr["key"])
+        ok = {
+            "In": present and value in expr.get("values", []),
+            "NotIn": not present or value not in expr.get("values", []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expr["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def test_workload_selectors_match_their_own_pods_and_no_other(overlay: Rendering) -> None:
+    for w in overlay.workloads:
+        if w.kind == "Job":
+            continue
+        selector = w.obj["spec"]["selector"]
+        assert _selects(selector, w.labels), w.name
+        others = [o.name for o in overlay.workloads if o.name != w.name and _selects(selector, o.labels)]
+        assert others == [], f"{w.name}'s selector also matches {others}"
+
+
+def test_every_service_selects_pods_and_targets_a_port_they_expose(overlay: Rendering) -> None:
+    for svc in overlay.of_kind("Service"):
+        name = svc["metadata"]["name"]
+        selector = {"matchLabels": svc["spec"]["selector"]}  # a Service selects by equality only
+        assert selector["matchLabels"], f"Service {name} has no selector"
+        targets = [w for w in overlay.workloads if w.kind != "Job" and _selects(selector, w.labels)]
+        assert len(targets) == 1, f"Service {name} selects {[t.name for t in targets]}"
+        (target,) = targets
+        assert target.name == name, "each Service is named after its workload (nginx's upstreams use the names)"
+        for port in svc["spec"]["ports"]:
+            assert str(port["targetPort"]) in target.ports(), f"Service {name}: no port {port['targetPort']}"
+        if target.kind == "StatefulSet":
+            assert target.obj["spec"]["serviceName"] == name
+            assert svc["spec"].get("clusterIP") == "None", f"{name}: a StatefulSet's Service is headless"
+
+
+def test_ingress_routes_to_the_nginx_service(overlay: Rendering) -> None:
+    (ingress,) = overlay.of_kind("Ingress")
+    assert ingress["spec"]["ingressClassName"], "the ingress class is set by the overlay"
+    backends = [ingress["spec"]["defaultBackend"]["service"]]
+    backends += [
+        p["backend"]["service"] for r in ingress["spec"].get("rules", []) for p in r.get("http", {}).get("paths", [])
+    ]
+    nginx = overlay.get("Service", "nginx")
+    for backend in backends:
+        assert backend["name"] == "nginx"
+        assert backend["port"].get("name") in {p["name"] for p in nginx["spec"]["ports"]}
+
+
+def test_pdbs_and_hpas_point_at_existing_deployments(overlay: Rendering) -> None:
+    for pdb in overlay.of_kind("PodDisruptionBudget"):
+        matched = [w for w in overlay.workloads if _selects(pdb["spec"]["selector"], w.labels)]
+        assert [w.kind for w in matched] == ["Deployment"], pdb["metadata"]["name"]
+        replicas = matched[0].obj["spec"]["replicas"]
+        assert 1 <= pdb["spec"]["minAvailable"] < replicas, "a drain must stay possible"
+    for hpa in overlay.of_kind("HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        target = overlay.get(ref["kind"], ref["name"])
+        assert hpa["spec"]["minReplicas"] == target["spec"]["replicas"]
+        assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+        assert ref["name"] in {"api", "auth"}
+
+
+def _served_paths(app_name: str) -> set[str]:
+    """The Flask routes of the shared health blueprint that every service registers."""
+    from wharf_common import health, web
+
+    assert "register_blueprint(health.bp)" in (ROOT / "libs/wharf-common/src/wharf_common/web.py").read_text()
+    assert web.create_base_app  # the function that registers it
+    app = Flask(app_name)
+    app.register_blueprint(health.bp)
+    return {rule.rule for rule in app.url_map.iter_rules() if "GET" in (rule.methods or set())}
+
+
+def _image_port(service: str) -> int:
+    dockerfile = (ROOT / f"services/{service}/Dockerfile").read_text()
+    match = re.search(r"\bPORT=(\d+)", dockerfile)
+    assert match, f"services/{service}/Dockerfile no longer sets PORT"
+    return int(match[1])
+
+
+def _http_probes(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v["httpGet"] for k, v in container.items() if k.endswith("Probe") and "httpGet" in v}
+
+
+def test_app_probes_use_paths_and_ports_the_services_serve(overlay: Rendering) -> None:
+    for name in ("api", "auth"):
+        (c,) = overlay.workload(name).pod["containers"]
+        ports = overlay.workload(name).ports()
+        served = _served_paths(name)
+        probes = _http_probes(c)
+        assert probes["livenessProbe"]["path"] == "/healthz", "liveness checks the process only"
+        assert probes["startupProbe"]["path"] == "/healthz"
+        assert probes["readinessProbe"]["path"] == "/readyz", "readiness checks Postgres and Redis"
+        for probe in probes.values():
+            assert probe["path"] in served
+            assert ports[str(probe["port"])] == _image_port(name) == 8000
+
+
+def test_nginx_probes_and_port_match_its_templates(overlay: Rendering) -> None:
+    nginx = overlay.workload("nginx")
+    (c,) = nginx.pod["containers"]
+    config = "\n".join(p.read_text() for p in NGINX_TEMPLATES.rglob("*.template"))
+    assert re.search(r"listen \$\{NGINX_PORT\}", config)
+    port = int(overlay.env(c)["NGINX_PORT"])
+    assert nginx.ports()["http"] == port
+    served = set(re.findall(r"location = (/\S+)", config))
+    for probe in _http_probes(c).values():
+        assert probe["path"] in served, f"nginx does not serve {probe['path']} itself"
+        assert nginx.ports()[str(probe["port"])] == port
+
+
+def test_nginx_upstreams_name_the_app_services_and_their_ports(overlay: Rendering) -> None:
+    env = overlay.env(overlay.workload("nginx").pod["containers"][0])
+    for name in ("api", "auth"):
+        host, port = env[f"{name.upper()}_UPSTREAM"].split(":")
+        service = overlay.get("Service", host)
+        assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+
+
+def _secret_refs(w: Workload) -> dict[str, set[str]]:
+    """Secret name -> keys this workload needs (None in the set: the whole secret, any keys)."""
+    refs: dict[str, set[str]] = {}
+    for volume in w.pod.get("volumes", []):
+        if "secret" in volume:
+            keys = {i["key"] for i in volume["secret"].get("items", [])}
+            refs.setdefault(volume["secret"]["secretName"], set()).update(keys)
+    for c in w.containers():
+        for item in c.get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                refs.setdefault(ref["name"], set()).add(ref["key"])
+    return refs
+
+
+def test_every_referenced_secret_and_key_is_created_by_the_secrets_script(
+    overlay: Rendering, secret_manifests: list[dict[str, Any]]
+) -> None:
+    created = {s["metadata"]["name"]: set(s["data"]) for s in secret_manifests}
+    assert all(s["metadata"]["namespace"] == "wharf" for s in secret_manifests)
+    needed: dict[str, set[str]] = {}
+    for w in overlay.workloads:
+        for name, keys in _secret_refs(w).items():
+            needed.setdefault(name, set()).update(keys)
+    for name, keys in needed.items():
+        available = created.get(name, OPERATOR_SECRETS.get(name))
+        assert available is not None, f"{overlay.name}: secret {name} is referenced but nothing creates it"
+        assert keys <= available, f"{overlay.name}: secret {name} lacks {keys - available}"
+    assert any(k.endswith(".pem") for k in created["wharf-auth-signing-keys"])
+    readme = (ROOT / "k8s/README.md").read_text()
+    for name, keys in OPERATOR_SECRETS.items():
+        assert name in readme
+        for key in keys:
+            assert f"--from-literal={key}=" in readme
+
+
+def test_no_secret_is_committed_and_configmaps_hold_no_credentials(any_rendering: Rendering) -> None:
+    assert any_rendering.of_kind("Secret") == []
+    for name, data in any_rendering.config_maps().items():
+        for key, value in data.items():
+            assert not re.search(r"secret|passw|private.?key|credential", f"{key}={value}", re.IGNORECASE), (name, key)
+            assert not re.search(r"://[^/@]*:[^/@]*@", value), f"{name}.{key} embeds a password in a URL"
+
+
+def test_every_configmap_and_volume_reference_resolves(overlay: Rendering) -> None:
+    maps = overlay.config_maps()
+    for w in overlay.workloads:
+        for volume in w.pod.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in maps
+        for c in w.containers():
+            overlay.env(c)  # asserts every envFrom ConfigMap exists
+            for item in c.get("env", []):
+                ref = item.get("valueFrom", {}).get("configMapKeyRef")
+                if ref:
+                    assert ref["key"] in maps[ref["name"]]
