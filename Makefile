@@ -3,8 +3,13 @@
 SHELL := /bin/bash
 COMPOSE := scripts/compose.sh
 URL := http://localhost:$(or $(WHARF_HTTP_PORT),8080)
+SECRETS_DIR := $(or $(WHARF_SECRETS_DIR),deploy/compose/secrets)
+BACKUP_DIR ?= backups
+# `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
+EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up down logs ps images test test-unit test-integration k8s-validate lint fmt config lock base-images clean admin rotate-keys
+.PHONY: help up down logs ps images test test-unit test-integration k8s-validate lint fmt config lock base-images clean admin rotate-keys \
+	migrate backup restore psql redis-cli shell
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -76,3 +81,34 @@ admin: ## Grant the admin role to an existing account: make admin EMAIL=someone@
 
 rotate-keys: ## Add a new token signing key (old keys keep verifying, then retire after an hour)
 	@$(COMPOSE) run --rm --no-deps dev-secrets python -m wharf_common.devsecrets /secrets --rotate-signing-key
+
+migrate: ## Run both services' database migrations now (they also run on every `make up`)
+	@$(COMPOSE) run --rm auth-migrate
+	@$(COMPOSE) run --rm api-migrate
+
+backup: ## Dump both schemas (auth, api) into $(BACKUP_DIR)/wharf-<UTC time>.dump (pg_dump custom format)
+	@mkdir -p "$(BACKUP_DIR)"
+	@file="$(BACKUP_DIR)/wharf-$$(date -u +%Y%m%dT%H%M%SZ).dump"; \
+	  $(COMPOSE) exec -T postgres pg_dump -U postgres -d wharf --schema=auth --schema=api --format=custom >"$$file.partial" \
+	  && mv "$$file.partial" "$$file" && echo "backup written: $$file ($$(du -h "$$file" | cut -f1))" \
+	  || { rm -f "$$file.partial"; echo "backup failed" >&2; exit 1; }
+
+restore: ## Replace both schemas with a backup: make restore FILE=backups/wharf-....dump (apps paused meanwhile)
+	@test -f "$(FILE)" || { echo "usage: make restore FILE=backups/wharf-<time>.dump" >&2; exit 2; }
+	@$(COMPOSE) stop api auth
+	@$(COMPOSE) exec -T postgres pg_restore -U postgres -d wharf --clean --if-exists --single-transaction <"$(FILE)" \
+	  || { echo "restore failed; the database is unchanged (single transaction)" >&2; $(COMPOSE) start api auth; exit 1; }
+	@$(COMPOSE) run --rm --no-deps api flask cache-clear
+	@$(COMPOSE) up --detach --wait --wait-timeout 120 api auth
+	@echo "restored $(FILE)"
+
+psql: ## Open psql on the database as the Postgres superuser
+	@$(EXEC) postgres psql -U postgres -d wharf
+
+redis-cli: ## Open redis-cli as a service's Redis user (REDIS_USER=api|auth, default api)
+	@$(EXEC) -e REDISCLI_AUTH="$$(cat "$(SECRETS_DIR)/$(or $(REDIS_USER),api)/redis_password")" redis \
+	  redis-cli --user "$(or $(REDIS_USER),api)"
+
+shell: ## Open a shell in a running service container: make shell SERVICE=api
+	@test -n "$(SERVICE)" || { echo "usage: make shell SERVICE=api|auth|nginx|postgres|redis" >&2; exit 2; }
+	@$(EXEC) $(SERVICE) sh

@@ -68,6 +68,8 @@ class CommonSettings(BaseSettings):
     redis_socket_timeout: float = Field(default=0.25, gt=0, le=30)
 
     retry_after_seconds: int = Field(default=5, ge=1, le=3600)
+    # Larger request bodies get 413 (keep it in step with nginx's NGINX_CLIENT_MAX_BODY_SIZE).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=100 * 1024 * 1024)
 
     # Access tokens: who issues them and for whom, and how fresh the revocation list must be.
     token_issuer: str = Field(default="wharf-auth", min_length=1)

@@ -61,7 +61,7 @@ def create_base_app(import_name: str, settings: CommonSettings) -> Flask:
     app.config.update(
         SETTINGS=settings,
         RETRY_AFTER_SECONDS=settings.retry_after_seconds,
-        MAX_CONTENT_LENGTH=1024 * 1024,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )
     # Exactly one trusted hop: nginx. Its X-Forwarded-For entry is the client address and
