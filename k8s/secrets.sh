@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Create or update Wharf's Secrets from a directory laid out like compose's secrets directory:
 #   postgres/password  auth/{db_password,redis_password,signing-keys/*.pem}
-#   api/{db_password,redis_password}  redis/users.acl
+#   api/{db_password,redis_password}  redis/users.acl  nginx/{tls.crt,tls.key}
 # Files missing from DIR are generated first by the same code compose uses
 # (python -m wharf_common.devsecrets: random passwords, an Ed25519 key, the Redis ACL derived
-# from the passwords); files already there are kept, so production brings its own.
+# from the passwords, a self-signed certificate for localhost); files already there are kept, so
+# production brings its own (the generator replaces a certificate that expires within 30 days).
 #
 # usage: k8s/secrets.sh [-n NAMESPACE] [--dry-run] DIR
 #   --dry-run   print the Secret manifests instead of applying them (they contain the secrets)
@@ -35,17 +36,19 @@ umask 077
 
 # One Secret per consumer, as in compose; each key is a file name in the container.
 secret() {
-  local name=$1
-  shift
-  "$kubectl" create secret generic "$name" --namespace "$namespace" --dry-run=client --output yaml "$@"
+  local type=$1 name=$2
+  shift 2
+  "$kubectl" create secret "$type" "$name" --namespace "$namespace" --dry-run=client --output yaml "$@"
   echo "---"
 }
 manifests=$(
-  secret wharf-postgres --from-file=password="$dir/postgres/password"
-  secret wharf-auth --from-file=db_password="$dir/auth/db_password" --from-file=redis_password="$dir/auth/redis_password"
-  secret wharf-auth-signing-keys --from-file="$dir/auth/signing-keys/"
-  secret wharf-api --from-file=db_password="$dir/api/db_password" --from-file=redis_password="$dir/api/redis_password"
-  secret wharf-redis --from-file=users.acl="$dir/redis/users.acl"
+  secret generic wharf-postgres --from-file=password="$dir/postgres/password"
+  secret generic wharf-auth --from-file=db_password="$dir/auth/db_password" --from-file=redis_password="$dir/auth/redis_password"
+  secret generic wharf-auth-signing-keys --from-file="$dir/auth/signing-keys/"
+  secret generic wharf-api --from-file=db_password="$dir/api/db_password" --from-file=redis_password="$dir/api/redis_password"
+  secret generic wharf-redis --from-file=users.acl="$dir/redis/users.acl"
+  # type kubernetes.io/tls (keys tls.crt, tls.key): kubectl checks that key and certificate match
+  secret tls wharf-nginx --cert="$dir/nginx/tls.crt" --key="$dir/nginx/tls.key"
 )
 if $dry_run; then
   printf '%s\n' "$manifests"

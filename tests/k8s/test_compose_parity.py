@@ -109,7 +109,7 @@ def test_same_commands(compose: dict[str, dict[str, Any]], overlay: Rendering) -
 
 def _compose_secret_files(service: dict[str, Any]) -> set[str]:
     """Files and directories (trailing /) each container sees under /run/secrets in compose."""
-    everything = [*devsecrets.PASSWORDS, devsecrets.REDIS_ACL]
+    everything = [*devsecrets.PASSWORDS, devsecrets.REDIS_ACL, devsecrets.TLS_CERT, devsecrets.TLS_KEY]
     out: set[str] = set()
     for secret in service.get("secrets", []):
         if secret in BUILD_ONLY_SECRETS:

@@ -170,23 +170,82 @@ def test_db_init_sets_exactly_what_provision_reads(
         assert connected["host"] == "postgres"
 
 
+NGINX = ROOT / "deploy/nginx"
+# The entrypoint's own checks (deploy/nginx/entrypoint.sh), repeated here on the rendered values.
+NGINX_ON_OFF = ("NGINX_TLS", "NGINX_HTTPS_REDIRECT", "NGINX_MAINTENANCE")
+NGINX_NOT_IN_VALUES = re.compile(r"[;{}\"'\\$#\n]")
+DOCKER_DNS = "127.0.0.11"  # Docker's embedded DNS: no such server in a pod
+
+
 def _template_names() -> set[str]:
-    text = "\n".join(p.read_text() for p in (ROOT / "deploy/nginx/templates").rglob("*.template"))
+    text = "\n".join(p.read_text() for p in (NGINX / "templates").rglob("*.template"))
     return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", text))
 
 
-def _dockerfile_env(path: Path) -> set[str]:
+def _dockerfile_env(path: Path) -> dict[str, str]:
     text = path.read_text().replace("\\\n", " ")
-    names: set[str] = set()
+    names: dict[str, str] = {}
     for line in text.splitlines():
         if line.startswith("ENV "):
-            names |= set(re.findall(r"([A-Z][A-Z0-9_]*)=", line))
+            names |= dict(re.findall(r"([A-Z][A-Z0-9_]*)=(\S*)", line))
     return names
 
 
-def test_nginx_sets_only_template_variables_and_every_one_has_a_value(overlay: Rendering) -> None:
-    env = set(overlay.env(overlay.workload("nginx").pod["containers"][0]))
-    used = _template_names()
-    assert env - used == set(), "nginx gets variables its templates do not use"
-    image_defaults = _dockerfile_env(ROOT / "deploy/nginx/Dockerfile")
-    assert used - env - image_defaults == set(), "a template variable has no value (the entrypoint exits 78)"
+def _nginx_settings() -> dict[str, str]:
+    """deploy/nginx/defaults.env: every setting of the edge and the default the entrypoint applies
+    when the variable is unset or empty."""
+    found = (
+        re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line) for line in (NGINX / "defaults.env").read_text().splitlines()
+    )
+    return {m[1]: m[2] for m in found if m}
+
+
+def _entrypoint_text() -> str:
+    return (NGINX / "entrypoint.sh").read_text()
+
+
+def _nginx(overlay: Rendering) -> tuple[Workload, dict[str, Any], dict[str, Any]]:
+    workload = overlay.workload("nginx")
+    (container,) = workload.pod["containers"]
+    return workload, container, overlay.env(container)
+
+
+def test_nginx_sets_only_its_settings_and_every_template_variable_has_a_value(overlay: Rendering) -> None:
+    _, _, env = _nginx(overlay)
+    settings = _nginx_settings()
+    entrypoint = _entrypoint_text()
+    # Guards the guard: each listed setting is read by a template or by the entrypoint by name.
+    read = _template_names() | set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", entrypoint))
+    assert set(settings) - read == set(), "defaults.env lists a setting nothing reads"
+    assert set(env) - set(settings) == set(), "nginx gets variables that are not settings of the edge"
+    # Values a template needs: the container's, the image's defaults, or ones the entrypoint derives.
+    derived = set(re.findall(r"^\s*export ([A-Z][A-Z0-9_]*)=", entrypoint, re.MULTILINE))
+    image_env = set(_dockerfile_env(NGINX / "Dockerfile"))
+    missing = _template_names() - set(env) - set(settings) - image_env - derived
+    assert missing == set(), "a template variable has no value (the entrypoint exits 78)"
+
+
+def test_nginx_settings_pass_the_entrypoint_checks(overlay: Rendering) -> None:
+    """The values nginx starts with (defaults, then the image's ENV, then non-empty container
+    values) pass what the entrypoint checks before `nginx -t`, and what TLS needs is mounted."""
+    workload, container, env = _nginx(overlay)
+    assert all(isinstance(v, str) for v in env.values()), "nginx settings are plain values"
+    # A container value, even an empty one, replaces the image's ENV; empty ones then get the default.
+    image_env = {k: v for k, v in _dockerfile_env(NGINX / "Dockerfile").items() if k not in env}
+    effective = _nginx_settings() | image_env | {k: v for k, v in env.items() if v}
+    for name, value in effective.items():
+        assert not NGINX_NOT_IN_VALUES.search(value), f"{name}={value!r}: the entrypoint refuses it"
+    for name in NGINX_ON_OFF:
+        assert effective[name] in {"on", "off"}, name
+    assert re.fullmatch(r"[1-9][0-9]*", effective["NGINX_DNS_INTERVAL"])
+    assert re.fullmatch(r"[0-9]{1,5}", effective["NGINX_HTTPS_REDIRECT_PORT"])
+    assert effective["NGINX_UPSTREAM_DISCOVERY"] in {"auto", "resolve", "reload"}
+    # `resolve` asks NGINX_RESOLVER, by default Docker's DNS; `reload` uses the pod's resolv.conf.
+    if effective["NGINX_UPSTREAM_DISCOVERY"] != "reload":
+        assert effective["NGINX_RESOLVER"] != DOCKER_DNS, "nginx would ask a DNS server that is not there"
+    if effective["NGINX_HTTPS_REDIRECT"] == "on":
+        assert effective["NGINX_TLS"] == "on", "NGINX_HTTPS_REDIRECT=on needs NGINX_TLS=on"
+    if effective["NGINX_TLS"] == "on":
+        mounted = _secret_files(workload, container)
+        for name in ("NGINX_TLS_CERT", "NGINX_TLS_KEY"):
+            assert effective[name] in mounted, f"NGINX_TLS=on: {name}={effective[name]} is not mounted"

@@ -42,12 +42,15 @@ OUTSIDERS = (
 )
 
 # (source, destination, port): everything that may connect. nginx is the public door (from
-# anywhere, on its one port); the api -> auth flow is the JWKS fetch. A stray pod in the namespace
-# ("stranger") reaches nothing: the default deny covers its egress too.
+# anywhere, on its HTTP and HTTPS ports); the api -> auth flow is the JWKS fetch. A stray pod in the
+# namespace ("stranger") reaches nothing: the default deny covers its egress too.
 EXPECTED = {
     ("internet", "nginx", 8080),
+    ("internet", "nginx", 8443),
     ("other-ns-pod", "nginx", 8080),
+    ("other-ns-pod", "nginx", 8443),
     ("kube-dns", "nginx", 8080),
+    ("kube-dns", "nginx", 8443),
     ("nginx", "api", 8000),
     ("nginx", "auth", 8000),
     ("api", "auth", 8000),

@@ -129,8 +129,16 @@ def test_nginx_probes_and_port_match_its_templates(overlay: Rendering) -> None:
     (c,) = nginx.pod["containers"]
     config = "\n".join(p.read_text() for p in NGINX_TEMPLATES.rglob("*.template"))
     assert re.search(r"listen \$\{NGINX_PORT\}", config)
-    port = int(overlay.env(c)["NGINX_PORT"])
+    env = overlay.env(c)
+    port = int(env["NGINX_PORT"])
     assert nginx.ports()["http"] == port
+    # The HTTPS listener (tls.conf) is on, on the port the container and the Service declare.
+    assert re.search(r"listen \$\{NGINX_TLS_PORT\} ssl", config)
+    assert env["NGINX_TLS"] == "on"
+    assert nginx.ports()["https"] == int(env["NGINX_TLS_PORT"]) != port
+    service_ports = {p["name"]: p for p in overlay.get("Service", "nginx")["spec"]["ports"]}
+    assert service_ports["http"]["targetPort"] == "http"
+    assert service_ports["https"] == {"name": "https", "port": 443, "targetPort": "https"}
     served = set(re.findall(r"location = (/\S+)", config))
     for probe in _http_probes(c).values():
         assert probe["path"] in served, f"nginx does not serve {probe['path']} itself"
