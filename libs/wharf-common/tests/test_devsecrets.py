@@ -66,3 +66,16 @@ def test_tls_certificate_made_once_for_local_names_and_renewed_when_expiring(tmp
     (tmp_path / devsecrets.TLS_KEY).write_text(key)
     assert devsecrets.TLS_CERT in devsecrets.generate(tmp_path)
     assert (tmp_path / devsecrets.TLS_CERT).read_text() != soon
+
+
+def test_a_certificate_put_there_by_ops_is_never_replaced(tmp_path: Path) -> None:
+    """Only this tool's own localhost certificate is renewed; a real one stays, even near expiry."""
+    devsecrets.generate(tmp_path)
+    real, key = devsecrets.self_signed_certificate(names=("wharf.example.com",), addresses=(), days=3)
+    (tmp_path / devsecrets.TLS_CERT).write_text(real)
+    (tmp_path / devsecrets.TLS_KEY).write_text(key)
+    assert devsecrets.generate(tmp_path) == []
+    assert (tmp_path / devsecrets.TLS_CERT).read_text() == real
+    (tmp_path / devsecrets.TLS_CERT).write_text("not a certificate")
+    assert devsecrets.generate(tmp_path) == []
+    assert (tmp_path / devsecrets.TLS_CERT).read_text() == "not a certificate"

@@ -131,15 +131,19 @@ def self_signed_certificate(
 
 
 def _certificate_needs_renewal(directory: Path) -> bool:
-    """Missing, unreadable or expiring soon: a development certificate is simply made again."""
+    """Missing, or our own development certificate expiring soon. A certificate someone put there
+    (not self-signed for localhost by this tool) is never replaced, however close its expiry."""
     cert_path, key_path = directory / TLS_CERT, directory / TLS_KEY
-    if not cert_path.exists() or not key_path.exists():
+    if not cert_path.exists() and not key_path.exists():
         return True
     try:
         certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    except ValueError:
-        return True
-    return certificate.not_valid_after_utc - datetime.now(UTC) < TLS_RENEW_BEFORE
+    except (OSError, ValueError):
+        return False  # not ours to judge: nginx reports a broken certificate at start-up
+    ours = (
+        certificate.issuer == certificate.subject == x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_NAMES[0])])
+    )
+    return ours and certificate.not_valid_after_utc - datetime.now(UTC) < TLS_RENEW_BEFORE
 
 
 def generate(directory: Path) -> list[str]:
