@@ -119,3 +119,39 @@ def test_malformed_messages_are_ignored(message: bytes) -> None:
 def test_message_round_trip() -> None:
     revocation = Revocation("account", "a", 10.0, issued_before=5.5)
     assert Revocation.from_message(revocation.to_message()) == revocation
+
+
+def test_readers_never_see_a_half_built_set_during_resyncs(clock: Clock) -> None:
+    import threading
+
+    rows = [Revocation("jti", f"token-{i}", 9e9) for i in range(20_000)]
+    revocations = make(rows, clock, sync_interval=3600)
+    stop = threading.Event()
+
+    def resync_forever() -> None:
+        while not stop.is_set():
+            revocations.sync()
+
+    thread = threading.Thread(target=resync_forever)
+    thread.start()
+    try:
+        misses = sum(not revocations.is_revoked(claims(jti="token-19999")) for _ in range(20_000))
+    finally:
+        stop.set()
+        thread.join()
+        revocations.stop()
+    assert misses == 0
+
+
+def test_an_unbroken_subscription_keeps_an_old_set_fresh(clock: Clock) -> None:
+    revocations = make([], clock, sync_interval=3600, max_staleness=30)
+    try:
+        revocations._subscribed_at = clock.now - 1  # subscribed before the last re-sync
+        clock.now += 120
+        assert revocations.is_fresh()
+        revocations._subscribed_at = None  # the channel broke
+        assert not revocations.is_fresh()
+        revocations._subscribed_at = clock.now  # re-subscribed, but not re-synced since
+        assert not revocations.is_fresh()
+    finally:
+        revocations.stop()

@@ -111,6 +111,12 @@ def test_register_accepts_long_passwords(client: FlaskClient, password: str) -> 
     assert login(client, password=password[:-1]).status_code == 401
 
 
+def test_control_characters_are_422_not_500(client: FlaskClient) -> None:
+    body = {"email": "nul@example.com", "password": PASSWORD, "name": "a\u0000b"}
+    assert client.post("/register", json=body).status_code == 422
+    assert client.post("/login", json={"email": "a\u0000@example.com", "password": PASSWORD}).status_code == 422
+
+
 def test_register_rejects_unknown_fields_and_bad_name(client: FlaskClient) -> None:
     response = client.post(
         "/register", json={"email": "ada@example.com", "password": PASSWORD, "name": "Ada", "roles": ["admin"]}

@@ -37,7 +37,8 @@ def make_engine(settings: CommonSettings) -> Engine:
             "connect_timeout": settings.db_connect_timeout,
             "application_name": settings.service_name,
             # Bound every statement so a stuck query cannot hold a worker forever.
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+            # UTC timestamps whatever the server's default, so representations (and ETags) are stable.
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC",
         },
     )
     _count_pool_use(engine)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +46,19 @@ metrics_dir.mkdir(parents=True)
 metrics_port = int(os.environ.get("METRICS_PORT", "9000"))
 
 
-def when_ready(server: Any) -> None:
-    """The master serves every worker's metrics on the internal metrics port."""
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+_metrics_server: subprocess.Popen[bytes] | None = None
 
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    start_http_server(metrics_port, registry=registry)
+
+def when_ready(server: Any) -> None:
+    """Start the process that serves every worker's metrics on the internal metrics port."""
+    global _metrics_server
+    _metrics_server = subprocess.Popen([sys.executable, "-m", "wharf_common.metrics_server"])
+
+
+def on_exit(server: Any) -> None:
+    if _metrics_server is not None:
+        _metrics_server.terminate()
+        _metrics_server.wait(timeout=5)
 
 
 def child_exit(server: Any, worker: Any) -> None:

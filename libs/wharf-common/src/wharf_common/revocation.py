@@ -103,11 +103,10 @@ class RevocationSet:
         self._sync_interval = sync_interval
         self._max_staleness = max_staleness
         self._clock = clock
-        self._jtis: dict[str, float] = {}
-        self._families: dict[str, float] = {}
-        self._accounts: dict[str, float] = {}
+        self._state = _State()  # replaced whole by a re-sync, never emptied in place
         self._pushed: list[tuple[float, Revocation]] = []  # arrivals, replayed over a racing re-sync
         self._synced_at: float | None = None
+        self._subscribed_at: float | None = None  # while the channel listener is connected
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -119,12 +118,21 @@ class RevocationSet:
     def is_revoked(self, claims: Mapping[str, Any]) -> bool:
         """Whether verified ``claims`` belong to a revoked token; raises when the set is stale."""
         self._ensure_started()
-        if self._synced_at is None or self._clock() - self._synced_at > self._max_staleness:
+        if not self.is_fresh():
             raise RevocationsUnavailable("the revocation list is stale")
-        if claims.get("jti") in self._jtis or claims.get("fid") in self._families:
+        return self._state.covers(claims)
+
+    def is_fresh(self) -> bool:
+        """Re-synced from Postgres within ``max_staleness``, or subscribed to the channel without a
+        break since before the last re-sync: then every later revocation has been pushed to us
+        (auth publishes each one after its commit), so a Postgres outage alone does not make the
+        set stale, and a Redis outage alone does not either (re-syncs go on)."""
+        synced_at, subscribed_at = self._synced_at, self._subscribed_at
+        if synced_at is None:
+            return False
+        if self._clock() - synced_at <= self._max_staleness:
             return True
-        issued_before = self._accounts.get(str(claims.get("sub")))
-        return issued_before is not None and float(claims.get("iat", 0)) < issued_before
+        return subscribed_at is not None and subscribed_at <= synced_at
 
     def age(self) -> float | None:
         return None if self._synced_at is None else self._clock() - self._synced_at
@@ -133,31 +141,23 @@ class RevocationSet:
 
     def add(self, revocation: Revocation) -> None:
         with self._lock:
-            self._apply(revocation)
+            self._state.apply(revocation)
             self._pushed.append((self._clock(), revocation))
-
-    def _apply(self, revocation: Revocation) -> None:
-        if revocation.kind == "jti":
-            self._jtis[revocation.value] = revocation.expires_at
-        elif revocation.kind == "family":
-            self._families[revocation.value] = revocation.expires_at
-        elif revocation.issued_before is not None:
-            current = self._accounts.get(revocation.value, 0.0)
-            self._accounts[revocation.value] = max(current, revocation.issued_before)
 
     def sync(self) -> None:
         """Replace the set with Postgres' view of it (plus pushes that arrived meanwhile)."""
         with self._sync_lock:
             started = self._clock()
             rows = self._loader()
+            state = _State()
+            for revocation in rows:
+                state.apply(revocation)
             with self._lock:
-                self._jtis, self._families, self._accounts = {}, {}, {}
-                for revocation in rows:
-                    self._apply(revocation)
                 # A push may describe a commit the query did not see yet; keep it until the next sync.
                 self._pushed = [(t, r) for t, r in self._pushed if t >= started - 1.0]
                 for _arrived, revocation in self._pushed:
-                    self._apply(revocation)
+                    state.apply(revocation)
+                self._state = state  # one assignment: readers see the old set or the new, never half
                 self._synced_at = started
 
     # -- background work -----------------------------------------------------------------------
@@ -204,16 +204,45 @@ class RevocationSet:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(CHANNEL)
+            # Read the subscription's confirmation: from then on every publish reaches us.
+            self._handle(pubsub.get_message(timeout=1.0))
+            self._subscribed_at = self._clock()
             # Anything published while we were not subscribed is only in Postgres: catch up now.
             try:
                 self.sync()
             except Exception as exc:  # the staleness check fails closed
                 log.warning("revocation sync after subscribe failed: %s", exc)
             while not self._stop.is_set():
-                message = pubsub.get_message(timeout=1.0)
-                if message and message.get("type") == "message":
-                    revocation = Revocation.from_message(message["data"])
-                    if revocation is not None:
-                        self.add(revocation)
+                self._handle(pubsub.get_message(timeout=1.0))
         finally:
+            self._subscribed_at = None
             pubsub.close()
+
+    def _handle(self, message: Mapping[str, Any] | None) -> None:
+        if message and message.get("type") == "message":
+            revocation = Revocation.from_message(message["data"])
+            if revocation is not None:
+                self.add(revocation)
+
+
+class _State:
+    """One consistent copy of the set: revoked jtis, families, and per-account cut-off times."""
+
+    def __init__(self) -> None:
+        self.jtis: dict[str, float] = {}
+        self.families: dict[str, float] = {}
+        self.accounts: dict[str, float] = {}
+
+    def apply(self, revocation: Revocation) -> None:
+        if revocation.kind == "jti":
+            self.jtis[revocation.value] = revocation.expires_at
+        elif revocation.kind == "family":
+            self.families[revocation.value] = revocation.expires_at
+        elif revocation.issued_before is not None:
+            self.accounts[revocation.value] = max(self.accounts.get(revocation.value, 0.0), revocation.issued_before)
+
+    def covers(self, claims: Mapping[str, Any]) -> bool:
+        if claims.get("jti") in self.jtis or claims.get("fid") in self.families:
+            return True
+        issued_before = self.accounts.get(str(claims.get("sub")))
+        return issued_before is not None and float(claims.get("iat", 0)) < issued_before

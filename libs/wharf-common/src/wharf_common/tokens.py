@@ -23,6 +23,8 @@ ALGORITHMS = ["EdDSA"]
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti"]
 MAX_TOKEN_LENGTH = 8192
+# The most clock leeway any verifier may allow; revocations are kept at least this long past expiry.
+MAX_LEEWAY_SECONDS = 300
 
 JwksDocument = Mapping[str, Any]
 
@@ -122,6 +124,8 @@ class JwksCache:
             may_refresh = self._fetched_at is None or now - self._fetched_at >= self._min_refresh_interval
             if stale or (kid not in self._keys and may_refresh):
                 self._refresh()
+            if not self._keys:  # never fetched successfully: our fault, not the token's
+                raise KeysUnavailable("signing keys are unavailable")
             key = self._keys.get(kid)
         if key is None:
             raise InvalidToken("unknown signing key")

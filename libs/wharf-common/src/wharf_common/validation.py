@@ -23,7 +23,11 @@ def normalise_email(value: str) -> str:
 
 
 # Field types shared by every request model.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# No control characters (NUL cannot even be stored in Postgres text).
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
+]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(normalise_email)]
 
 

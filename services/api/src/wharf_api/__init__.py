@@ -11,7 +11,7 @@ from wharf_api import cli, users
 from wharf_api.cache import UserCache
 from wharf_api.models import SCHEMA
 from wharf_api.settings import ApiSettings
-from wharf_common import authn, migrations, openapi
+from wharf_common import authn, db, migrations, openapi
 from wharf_common.revocation import RevocationSet, load_from_database
 from wharf_common.settings import load_settings
 from wharf_common.tokens import JwksCache, TokenVerifier, url_fetcher
@@ -30,9 +30,10 @@ def _authenticator(app: Flask, settings: ApiSettings) -> authn.Authenticator:
     verifier = TokenVerifier(
         keys, issuer=settings.token_issuer, audience=settings.token_audience, leeway=settings.token_leeway_seconds
     )
-    engine = app.extensions["wharf.db.engine"]
+    # Its own single connection: a request pool under load must not starve the re-sync.
+    sync_engine = db.make_engine(settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0}))
     revocations = RevocationSet(
-        lambda: load_from_database(engine),
+        lambda: load_from_database(sync_engine),
         app.extensions["wharf.redis"],
         sync_interval=settings.revocation_sync_seconds,
         max_staleness=settings.revocation_max_staleness_seconds,

@@ -98,8 +98,17 @@ class UserCache:
 
     def invalidate(self, user_id: str) -> None:
         """After a committed write to ``user_id``: drop its entry and every list page."""
-        if not self._call(lambda: self._invalidate([user_id]), False):
-            self._remember(user_id)
+        redis_was_up = self._breaker.available()
+        if self._call(lambda: self._invalidate([user_id]), False):
+            return
+        if redis_was_up:  # a fresh failure may be one lost packet: other replicas still read Redis
+            try:
+                self._invalidate([user_id])
+                self._breaker.succeeded()
+                return
+            except (redis.RedisError, OSError):
+                pass
+        self._remember(user_id)
 
     def _invalidate(self, user_ids: list[str]) -> bool:
         pipe = self._redis.pipeline(transaction=True)

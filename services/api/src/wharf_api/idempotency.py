@@ -16,6 +16,7 @@ from flask import Response, current_app, request
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from wharf_api.documents import etag_of
 from wharf_api.models import IdempotencyKey
 from wharf_common.problems import Problem
 from wharf_common.validation import invalid
@@ -68,6 +69,7 @@ def begin(session: Session, owner: str, key: str, body: bytes) -> Response | Non
     response = Response(stored.body, status=stored.status, mimetype="application/json")
     if stored.location:
         response.headers["Location"] = stored.location
+    response.set_etag(etag_of(stored.body))
     response.headers["Idempotent-Replayed"] = "true"
     return response
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from wharf_api import idempotency
 from wharf_api.cache import UserCache
+from wharf_api.documents import etag_of, json_bytes
 from wharf_api.models import User
 from wharf_api.settings import ApiSettings
 from wharf_common import metrics
@@ -72,20 +70,12 @@ def _settings() -> ApiSettings:
     return current_app.config["SETTINGS"]
 
 
-def _json_bytes(document: Any) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _etag(document: bytes) -> str:
-    return hashlib.sha256(document).hexdigest()[:32]
-
-
 def _json_response(document: bytes, status: int = 200, *, cache: str | None = None, etag: bool = False) -> Response:
     response = Response(document, status=status, mimetype="application/json")
     if cache:
         response.headers["X-Cache"] = cache
     if etag:
-        response.set_etag(_etag(document))
+        response.set_etag(etag_of(document))
     return response
 
 
@@ -130,7 +120,7 @@ def _limit() -> int:
     raw = request.args.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdecimal() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
         raise _field_problem("limit", f"must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
@@ -162,7 +152,7 @@ def list_users() -> Response:
     rows = get_session().scalars(query).all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
-    document = _json_bytes({"items": [u.to_json() for u in page], "next_cursor": next_cursor})
+    document = json_bytes({"items": [u.to_json() for u in page], "next_cursor": next_cursor})
     _cache().fill_page(limit, cursor, document, generation)
     return _json_response(document, cache=_looked_up("page", hit=False))
 
@@ -190,7 +180,7 @@ def get_user(user_id: str) -> Response:
         user = get_session().get(User, uuid.UUID(key))
         if user is None:
             raise _not_found()
-        document = _json_bytes(user.to_json())
+        document = json_bytes(user.to_json())
         _cache().fill_user(key, document, generation)
     response = _json_response(document, cache=state, etag=True)
     return response.make_conditional(request) if request.if_none_match else response
@@ -203,7 +193,7 @@ def _lock_for_write(user_id: str, principal: Principal) -> User:
         raise _not_found()
     if not (principal.is_admin or (user.owner is not None and user.owner == principal.subject)):
         raise Problem(403, "Only the user's owner or an admin may change it.", slug="forbidden")
-    if request.if_match and not request.if_match.contains(_etag(_json_bytes(user.to_json()))):
+    if request.if_match and not request.if_match.contains(etag_of(json_bytes(user.to_json()))):
         raise Problem(412, "The user has changed since the given ETag (If-Match).", slug="precondition-failed")
     return user
 
@@ -248,7 +238,7 @@ def patch_user(user_id: str) -> Response:
         _cache().invalidate(str(user.id))
     else:
         session.rollback()
-    return _json_response(_json_bytes(user.to_json()), etag=True)
+    return _json_response(json_bytes(user.to_json()), etag=True)
 
 
 @bp.delete("/<user_id>")
@@ -305,7 +295,7 @@ def create_user() -> Response:
     try:
         session.flush()  # server defaults (timestamps) are needed for the response
         session.refresh(user)
-        document = _json_bytes(user.to_json())
+        document = json_bytes(user.to_json())
         location = url_for("users.get_user", user_id=str(user.id))
         if key is not None:
             idempotency.record(session, principal.subject, key, request.get_data(), 201, document, location)

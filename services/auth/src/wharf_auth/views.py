@@ -30,15 +30,17 @@ from wharf_common.openapi import operation
 from wharf_common.problems import Problem
 from wharf_common.revocation import Revocation
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
-from wharf_common.tokens import InvalidToken, TokenVerifier
-from wharf_common.validation import Email, Name, invalid, parse_body
+from wharf_common.tokens import MAX_LEEWAY_SECONDS, InvalidToken, TokenVerifier
+from wharf_common.validation import NO_CONTROL_CHARACTERS, Email, Name, invalid, parse_body
 
 bp = Blueprint("auth", __name__)
 
 
 # Never stripped or truncated; the policy checks length. The bound only stops absurd bodies early.
 Password = Annotated[str, StringConstraints(max_length=4096)]
-LoginEmail = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
+LoginEmail = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320, pattern=NO_CONTROL_CHARACTERS)
+]
 
 
 class Strict(BaseModel):
@@ -169,7 +171,7 @@ def _issue_tokens(account: Account, family_id: uuid.UUID) -> dict[str, Any]:
 
 def _covering_expiry() -> float:
     """When every access token issued until now has expired (TTL plus the verifiers' leeway)."""
-    return _now().timestamp() + _settings().access_token_ttl_seconds + 60
+    return _now().timestamp() + _settings().access_token_ttl_seconds + MAX_LEEWAY_SECONDS
 
 
 def _no_store(response: Any) -> Any:
@@ -338,7 +340,7 @@ def logout() -> ResponseReturnValue:
     """End the session: this access token, every token of its login family, its refresh tokens."""
     account, claims = _authenticate()
     session = get_session()
-    ended = [Revocation("jti", claims["jti"], float(claims["exp"]))]
+    ended = [Revocation("jti", claims["jti"], float(claims["exp"]) + MAX_LEEWAY_SECONDS)]
     family_id = _family_id(claims)
     if family_id is not None:
         ended.append(Revocation("family", str(family_id), _covering_expiry()))

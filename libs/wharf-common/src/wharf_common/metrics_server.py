@@ -1,0 +1,29 @@
+"""Serve the summed metrics of every gunicorn worker on ``METRICS_PORT``.
+
+Started by the gunicorn master as a child process (see :mod:`wharf_common.gunicorn_conf`), not as
+a thread in the master: the master forks workers, and forking a process that runs threads can
+leave a lock held in the child.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+
+def main() -> None:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # reads PROMETHEUS_MULTIPROC_DIR
+    server, _thread = start_http_server(int(os.environ.get("METRICS_PORT", "9000")), registry=registry)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
