@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from flask import current_app, g, request
 
 from wharf_common import metrics
 from wharf_common.problems import Problem
-from wharf_common.revocation import RevocationSet, RevocationsUnavailable
+from wharf_common.revocation import RevocationsUnavailable
 from wharf_common.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 
 EXTENSION = "wharf.authn"
@@ -62,8 +62,15 @@ def bearer_token() -> str:
     return token.strip()
 
 
+class RevocationCheck(Protocol):
+    """Where revocations are looked up: the in-memory :class:`~wharf_common.revocation.RevocationSet`
+    in the services, the database itself in auth. Raises ``RevocationsUnavailable`` when it cannot tell."""
+
+    def is_revoked(self, claims: Mapping[str, Any]) -> bool: ...
+
+
 class Authenticator:
-    def __init__(self, verifier: TokenVerifier, revocations: RevocationSet | None) -> None:
+    def __init__(self, verifier: TokenVerifier, revocations: RevocationCheck | None) -> None:
         self.verifier = verifier
         self.revocations = revocations
 

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from wharf_auth.models import Revocation as Row
+from wharf_common.db import get_session
 from wharf_common.revocation import Revocation, publish
 
 
@@ -55,6 +56,13 @@ def is_revoked(session: Session, claims: Mapping[str, Any]) -> bool:
         kind != "account" or (issued_before is not None and issued_at < issued_before.timestamp())
         for kind, issued_before in rows
     )
+
+
+class DatabaseCheck:
+    """:class:`wharf_common.authn.RevocationCheck` against Postgres, in the request's session."""
+
+    def is_revoked(self, claims: Mapping[str, Any]) -> bool:
+        return is_revoked(get_session(), claims)
 
 
 def delete_expired(session: Session) -> None:

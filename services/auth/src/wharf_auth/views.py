@@ -22,15 +22,15 @@ from wharf_auth.limits import Limit, LoginLimiter, email_key, ip_key
 from wharf_auth.models import Account, RefreshToken
 from wharf_auth.passwords import Passwords
 from wharf_auth.settings import AuthSettings
-from wharf_common.authn import bearer_token, unauthorized
+from wharf_common import authn
+from wharf_common.authn import unauthorized
 from wharf_common.db import get_session, insert_unique
-from wharf_common.metrics import TOKEN_VERIFICATIONS
 from wharf_common.openapi import Response as Doc
 from wharf_common.openapi import operation
 from wharf_common.problems import Problem
 from wharf_common.revocation import Revocation
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
-from wharf_common.tokens import MAX_LEEWAY_SECONDS, InvalidToken, TokenVerifier
+from wharf_common.tokens import MAX_LEEWAY_SECONDS, TokenVerifier
 from wharf_common.validation import NO_CONTROL_CHARACTERS, Email, Name, invalid, parse_body
 
 bp = Blueprint("auth", __name__)
@@ -298,27 +298,16 @@ def refresh() -> ResponseReturnValue:
 
 def _authenticate() -> tuple[Account, dict[str, Any]]:
     """The account behind the Bearer access token, checked against revocations in the database."""
-    verifier: TokenVerifier = current_app.extensions["wharf.auth.verifier"]
-    try:
-        claims = verifier.verify(bearer_token())
-    except InvalidToken:
-        TOKEN_VERIFICATIONS.labels("invalid").inc()
-        raise unauthorized() from None
-    session = get_session()
-    if revocations.is_revoked(session, claims):
-        TOKEN_VERIFICATIONS.labels("revoked").inc()
-        raise unauthorized()
+    claims = current_app.extensions[authn.EXTENSION].authenticate().claims
     try:
         account_id = uuid.UUID(claims["sub"])
     except ValueError:
         raise unauthorized() from None
-    account = session.get(Account, account_id)
+    account = get_session().get(Account, account_id)
     if account is None:
         raise unauthorized()
     if account.tokens_valid_after is not None and float(claims["iat"]) < account.tokens_valid_after.timestamp():
-        TOKEN_VERIFICATIONS.labels("revoked").inc()
         raise unauthorized()
-    TOKEN_VERIFICATIONS.labels("valid").inc()
     return account, claims
 
 
@@ -433,11 +422,13 @@ def init_app(app: Flask, settings: AuthSettings) -> None:
         policy.make_hasher(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism)
     )
     app.extensions["wharf.auth.limiter"] = LoginLimiter(app.extensions["wharf.redis"], settings.login_window_seconds)
-    # Our own keys, read locally: no HTTP round trip, and a rotation is seen at once.
-    app.extensions["wharf.auth.verifier"] = TokenVerifier(
+    # Our own keys, read locally: no HTTP round trip, and a rotation is seen at once. Revocations
+    # are checked in Postgres itself, so a logout takes effect here at once.
+    verifier = TokenVerifier(
         JwksCache(keyring.jwks, ttl=0, min_refresh_interval=0),
         issuer=settings.token_issuer,
         audience=settings.token_audience,
         leeway=5,
     )
+    authn.init_app(app, authn.Authenticator(verifier, revocations.DatabaseCheck()))
     app.register_blueprint(bp)
