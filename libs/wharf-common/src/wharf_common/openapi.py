@@ -71,10 +71,12 @@ class _Components:
     schemas: dict[str, Any] = field(default_factory=dict)
 
     def ref(self, model: type[BaseModel], mode: str) -> dict[str, str]:
-        schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
-        for name, definition in schema.pop("$defs", {}).items():
-            self.schemas.setdefault(name, definition)
-        self.schemas.setdefault(model.__name__, schema)
+        """A reference to ``model``'s schema, generated the first time it is referenced."""
+        if model.__name__ not in self.schemas:
+            schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+            for name, definition in schema.pop("$defs", {}).items():
+                self.schemas.setdefault(name, definition)
+            self.schemas[model.__name__] = schema
         return {"$ref": REF.format(model=model.__name__)}
 
 

@@ -34,7 +34,7 @@ def key_from_request() -> str | None:
     return key
 
 
-def _fingerprint(body: bytes) -> str:
+def fingerprint(body: bytes) -> str:
     """The same JSON, however it is spaced or ordered, is the same request."""
     canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{request.method} {request.path}\n{canonical}".encode()).hexdigest()
@@ -48,7 +48,7 @@ def _ttl() -> timedelta:
     return timedelta(seconds=current_app.config["SETTINGS"].idempotency_ttl_seconds)
 
 
-def begin(session: Session, owner: str, key: str, body: bytes) -> Response | None:
+def begin(session: Session, owner: str, key: str, request_hash: str) -> Response | None:
     """Take the key for this transaction; the stored response if it was already used for ``body``."""
     if not session.scalar(select(func.pg_try_advisory_xact_lock(_lock_id(owner, key)))):
         raise Problem(409, "A request with this Idempotency-Key is still in progress.", slug="idempotency-key-in-use")
@@ -63,7 +63,7 @@ def begin(session: Session, owner: str, key: str, body: bytes) -> Response | Non
         stored = None
     if stored is None:
         return None
-    if stored.request_hash != _fingerprint(body):
+    if stored.request_hash != request_hash:
         raise invalid([{"field": HEADER, "message": "was already used with a different request body"}])
     session.rollback()  # nothing to write; releases the lock
     response = Response(stored.body, status=stored.status, mimetype="application/json")
@@ -74,12 +74,14 @@ def begin(session: Session, owner: str, key: str, body: bytes) -> Response | Non
     return response
 
 
-def record(session: Session, owner: str, key: str, body: bytes, status: int, document: bytes, location: str) -> None:
+def record(
+    session: Session, owner: str, key: str, request_hash: str, status: int, document: bytes, location: str
+) -> None:
     session.add(
         IdempotencyKey(
             owner=owner,
             key=key,
-            request_hash=_fingerprint(body),
+            request_hash=request_hash,
             status=status,
             body=document,
             location=location,

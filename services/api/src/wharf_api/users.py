@@ -286,8 +286,10 @@ def create_user() -> Response:
     key = idempotency.key_from_request()
     body = parse_body(UserCreate)
     session = get_session()
+    request_hash = None
     if key is not None:
-        replay = idempotency.begin(session, principal.subject, key, request.get_data())
+        request_hash = idempotency.fingerprint(request.get_data())
+        replay = idempotency.begin(session, principal.subject, key, request_hash)
         if replay is not None:
             return replay
     user = User(id=uuid.uuid4(), name=body.name, email=body.email, owner=principal.subject)
@@ -297,8 +299,8 @@ def create_user() -> Response:
         session.refresh(user)
         document = json_bytes(user.to_json())
         location = url_for("users.get_user", user_id=str(user.id))
-        if key is not None:
-            idempotency.record(session, principal.subject, key, request.get_data(), 201, document, location)
+        if key is not None and request_hash is not None:
+            idempotency.record(session, principal.subject, key, request_hash, 201, document, location)
         session.commit()
     except IntegrityError:
         session.rollback()
