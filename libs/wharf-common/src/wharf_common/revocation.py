@@ -160,6 +160,13 @@ class RevocationSet:
                 self._state = state  # one assignment: readers see the old set or the new, never half
                 self._synced_at = started
 
+    def _try_sync(self, what: str) -> None:
+        """Re-sync, logging a failure: the staleness check is what fails closed."""
+        try:
+            self.sync()
+        except Exception as exc:
+            log.warning("%s failed: %s", what, exc)
+
     # -- background work -----------------------------------------------------------------------
 
     def _ensure_started(self) -> None:
@@ -169,10 +176,7 @@ class RevocationSet:
             if self._started_pid == os.getpid():
                 return
             self._synced_at = None  # a forked child must not trust its parent's copy
-            try:
-                self.sync()
-            except Exception as exc:  # the staleness check fails closed
-                log.warning("initial revocation sync failed: %s", exc)
+            self._try_sync("initial revocation sync")
             threading.Thread(target=self._sync_loop, name="revocation-sync", daemon=True).start()
             if self._redis is not None:
                 threading.Thread(target=self._listen_loop, name="revocation-listen", daemon=True).start()
@@ -183,10 +187,7 @@ class RevocationSet:
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self._sync_interval):
-            try:
-                self.sync()
-            except Exception as exc:  # the staleness check fails closed
-                log.warning("revocation sync failed: %s", exc)
+            self._try_sync("revocation sync")
 
     def _listen_loop(self) -> None:
         backoff = 0.5
@@ -208,10 +209,7 @@ class RevocationSet:
             self._handle(pubsub.get_message(timeout=1.0))
             self._subscribed_at = self._clock()
             # Anything published while we were not subscribed is only in Postgres: catch up now.
-            try:
-                self.sync()
-            except Exception as exc:  # the staleness check fails closed
-                log.warning("revocation sync after subscribe failed: %s", exc)
+            self._try_sync("revocation sync after subscribe")
             while not self._stop.is_set():
                 self._handle(pubsub.get_message(timeout=1.0))
         finally:

@@ -48,6 +48,11 @@ def invalid(errors: list[dict[str, str]]) -> Problem:
     )
 
 
+def invalid_field(field: str, message: str) -> Problem:
+    """A 422 for one failing field (a query parameter or a header, say)."""
+    return invalid([{"field": field, "message": message}])
+
+
 def json_body() -> Any:
     if not request.is_json:
         raise Problem(415, "The request body must be application/json.", slug="unsupported-media-type")

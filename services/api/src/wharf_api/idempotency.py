@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from wharf_api.documents import etag_of
 from wharf_api.models import IdempotencyKey
 from wharf_common.problems import Problem
-from wharf_common.validation import invalid
+from wharf_common.validation import invalid_field
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -30,7 +30,7 @@ def key_from_request() -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
-        raise invalid([{"field": HEADER, "message": f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"}])
+        raise invalid_field(HEADER, f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
     return key
 
 
@@ -64,7 +64,7 @@ def begin(session: Session, owner: str, key: str, request_hash: str) -> Response
     if stored is None:
         return None
     if stored.request_hash != request_hash:
-        raise invalid([{"field": HEADER, "message": "was already used with a different request body"}])
+        raise invalid_field(HEADER, "was already used with a different request body")
     session.rollback()  # nothing to write; releases the lock
     response = Response(stored.body, status=stored.status, mimetype="application/json")
     if stored.location:

@@ -23,7 +23,7 @@ from wharf_common.db import get_session
 from wharf_common.openapi import Parameter, operation
 from wharf_common.openapi import Response as Doc
 from wharf_common.problems import Problem
-from wharf_common.validation import Email, Name, invalid, json_body, parse_body, validate
+from wharf_common.validation import Email, Name, invalid_field, json_body, parse_body, validate
 
 bp = Blueprint("users", __name__, url_prefix="/users")
 
@@ -95,10 +95,6 @@ def _user_id(raw: str) -> uuid.UUID:
         raise _not_found() from None
 
 
-def _field_problem(field: str, message: str) -> Problem:
-    return invalid([{"field": field, "message": message}])
-
-
 # -- pagination ---------------------------------------------------------------------------------
 
 
@@ -113,7 +109,7 @@ def decode_cursor(cursor: str) -> uuid.UUID:
             raise ValueError(cursor)
         return uuid.UUID(bytes=raw)
     except (ValueError, binascii.Error):
-        raise _field_problem("cursor", "not a cursor returned by this API") from None
+        raise invalid_field("cursor", "not a cursor returned by this API") from None
 
 
 def _limit() -> int:
@@ -121,7 +117,7 @@ def _limit() -> int:
     if raw is None:
         return DEFAULT_LIMIT
     if not (raw.isascii() and raw.isdecimal() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _field_problem("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+        raise invalid_field("limit", f"must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
 
