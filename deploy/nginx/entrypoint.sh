@@ -7,7 +7,11 @@
 # (`server NAME:PORT resolve`). Older nginx (Debian's 1.26 in the registry-free image) resolves
 # them only when it loads its configuration, so a small watcher here re-resolves the names every
 # NGINX_DNS_INTERVAL seconds and, only when the set of addresses changed, rewrites upstreams.conf
-# and reloads nginx gracefully (in-flight requests finish on the old workers).
+# and reloads nginx gracefully (in-flight requests finish on the old workers). A reload also closes
+# idle client keep-alive connections, and a client that sends on one at that instant sees a reset,
+# so the watcher reloads as rarely as it can: at once for a new address (it must take traffic),
+# but only after NGINX_UPSTREAM_PRUNE_AFTER seconds for one that vanished, which nginx already
+# routes around (a failed connect moves the request to another replica and skips the dead one).
 # NGINX_UPSTREAM_DISCOVERY=auto (default) picks `resolve` when nginx supports it, else `reload`.
 set -euo pipefail
 src=/etc/wharf-nginx/templates
@@ -52,6 +56,7 @@ else
   export NGINX_HTTPS_REDIRECT_PORT_SUFFIX=":$NGINX_HTTPS_REDIRECT_PORT"
 fi
 [[ ${NGINX_DNS_INTERVAL-} =~ ^[1-9][0-9]*$ ]] || fail "NGINX_DNS_INTERVAL must be a whole number of seconds"
+[[ ${NGINX_UPSTREAM_PRUNE_AFTER-} =~ ^[0-9]+$ ]] || fail "NGINX_UPSTREAM_PRUNE_AFTER must be a whole number of seconds"
 if [[ $NGINX_TLS == on ]]; then
   for name in NGINX_TLS_CERT NGINX_TLS_KEY; do
     [[ -r ${!name} ]] || fail "$name: cannot read '${!name}' (NGINX_TLS=on needs a certificate and key)"
@@ -158,11 +163,28 @@ render_upstreams >"$out/conf.d/upstreams.conf"
 
 nginx -e stderr -c "$conf" -t -q || fail "nginx: rendered configuration is invalid"
 
+server_lines() { grep -E '^ *server ' "$1" | sort; }
+
+# True when every server line of the new render was already in the current one (only removals).
+only_removals() { [[ -z $(comm -13 <(server_lines "$1") <(server_lines "$2")) ]]; }
+
 watch_upstreams() {
-  local current=$out/conf.d/upstreams.conf next=$out/upstreams.next
+  local current=$out/conf.d/upstreams.conf next=$out/upstreams.next gone_since=
   while sleep "$NGINX_DNS_INTERVAL"; do
     render_upstreams --keep-on-failure >"$next" 2>/dev/null || continue
-    cmp -s "$next" "$current" && continue
+    if cmp -s "$next" "$current"; then
+      gone_since=
+      continue
+    fi
+    if only_removals "$current" "$next"; then
+      if [[ -z $gone_since ]]; then
+        gone_since=$SECONDS
+        log "upstream addresses gone: $(comm -23 <(server_lines "$current") <(server_lines "$next") \
+          | grep -oE '[0-9.]+:[0-9]+' | paste -sd' '); pruning them in ${NGINX_UPSTREAM_PRUNE_AFTER}s"
+      fi
+      ((SECONDS - gone_since >= NGINX_UPSTREAM_PRUNE_AFTER)) || continue
+    fi
+    gone_since=
     cp "$current" "$out/upstreams.previous"
     mv "$next" "$current"
     if nginx -e stderr -c "$conf" -t -q && nginx -e stderr -c "$conf" -s reload; then
