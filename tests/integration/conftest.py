@@ -88,13 +88,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    secrets_dir = tmp_path_factory.mktemp("stack-secrets")
+def new_stack(
+    project: str, secrets_dir: Path, *, port: int | None = None, https_port: int | None = None, **settings: str
+) -> Stack:
+    """A compose project of its own: its own ports on loopback and its own (empty) secrets
+    directory, with ``settings`` added to the environment. Nothing is started yet."""
     for name in ("postgres", "auth", "api", "redis", "nginx"):
-        (secrets_dir / name).mkdir()
-    port = int(os.environ.get("WHARF_IT_PORT") or _free_port())
-    https_port = int(os.environ.get("WHARF_IT_HTTPS_PORT") or _free_port())
+        (secrets_dir / name).mkdir(exist_ok=True)
+    port = port or _free_port()
+    https_port = https_port or _free_port()
     prometheus_port = _free_port()
     env = {
         **os.environ,
@@ -106,23 +108,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "WHARF_TLS": "on",
         "WHARF_PROMETHEUS_PORT": str(prometheus_port),
         "WHARF_PROMETHEUS_BIND": "127.0.0.1",
+        **settings,
     }
-    stack = Stack(
-        project=os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
+    return Stack(
+        project=project,
         base_url=f"http://127.0.0.1:{port}",
         https_url=f"https://127.0.0.1:{https_port}",
         prometheus_url=f"http://127.0.0.1:{prometheus_port}",
         secrets_dir=secrets_dir,
         env=env,
     )
-    # The profile too, so its containers and volume go with the rest.
-    down = ("--profile", "observability", "down", "-v", "--remove-orphans")
-    stack.compose(*down, check=False)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = new_stack(
+        os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
+        tmp_path_factory.mktemp("stack-secrets"),
+        port=int(os.environ.get("WHARF_IT_PORT") or 0) or None,
+        https_port=int(os.environ.get("WHARF_IT_HTTPS_PORT") or 0) or None,
+    )
+    stack.compose("down", "-v", "--remove-orphans", check=False)
     try:
         stack.up()
         yield stack
     finally:
-        stack.compose(*down, check=False, timeout=180)
+        stack.compose("down", "-v", "--remove-orphans", check=False, timeout=180)
 
 
 @pytest.fixture
