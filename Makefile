@@ -3,12 +3,15 @@
 SHELL := /bin/bash
 COMPOSE := scripts/compose.sh
 URL := http://localhost:$(or $(WHARF_HTTP_PORT),8080)
+PROMETHEUS_URL := http://$(or $(WHARF_PROMETHEUS_BIND),127.0.0.1):$(or $(WHARF_PROMETHEUS_PORT),9090)
+# `make dev`: the stack plus the development override (source mounted, workers reload).
+DEV_COMPOSE := $(COMPOSE) -f compose.yaml -f deploy/compose/compose.dev.yaml
 SECRETS_DIR := $(or $(WHARF_SECRETS_DIR),deploy/compose/secrets)
 BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up down logs ps images test test-unit test-integration k8s-validate lint fmt config lock base-images clean admin rotate-keys \
+.PHONY: help up dev observability down logs ps images test test-unit test-integration k8s-validate lint fmt config lock base-images clean admin rotate-keys \
 	migrate backup restore psql redis-cli shell
 
 help: ## List the targets
@@ -18,6 +21,14 @@ up: ## Build what is missing, start the stack, wait until healthy, print the URL
 	@scripts/bootstrap-docker.sh
 	@start=$$(date +%s); $(COMPOSE) up --detach --build --wait --wait-timeout 300 --quiet-pull \
 	  && echo "Wharf is up at $(URL) (healthy in $$(( $$(date +%s) - start )) s)"
+
+dev: ## Start for development: api/auth source mounted, a code change is live in seconds (no rebuild)
+	@scripts/bootstrap-docker.sh
+	@$(DEV_COMPOSE) up --detach --build --wait --wait-timeout 300 --quiet-pull \
+	  && echo "Wharf (dev) is up at $(URL): edits under services/*/src and libs/wharf-common/src reload the workers; API docs at $(URL)/docs/"
+
+observability: ## Start the stack with Prometheus (profile observability), its UI on 127.0.0.1:9090
+	@COMPOSE_PROFILES=observability $(MAKE) --no-print-directory up && echo "Prometheus: $(PROMETHEUS_URL)"
 
 down: ## Stop and remove the containers (data volumes are kept)
 	@$(COMPOSE) down --remove-orphans

@@ -3,7 +3,10 @@
 #   WHARF_BASE_IMAGES=official  python:3.13-slim, postgres:17, redis:8, nginx:1.27 (from a registry)
 #   WHARF_BASE_IMAGES=local     wharf-local/* built from Debian 13 packages, no registry needed
 #   WHARF_BASE_IMAGES=auto      (default) official when a registry answers, else local
-# Any of PYTHON_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, NGINX_IMAGE set by hand wins.
+#   (plus prom/prometheus and nginx/nginx-prometheus-exporter for the `observability` profile, and
+#   a plain Debian 13 image the integration tests build their browser image on)
+# Any of PYTHON_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, NGINX_IMAGE, PROMETHEUS_IMAGE,
+# NGINX_EXPORTER_IMAGE, DEBIAN_IMAGE set by hand wins.
 
 registry_answers() {
   # Any HTTP answer (401 is the usual one) means the registry is reachable.
@@ -23,12 +26,18 @@ case $wharf_base_images in
     export POSTGRES_IMAGE=${POSTGRES_IMAGE:-wharf-local/postgres:17}
     export REDIS_IMAGE=${REDIS_IMAGE:-wharf-local/redis:8}
     export NGINX_IMAGE=${NGINX_IMAGE:-wharf-local/nginx:stable}
+    export PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-wharf-local/prometheus:2}
+    export NGINX_EXPORTER_IMAGE=${NGINX_EXPORTER_IMAGE:-wharf-local/nginx-prometheus-exporter:1}
+    export DEBIAN_IMAGE=${DEBIAN_IMAGE:-wharf-local/debian:trixie}
     ;;
   official)
     export PYTHON_IMAGE=${PYTHON_IMAGE:-python:3.13-slim}
     export POSTGRES_IMAGE=${POSTGRES_IMAGE:-postgres:17}
     export REDIS_IMAGE=${REDIS_IMAGE:-redis:8}
     export NGINX_IMAGE=${NGINX_IMAGE:-nginx:1.27}
+    export PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-prom/prometheus:v2.53.3}
+    export NGINX_EXPORTER_IMAGE=${NGINX_EXPORTER_IMAGE:-nginx/nginx-prometheus-exporter:1.4.1}
+    export DEBIAN_IMAGE=${DEBIAN_IMAGE:-debian:trixie-slim}
     ;;
   *)
     echo "WHARF_BASE_IMAGES must be auto, official or local (got '$wharf_base_images')" >&2

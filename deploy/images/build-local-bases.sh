@@ -4,6 +4,8 @@
 #   wharf-local/postgres:17       ~ postgres:17
 #   wharf-local/redis:8           ~ redis:8
 #   wharf-local/nginx:stable      ~ nginx:1.27 (Debian's nginx)
+#   wharf-local/prometheus:2      ~ prom/prometheus:v2.53.3 (compose profile `observability`)
+#   wharf-local/nginx-prometheus-exporter:1 ~ nginx/nginx-prometheus-exporter:1.4.1 (same profile)
 # Each honours the same environment variables, ports, volumes, users and health commands as the
 # official image, so compose and the tests do not care which one runs. Idempotent: images that
 # already exist are kept (FORCE=1 rebuilds).
@@ -76,5 +78,7 @@ build_one python   wharf-local/python:3.13-slim
 build_one postgres wharf-local/postgres:17
 build_one redis    wharf-local/redis:8
 build_one nginx    wharf-local/nginx:stable
+build_one prometheus wharf-local/prometheus:2
+build_one nginx-exporter wharf-local/nginx-prometheus-exporter:1
 [[ $built == 1 ]] && log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' 'wharf-local/*' | tr '\n' ' ')"
 exit 0

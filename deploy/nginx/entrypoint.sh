@@ -55,6 +55,10 @@ if [[ $NGINX_HTTPS_REDIRECT_PORT == 443 ]]; then
 else
   export NGINX_HTTPS_REDIRECT_PORT_SUFFIX=":$NGINX_HTTPS_REDIRECT_PORT"
 fi
+[[ ${NGINX_STATUS_PORT-} =~ ^[0-9]{1,5}$ ]] || fail "NGINX_STATUS_PORT must be a port number"
+if [[ $NGINX_STATUS_PORT == "${NGINX_PORT-}" || $NGINX_STATUS_PORT == "${NGINX_TLS_PORT-}" ]]; then
+  fail "NGINX_STATUS_PORT ($NGINX_STATUS_PORT) must differ from the public ports"
+fi
 [[ ${NGINX_DNS_INTERVAL-} =~ ^[1-9][0-9]*$ ]] || fail "NGINX_DNS_INTERVAL must be a whole number of seconds"
 [[ ${NGINX_UPSTREAM_PRUNE_AFTER-} =~ ^[0-9]+$ ]] || fail "NGINX_UPSTREAM_PRUNE_AFTER must be a whole number of seconds"
 if [[ $NGINX_TLS == on ]]; then

@@ -27,6 +27,7 @@ class Stack:
     project: str
     base_url: str
     https_url: str
+    prometheus_url: str  # profile `observability`, when a test starts it
     secrets_dir: Path
     env: dict[str, str]
 
@@ -57,6 +58,27 @@ class Stack:
     def secret(self, relative: str) -> str:
         return (self.secrets_dir / relative).read_text().strip()
 
+    def get_inside(self, container_id: str, url: str) -> tuple[int, str]:
+        """GET ``url`` from inside a container (its networks, not the host's): status and body."""
+        script = (
+            "import sys, urllib.error, urllib.request\n"
+            "try:\n"
+            "    r = urllib.request.urlopen(sys.argv[1], timeout=5)\n"
+            "except urllib.error.HTTPError as e:\n"
+            "    r = e\n"
+            "print(r.status)\n"
+            "print(r.read().decode(), end='')\n"
+        )
+        out = subprocess.run(
+            ["docker", "exec", container_id, "python", "-c", script, url],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        status, _, body = out.partition("\n")
+        return int(status), body
+
 
 def _free_port() -> int:
     import socket
@@ -66,13 +88,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    secrets_dir = tmp_path_factory.mktemp("stack-secrets")
+def new_stack(
+    project: str, secrets_dir: Path, *, port: int | None = None, https_port: int | None = None, **settings: str
+) -> Stack:
+    """A compose project of its own: its own ports on loopback and its own (empty) secrets
+    directory, with ``settings`` added to the environment. Nothing is started yet."""
     for name in ("postgres", "auth", "api", "redis", "nginx"):
-        (secrets_dir / name).mkdir()
-    port = int(os.environ.get("WHARF_IT_PORT") or _free_port())
-    https_port = int(os.environ.get("WHARF_IT_HTTPS_PORT") or _free_port())
+        (secrets_dir / name).mkdir(exist_ok=True)
+    port = port or _free_port()
+    https_port = https_port or _free_port()
+    prometheus_port = _free_port()
     env = {
         **os.environ,
         "WHARF_SECRETS_DIR": str(secrets_dir),
@@ -81,13 +106,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "WHARF_HTTPS_PORT": str(https_port),
         "WHARF_HTTPS_BIND": "127.0.0.1",
         "WHARF_TLS": "on",
+        "WHARF_PROMETHEUS_PORT": str(prometheus_port),
+        "WHARF_PROMETHEUS_BIND": "127.0.0.1",
+        **settings,
     }
-    stack = Stack(
-        project=os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
+    return Stack(
+        project=project,
         base_url=f"http://127.0.0.1:{port}",
         https_url=f"https://127.0.0.1:{https_port}",
+        prometheus_url=f"http://127.0.0.1:{prometheus_port}",
         secrets_dir=secrets_dir,
         env=env,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = new_stack(
+        os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
+        tmp_path_factory.mktemp("stack-secrets"),
+        port=int(os.environ.get("WHARF_IT_PORT") or 0) or None,
+        https_port=int(os.environ.get("WHARF_IT_HTTPS_PORT") or 0) or None,
     )
     stack.compose("down", "-v", "--remove-orphans", check=False)
     try:

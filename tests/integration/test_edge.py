@@ -93,6 +93,7 @@ def _nginx_logs(stack: Stack) -> tuple[str, str]:
         ("GET", "/auth/healthz", 200),
         ("GET", "/", 404),
         ("GET", "/apix", 404),
+        ("GET", "/missing.js", 404),  # problem+json, not a type guessed from the extension
         ("POST", "/nowhere/at/all", 404),
         ("POST", "/healthz", 405),
         ("TRACE", "/api/users", 405),

@@ -16,13 +16,11 @@ from .conftest import PASSWORD, ROOT, Stack, register, sign_in
 pytestmark = pytest.mark.integration
 
 
-def _scrape(container_id: str) -> str:
+def _scrape(stack: Stack, container_id: str) -> str:
     """The metrics page a replica serves on its internal port (from inside its own container)."""
-    url = "http://127.0.0.1:9000/metrics"
-    script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
-    return subprocess.run(
-        ["docker", "exec", container_id, "python", "-c", script], capture_output=True, text=True, check=True
-    ).stdout
+    status, page = stack.get_inside(container_id, "http://127.0.0.1:9000/metrics")
+    assert status == 200
+    return page
 
 
 def _sample(page: str, name: str, **labels: str) -> float:
@@ -46,7 +44,7 @@ def test_metrics_are_served_internally_and_summed_over_workers(stack: Stack, htt
     headers = sign_in(stack, http)
     for _ in range(10):
         assert http.get(f"{stack.base_url}/api/users?limit=1", headers=headers, timeout=10).status_code == 200
-    api_pages = [_scrape(cid) for cid in stack.compose("ps", "-q", "api").stdout.split()]
+    api_pages = [_scrape(stack, cid) for cid in stack.compose("ps", "-q", "api").stdout.split()]
     served = sum(
         _sample(p, "wharf_http_request_duration_seconds_count", method="GET", route="/users", status="200")
         for p in api_pages
@@ -56,7 +54,7 @@ def test_metrics_are_served_internally_and_summed_over_workers(stack: Stack, htt
     assert all("wharf_db_pool_connections_open" in p for p in api_pages)
 
     http.post(f"{stack.base_url}/auth/login", json={"email": "nobody@example.com", "password": "x" * 15}, timeout=10)
-    auth_pages = [_scrape(cid) for cid in stack.compose("ps", "-q", "auth").stdout.split()]
+    auth_pages = [_scrape(stack, cid) for cid in stack.compose("ps", "-q", "auth").stdout.split()]
     assert sum(_sample(p, "wharf_auth_events_total", event="login_failure") for p in auth_pages) >= 1
 
     for path in ("/api/metrics", "/auth/metrics", "/metrics"):

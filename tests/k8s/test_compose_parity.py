@@ -30,7 +30,12 @@ COUNTERPARTS = {
     "api": ("api", "api"),
     "nginx": ("nginx", "nginx"),
 }
-NOT_IN_K8S = {"dev-secrets": "k8s/secrets.sh runs the same generator (wharf_common.devsecrets) outside the cluster"}
+NOT_IN_K8S = {
+    "dev-secrets": "k8s/secrets.sh runs the same generator (wharf_common.devsecrets) outside the cluster",
+    # The compose profile `observability`: a cluster has its own monitoring, which scrapes the pods.
+    "prometheus": "a cluster's own Prometheus scrapes the pods (k8s/README.md)",
+    "nginx-exporter": "runs beside the cluster's Prometheus, reading each nginx pod's status port",
+}
 # Differences that Kubernetes itself needs, each with its reason. Nothing else may differ.
 K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
 # Secret files compose mounts (a whole directory) but a Kubernetes container does without.

@@ -24,8 +24,11 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10
-# The app (and its configuration check) loads once in the master: a bad setting fails at once.
-preload_app = True
+# Development only (`make dev`, deploy/compose/compose.dev.yaml): a worker restarts when a source
+# file it loaded changes. The app then loads in each worker, since the master's copy never reloads.
+reload = os.environ.get("GUNICORN_RELOAD", "0") == "1"
+# Otherwise the app (and its configuration check) loads once in the master: a bad setting fails at once.
+preload_app = not reload
 # The root filesystem is read-only; heartbeat files live in shared memory.
 worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn heartbeat files, not data
 accesslog = None
