@@ -28,14 +28,11 @@ max_requests_jitter = max_requests // 10
 preload_app = True
 # The root filesystem is read-only; heartbeat files live in shared memory.
 worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn heartbeat files, not data
+# No gunicorn access log: the app writes one JSON line per request (wharf_common.web). Any
+# logconfig* setting would switch gunicorn's access log back on (a second line per request).
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-logconfig_dict: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "root": {"level": loglevel.upper()},
-}
 
 
 # Prometheus multiprocess mode: set before the app (and prometheus_client) is imported, which
