@@ -133,7 +133,7 @@ def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> 
     )
     first, deep = list_paths(work, stack, "cached")
     main_scenarios = [*scenarios.references(config, files), *scenarios.cached(config, files, rows, first, deep)]
-    runner = Runner(config, total=len(main_scenarios) + 3 * len(config.scale_rows))
+    runner = Runner(config, total=len(main_scenarios) + 3 * len(config.scale_rows) + 1)
     for scenario in main_scenarios:
         runner.run(scenario)
 
@@ -147,6 +147,7 @@ def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> 
         for scenario in scenarios.uncached(config, files, size, ids, first, deep):
             runner.run(scenario)
 
+    runner.run(scenarios.ceiling_again(config, files))
     measurements = runner.measurements
     data = {
         "machine": machine,
@@ -164,7 +165,7 @@ def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> 
         "targets": report.as_dicts(report.targets(measurements, rows)),
     }
     json_path, md_path, png_path = report.write(config.results_dir, data)
-    log(f"results: {json_path.relative_to(ROOT)}, {md_path.relative_to(ROOT)}, {png_path.relative_to(ROOT)}")
+    log(f"results: {json_path}, {md_path}, {png_path}")
     failed = sum(m.errors for m in measurements)
     if config.update_readme and not failed and report.update_readme(ROOT / "README.md", md_path.read_text("utf-8")):
         log("README.md: Benchmark section updated")

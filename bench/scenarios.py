@@ -61,6 +61,12 @@ def references(config: BenchConfig, files: DataFiles) -> list[Scenario]:
     ]
 
 
+def ceiling_again(config: BenchConfig, files: DataFiles) -> Scenario:
+    """The framework ceiling once more at the end: how much the machine's load drifted during the run."""
+    first = references(config, files)[1]
+    return Scenario(CEILING, "Framework ceiling, again at the end", first.url, first.options)
+
+
 def cached(config: BenchConfig, files: DataFiles, rows: int, first: Path, deep: Path) -> list[Scenario]:
     """The api with its cache on (the default), and the auth service."""
     base, tokens = config.base_url, files.tokens
