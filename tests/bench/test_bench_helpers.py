@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from bench.footprint import parse_size
-from bench.report import README_BEGIN, README_END, Measurement, markdown, targets, update_readme
+from bench.report import (
+    README_BEGIN,
+    README_END,
+    Measurement,
+    ceiling_rps,
+    markdown,
+    ratio,
+    targets,
+    update_readme,
+)
 from bench.scenarios import CEILING, Scenario
 from bench.wrk import WrkError, WrkResult, parse_output
 
@@ -74,6 +83,12 @@ def test_ratios_targets_and_the_markdown_table() -> None:
     assert "| 1,000 | 420 (10.0 ms) |" in table  # the scale table; 1,000 rows is not in the main one
     assert "| post |  | 64 | 350 | 1 | 5 | 10.0 | 2 | 0.35 |" in table
     assert "MISSED: zero errors in every scenario (2 errors)" in table
+
+
+def test_ratios_are_to_the_mean_of_the_ceiling_runs() -> None:
+    measurements = [_measurement(CEILING, 900), _measurement("get_cached", 900), _measurement(CEILING, 1100)]
+    assert ceiling_rps(measurements) == 1000
+    assert ratio(measurements[1], ceiling_rps(measurements)) == 0.9
 
 
 def test_slow_p99_misses_the_cached_target() -> None:
