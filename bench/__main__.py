@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import footprint, report, scenarios, seed, wrk
+from bench import cpu, footprint, report, scenarios, seed, wrk
 from bench.config import ROOT, BenchConfig, ConfigError
 from bench.report import Measurement
 from bench.scenarios import DataFiles, Scenario
@@ -24,8 +24,9 @@ def log(message: str) -> None:
 
 
 class Runner:
-    def __init__(self, config: BenchConfig, total: int) -> None:
+    def __init__(self, config: BenchConfig, stack: BenchStack, total: int) -> None:
         self.config = config
+        self.stack = stack
         self.total = total
         self.measurements: list[Measurement] = []
 
@@ -41,6 +42,8 @@ class Runner:
             # The measured run starts past every line the warm-up may have sent (refresh tokens work
             # once): answered, failed, and in flight when it stopped.
             offset = warmup.requests + warmup.error_count + 2 * connections
+        containers = self.stack.container_ids(scenarios.cpu_path(scenario))
+        cpu_before = cpu.snapshot(containers)
         result = wrk.run(
             scenario.url,
             seconds=c.duration,
@@ -48,12 +51,14 @@ class Runner:
             threads=c.threads,
             options={**scenario.options, "start": str(offset)},
         )
-        measurement = Measurement.of(scenario, connections, result, warmup)
+        cpu_ms = cpu.ms_per_request(cpu_before, cpu.snapshot(containers), result.requests)
+        measurement = Measurement.of(scenario, connections, result, warmup, cpu_ms=cpu_ms)
         self.measurements.append(measurement)
         errors = f"{measurement.errors} ERRORS {measurement.error_detail}" if measurement.errors else "0 errors"
         log(
             f"{len(self.measurements):2d}/{self.total} {scenario.label()}: {measurement.rps:,.0f} req/s, "
-            f"p50 {measurement.p50_ms} ms, p90 {measurement.p90_ms} ms, p99 {measurement.p99_ms} ms, {errors}"
+            f"p50 {measurement.p50_ms} ms, p90 {measurement.p90_ms} ms, p99 {measurement.p99_ms} ms, "
+            f"{cpu_ms} ms CPU/request, {errors}"
         )
         return measurement
 
@@ -133,7 +138,7 @@ def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> 
     )
     first, deep = list_paths(work, stack, "cached")
     main_scenarios = [*scenarios.references(config, files), *scenarios.cached(config, files, rows, first, deep)]
-    runner = Runner(config, total=len(main_scenarios) + 3 * len(config.scale_rows) + 1)
+    runner = Runner(config, stack, total=len(main_scenarios) + 3 * len(config.scale_rows) + 1)
     for scenario in main_scenarios:
         runner.run(scenario)
 

@@ -8,6 +8,9 @@ from pathlib import Path
 from bench.config import BenchConfig
 
 CEILING = "framework_ceiling"
+API_PATH = ("nginx", "api", "redis", "postgres")
+AUTH_PATH = ("nginx", "auth", "redis", "postgres")
+CEILING_PATH = ("nginx-ceiling", "ceiling")
 LOGIN_CONNECTIONS = 8
 
 
@@ -36,6 +39,15 @@ class DataFiles:
     refresh_tokens: Path
     login_body: Path
     healthz: Path
+
+
+def cpu_path(scenario: Scenario) -> tuple[str, ...]:
+    """The services a scenario's requests pass through, whose CPU time is counted per request."""
+    if scenario.key == CEILING:
+        return CEILING_PATH
+    if scenario.key == "nginx_healthz":
+        return ("nginx",)
+    return AUTH_PATH if scenario.key in ("login", "refresh") else API_PATH
 
 
 def _opts(mode: str, data: Path | None = None, tokens: Path | None = None) -> dict[str, str]:

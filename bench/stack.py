@@ -108,6 +108,10 @@ class BenchStack:
             raise StackError(f"no running {service} container")
         return ids[0]
 
+    def container_ids(self, services: tuple[str, ...]) -> list[str]:
+        """Full ids of every running container (replicas included) of ``services``."""
+        return self.compose("ps", "--quiet", *services).split() if services else []
+
     def secret(self, relative: str) -> str:
         return (self.secrets_dir / relative).read_text(encoding="utf-8").strip()
 

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from bench.cpu import ms_per_request
 from bench.footprint import parse_size
 from bench.report import (
     README_BEGIN,
     README_END,
     Measurement,
+    ceiling_cpu_ms,
     ceiling_rps,
+    cpu_ratio,
     markdown,
     ratio,
     targets,
@@ -89,6 +92,15 @@ def test_ratios_are_to_the_mean_of_the_ceiling_runs() -> None:
     measurements = [_measurement(CEILING, 900), _measurement("get_cached", 900), _measurement(CEILING, 1100)]
     assert ceiling_rps(measurements) == 1000
     assert ratio(measurements[1], ceiling_rps(measurements)) == 0.9
+
+
+def test_cpu_time_per_request_and_its_ratio() -> None:
+    assert ms_per_request({"a": 0, "b": 10**9}, {"a": 2 * 10**9, "b": 2 * 10**9}, 1000) == 3.0
+    assert ms_per_request(None, {"a": 1}, 1000) is None
+    ceiling = Measurement.of(Scenario(CEILING, "c", "u"), 64, WrkResult(1000, 10, 1, 1, 1), cpu_ms=0.5)
+    api = Measurement.of(Scenario("get_cached", "g", "u"), 64, WrkResult(500, 10, 1, 1, 1), cpu_ms=1.0)
+    assert cpu_ratio(api, ceiling_cpu_ms([ceiling, api])) == 0.5
+    assert "by CPU time 0.5x" in targets([ceiling, api], 100_000)[0].measured
 
 
 def test_slow_p99_misses_the_cached_target() -> None:
