@@ -11,7 +11,7 @@ BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up dev observability down logs ps images test test-unit test-integration k8s-validate lint fmt config lock base-images clean admin rotate-keys \
+.PHONY: help up dev observability down logs ps images test test-unit test-integration k8s-validate bench lint fmt config lock base-images clean admin rotate-keys \
 	migrate backup restore psql redis-cli shell
 
 help: ## List the targets
@@ -56,6 +56,9 @@ k8s-validate: ## Render every k8s/ overlay with the pinned kustomize and check i
 	@scripts/venv.sh
 	@scripts/k8s-tools.sh >/dev/null
 	@.venv/bin/pytest tests/k8s -q
+
+bench: ## Load-test the stack through nginx (own project wharf-bench, ~10 min); results: bench/results/, README
+	@scripts/bench.sh
 
 lint: ## ruff (lint + format check), compose config, shell syntax
 	@scripts/venv.sh

@@ -8,7 +8,8 @@
 #   wharf-local/nginx-prometheus-exporter:1 ~ nginx/nginx-prometheus-exporter:1.4.1 (same profile)
 # Each honours the same environment variables, ports, volumes, users and health commands as the
 # official image, so compose and the tests do not care which one runs. Idempotent: images that
-# already exist are kept (FORCE=1 rebuilds).
+# already exist are kept (FORCE=1 rebuilds), unless their recipe (deploy/images/<name>/) changed
+# since they were built: each image carries the hash of its recipe as a label.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root_image=wharf-local/debian:trixie
@@ -17,6 +18,10 @@ built=0
 
 log() { printf '[local-bases] %s\n' "$*" >&2; }
 have_image() { [[ $force != 1 ]] && docker image inspect "$1" >/dev/null 2>&1; }
+recipe_hash() { (cd "$here/$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
+built_from() {  # tag recipe: the image exists and was built from this recipe
+  [[ $force != 1 ]] && [[ $(docker image inspect --format '{{index .Config.Labels "wharf.recipe"}}' "$1" 2>/dev/null) == "$2" ]]
+}
 
 # The Debian mirror this machine already uses (deb822 or one-line sources), never a hard-coded host.
 debian_mirror() {
@@ -63,13 +68,14 @@ CFG
 }
 
 build_one() {  # name tag
-  local name=$1 tag=$2
-  have_image "$tag" && return 0
+  local name=$1 tag=$2 recipe
+  recipe=$(recipe_hash "$name")
+  built_from "$tag" "$recipe" && return 0
   log "building $tag"
   built=1
   # The classic builder is enough here (no build secrets); its deprecation notice is noise.
   local out
-  out=$(docker build --quiet --build-arg "BASE_IMAGE=$root_image" -t "$tag" "$here/$name" 2>&1) \
+  out=$(docker build --quiet --label "wharf.recipe=$recipe" --build-arg "BASE_IMAGE=$root_image" -t "$tag" "$here/$name" 2>&1) \
     || { printf '%s\n' "$out" >&2; exit 1; }
 }
 

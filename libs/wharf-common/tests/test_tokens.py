@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from wharf_common.tokens import InvalidToken, JwksCache, TokenVerifier, okp_thumbprint, public_jwk
+from wharf_common.tokens import InvalidToken, JwksCache, TokenVerifier, VerifiedTokens, okp_thumbprint, public_jwk
 
 ISS, AUD = "wharf-auth", "wharf"
 
@@ -183,3 +183,69 @@ def test_source_failure_keeps_previous_keys(key: Ed25519PrivateKey, jwks: dict[s
         TokenVerifier(JwksCache(lambda: (_ for _ in ()).throw(OSError())), issuer=ISS, audience=AUD).verify(
             sign(key, claims())
         )
+
+
+# -- the verified-token cache ---------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_sent_again_is_served_from_the_cache(verifier: TokenVerifier, key: Ed25519PrivateKey) -> None:
+    token = sign(key, claims())
+    first = verifier.verify(token)
+    assert len(verifier.verified) == 1
+    first["sub"] = "someone else"  # callers get copies: nothing they do reaches the cache
+    assert verifier.verify(token)["sub"] == "acct-1"
+    assert len(verifier.verified) == 1
+    header, _payload, signature = token.split(".")
+    forged = f"{header}.{b64(claims(sub='acct-2'))}.{signature}"  # not the cached string: fully checked
+    with pytest.raises(InvalidToken):
+        verifier.verify(forged)
+
+
+def test_a_cached_token_is_rejected_once_expired(jwks: dict[str, Any], key: Ed25519PrivateKey) -> None:
+    clock = Clock()
+    verifier = TokenVerifier(lambda: jwks, issuer=ISS, audience=AUD, leeway=5, clock=clock)
+    token = sign(key, claims(exp=int(clock.now) + 60))
+    assert verifier.verify(token)["sub"] == "acct-1"
+    clock.now += 60 + 4  # inside the leeway
+    assert verifier.verify(token)["sub"] == "acct-1"
+    clock.now += 1
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.verify(token)
+    assert len(verifier.verified) == 0
+
+
+def test_a_cached_token_is_rejected_once_its_key_is_retired(key: Ed25519PrivateKey) -> None:
+    clock = Clock()
+    published = [public_jwk(key.public_key())]
+    keys = JwksCache(lambda: {"keys": list(published)}, ttl=300, clock=clock)
+    verifier = TokenVerifier(keys, issuer=ISS, audience=AUD)
+    token = sign(key, claims())
+    assert verifier.verify(token)
+    published.clear()  # the issuer retires the key; verifiers see it at their next JWKS fetch
+    clock.now += 301
+    with pytest.raises(InvalidToken):
+        verifier.verify(token)
+    assert len(verifier.verified) == 0
+
+
+def test_the_cache_is_bounded_and_drops_expired_tokens_first(jwks: dict[str, Any], key: Ed25519PrivateKey) -> None:
+    clock = Clock()
+    verifier = TokenVerifier(lambda: jwks, issuer=ISS, audience=AUD, verified=VerifiedTokens(3), clock=clock)
+    now = int(clock.now)
+    short = sign(key, claims(jti="short", exp=now + 10))
+    long_lived = [sign(key, claims(jti=f"long-{i}")) for i in range(3)]
+    for token in (short, *long_lived[:2]):
+        verifier.verify(token)
+    clock.now += 11
+    verifier.verify(long_lived[2])  # full: the expired one goes, the others stay
+    assert len(verifier.verified) == 3
+    assert verifier.verified.get(short) is None
+    assert all(verifier.verified.get(t) is not None for t in long_lived)

@@ -332,6 +332,25 @@ def test_cache_clear_command(client: Any, app: Flask) -> None:
     assert client.get("/users").headers["X-Cache"] == "MISS"
 
 
+def test_cache_ttl_zero_reads_postgres_but_still_invalidates(
+    client: Any, make_api: Callable[..., Flask], authed: Callable[..., Any]
+) -> None:
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    client.get(path)
+    assert client.get(path).headers["X-Cache"] == "HIT"  # cached by the caching replica
+
+    uncached = authed(client.account, make_api(cache_ttl_seconds=0))
+    for _ in range(2):
+        assert uncached.get(path).headers["X-Cache"] == "MISS"
+        assert uncached.get("/users").headers["X-Cache"] == "MISS"
+    changed = uncached.patch(path, json={"name": "Changed elsewhere"})
+    assert changed.status_code == 200
+    after = client.get(path)  # the caching replica must not serve the old copy
+    assert after.headers["X-Cache"] == "MISS"
+    assert after.get_json()["name"] == "Changed elsewhere"
+
+
 def test_redis_down_serves_from_postgres_and_recovers(
     make_api: Callable[..., Flask],
     redis_container: object,

@@ -31,14 +31,11 @@ reload = os.environ.get("GUNICORN_RELOAD", "0") == "1"
 preload_app = not reload
 # The root filesystem is read-only; heartbeat files live in shared memory.
 worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn heartbeat files, not data
+# No gunicorn access log: the app writes one JSON line per request (wharf_common.web). Any
+# logconfig* setting would switch gunicorn's access log back on (a second line per request).
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-logconfig_dict: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "root": {"level": loglevel.upper()},
-}
 
 
 # Prometheus multiprocess mode: set before the app (and prometheus_client) is imported, which

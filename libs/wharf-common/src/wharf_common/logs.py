@@ -5,25 +5,35 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from flask import g, has_request_context
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is emitted.
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# One encoder for every line (json.dumps with options would build a new one per call).
+_encode = json.JSONEncoder(default=str, check_circular=False).encode
 
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        self._second: tuple[int, str] = (-1, "")  # the last whole second, formatted once
+
+    def _timestamp(self, created: float) -> str:
+        """``2026-01-02T03:04:05.678Z`` (UTC, milliseconds)."""
+        second, text = self._second
+        whole = int(created)
+        if whole != second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            self._second = (whole, text)
+        return f"{text}.{int((created - whole) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
@@ -36,14 +46,19 @@ class JsonFormatter(logging.Formatter):
             account_id = g.get("account_id")
             if account_id:
                 entry["account_id"] = account_id
-        entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
+        for key, value in vars(record).items():
+            if key not in _RESERVED:
+                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _encode(entry)
 
 
 def configure_logging(service: str, level: str) -> None:
     """Route the root logger (and gunicorn's) to one JSON handler on stdout."""
+    # Thread, process and task names are never emitted: do not look them up for every record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()

@@ -10,7 +10,12 @@ Label values are always from small fixed sets (route templates, not paths), so c
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 REQUEST_SECONDS = Histogram(
     "wharf_http_request_duration_seconds",
@@ -39,3 +44,16 @@ AUTH_EVENTS = Counter(
     "Security events of the auth service (login_success, login_failure, login_locked, refresh, ...).",
     ["event"],
 )
+
+
+_children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def child(metric: M, *labels: str) -> M:
+    """``metric.labels(*labels)``, looked up once per process: labels() validates, converts and locks
+    on every call, and the hot paths call it for every request. Label sets are small and fixed."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return cast(M, found)

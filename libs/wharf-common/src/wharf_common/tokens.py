@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -132,6 +132,48 @@ class JwksCache:
         return key
 
 
+class Verified(NamedTuple):
+    claims: dict[str, Any]
+    kid: str
+    key: Ed25519PublicKey
+    expires: int  # the exp claim, read as PyJWT reads it
+
+
+class VerifiedTokens:
+    """Tokens this process has fully verified, by their exact string, so a client that sends the same
+    token again is not charged a signature check and a JSON parse every time.
+
+    Only what cannot change is remembered (signature, header, issuer, audience, claim types); the
+    expiry is checked on every use, the signing key must still be the one the JWKS publishes, and
+    revocation stays the caller's check, made on every request. Bounded: when full, expired entries
+    go first, then the oldest.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max_entries = max_entries
+        self._entries: dict[str, Verified] = {}
+        self._lock = threading.Lock()  # for writers; a lookup is one atomic dict read
+
+    def get(self, token: str) -> Verified | None:
+        return self._entries.get(token)
+
+    def put(self, token: str, verified: Verified, now: float) -> None:
+        with self._lock:
+            if len(self._entries) >= self._max_entries:
+                for stale in [t for t, v in self._entries.items() if v.expires <= now]:
+                    del self._entries[stale]
+                while len(self._entries) >= self._max_entries:
+                    del self._entries[next(iter(self._entries))]
+            self._entries[token] = verified
+
+    def discard(self, token: str) -> None:
+        with self._lock:
+            self._entries.pop(token, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class TokenVerifier:
     """Verify an access token and return its claims, or raise :class:`InvalidToken`."""
 
@@ -143,16 +185,45 @@ class TokenVerifier:
         audience: str,
         leeway: float = 30.0,
         token_type: str = ACCESS_TOKEN_TYPE,
+        verified: VerifiedTokens | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys if isinstance(keys, JwksCache) else JwksCache(keys)
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
         self.token_type = token_type
+        self.verified = verified if verified is not None else VerifiedTokens()
+        self._clock = clock
 
     def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a valid token (a copy: callers may not change what later requests see)."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("malformed token")
+        known = self.verified.get(token)
+        if known is not None and self._still_valid(token, known):
+            return dict(known.claims)
+        verified = self._verify_fully(token)
+        self.verified.put(token, verified, self._clock())
+        return dict(verified.claims)
+
+    def _still_valid(self, token: str, known: Verified) -> bool:
+        """A token verified before: raises once it has expired (the same leeway as a full check); False
+        when the JWKS was re-fetched since, so the token is verified again against what it says now."""
+        if self._clock() >= known.expires + self.leeway:
+            self.verified.discard(token)
+            raise InvalidToken("Signature has expired")
+        try:
+            current = self.keys.get(known.kid)
+        except InvalidToken:  # its key was retired (or none can be loaded: KeysUnavailable)
+            self.verified.discard(token)
+            raise
+        if current is not known.key:
+            self.verified.discard(token)
+            return False
+        return True
+
+    def _verify_fully(self, token: str) -> Verified:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -181,4 +252,4 @@ class TokenVerifier:
             raise InvalidToken(str(exc)) from exc
         if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("jti"), str):
             raise InvalidToken("malformed claims")
-        return claims
+        return Verified(claims, kid, key, int(claims["exp"]))

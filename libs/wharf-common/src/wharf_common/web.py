@@ -35,7 +35,7 @@ def _finish(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     duration = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-    metrics.REQUEST_SECONDS.labels(request.method, route, str(response.status_code)).observe(duration)
+    metrics.child(metrics.REQUEST_SECONDS, request.method, route, str(response.status_code)).observe(duration)
     level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
     request_log.log(
         level,

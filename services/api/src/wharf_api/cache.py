@@ -8,7 +8,8 @@ Redis transaction that deletes the written user's entry:
   Lua compare-and-set), so a read racing a write cannot put the old row back after the delete.
 Redis errors never fail a request: the call is a miss, and the :class:`Breaker` keeps a dead Redis
 from being tried on every call. Invalidations that could not reach Redis are replayed as soon as
-it answers again.
+it answers again. A TTL of 0 turns reads off (every lookup is a miss without asking Redis, nothing is
+filled) but keeps invalidating, so replicas that do cache never serve what this one changed.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class UserCache:
     def __init__(self, client: redis.Redis, ttl: int, breaker: Breaker | None = None) -> None:
         self._redis = client
         self._ttl = ttl
+        self.enabled = ttl > 0
         self._breaker = breaker or Breaker()
         self._fill = client.register_script(_FILL_IF_CURRENT)
         self._pending: set[str] = set()  # user ids whose invalidation did not reach Redis
@@ -73,16 +75,22 @@ class UserCache:
 
     def get_user(self, user_id: str) -> tuple[bytes | None, bytes]:
         """The cached document (or None) and the generation to pass to :meth:`fill_user`."""
+        if not self.enabled:
+            return None, b"0"
         found = self._call(lambda: self._redis.mget(user_key(user_id), GENERATION_KEY), [None, None])
         return found[0], found[1] or b"0"
 
     def fill_user(self, user_id: str, document: bytes, generation: bytes) -> None:
+        if not self.enabled:
+            return
         keys = [user_key(user_id), GENERATION_KEY]
         self._call(lambda: self._fill(keys=keys, args=[generation, document, self._ttl]), 0)
 
     # -- list pages -----------------------------------------------------------------------------
 
     def get_page(self, limit: int, cursor: str | None) -> tuple[bytes | None, bytes]:
+        if not self.enabled:
+            return None, b"0"
         generation, stored = self._call(lambda: self._redis.mget(GENERATION_KEY, list_key(limit, cursor)), [None, None])
         generation = generation or b"0"
         if stored is not None:
@@ -92,6 +100,8 @@ class UserCache:
         return None, generation
 
     def fill_page(self, limit: int, cursor: str | None, document: bytes, generation: bytes) -> None:
+        if not self.enabled:
+            return
         self._call(lambda: self._redis.set(list_key(limit, cursor), generation + b"\n" + document, ex=self._ttl), None)
 
     # -- writes ---------------------------------------------------------------------------------

@@ -17,5 +17,7 @@ class ApiSettings(CommonSettings):
     jwks_min_refresh_seconds: float = Field(default=5.0, ge=0, le=3600)  # refetch on an unknown kid
     token_leeway_seconds: float = Field(default=30.0, ge=0, le=MAX_LEEWAY_SECONDS)
 
-    cache_ttl_seconds: int = Field(default=60, ge=1, le=86_400)
+    # 0 turns the read cache off (every read goes to Postgres; writes still invalidate, for replicas
+    # that cache). For measuring the uncached path (`make bench`) and for debugging.
+    cache_ttl_seconds: int = Field(default=60, ge=0, le=86_400)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60, le=604_800)

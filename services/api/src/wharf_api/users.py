@@ -80,7 +80,7 @@ def _json_response(document: bytes, status: int = 200, *, cache: str | None = No
 
 
 def _looked_up(kind: str, hit: bool) -> str:
-    metrics.CACHE_LOOKUPS.labels(kind, "hit" if hit else "miss").inc()
+    metrics.child(metrics.CACHE_LOOKUPS, kind, "hit" if hit else "miss").inc()
     return "HIT" if hit else "MISS"
 
 

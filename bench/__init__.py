@@ -1,0 +1,1 @@
+"""`make bench`: load tests of the composed stack through nginx (see README, Benchmark)."""

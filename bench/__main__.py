@@ -1,0 +1,186 @@
+"""`make bench`: bring the stack up, seed it, drive load through nginx, report.
+
+Run from the repository root with the test virtualenv: ``.venv/bin/python -m bench``. Settings are
+``BENCH_*`` environment variables (bench/config.py); results land in bench/results/ and the README.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import cpu, footprint, report, scenarios, seed, wrk
+from bench.config import ROOT, BenchConfig, ConfigError
+from bench.report import Measurement
+from bench.scenarios import DataFiles, Scenario
+from bench.stack import BenchStack, StackError
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+class Runner:
+    def __init__(self, config: BenchConfig, stack: BenchStack, total: int) -> None:
+        self.config = config
+        self.stack = stack
+        self.total = total
+        self.measurements: list[Measurement] = []
+
+    def run(self, scenario: Scenario) -> Measurement:
+        c = self.config
+        connections = scenario.connections or c.connections
+        warmup = None
+        offset = 0
+        if c.warmup:
+            warmup = wrk.run(
+                scenario.url, seconds=c.warmup, connections=connections, threads=c.threads, options=scenario.options
+            )
+            # The measured run starts past every line the warm-up may have sent (refresh tokens work
+            # once): answered, failed, and in flight when it stopped.
+            offset = warmup.requests + warmup.error_count + 2 * connections
+        containers = self.stack.container_ids(scenarios.cpu_path(scenario))
+        cpu_before = cpu.snapshot(containers)
+        result = wrk.run(
+            scenario.url,
+            seconds=c.duration,
+            connections=connections,
+            threads=c.threads,
+            options={**scenario.options, "start": str(offset)},
+        )
+        cpu_ms = cpu.ms_per_request(cpu_before, cpu.snapshot(containers), result.requests)
+        measurement = Measurement.of(scenario, connections, result, warmup, cpu_ms=cpu_ms)
+        self.measurements.append(measurement)
+        errors = f"{measurement.errors} ERRORS {measurement.error_detail}" if measurement.errors else "0 errors"
+        log(
+            f"{len(self.measurements):2d}/{self.total} {scenario.label()}: {measurement.rps:,.0f} req/s, "
+            f"p50 {measurement.p50_ms} ms, p90 {measurement.p90_ms} ms, p99 {measurement.p99_ms} ms, "
+            f"{cpu_ms} ms CPU/request, {errors}"
+        )
+        return measurement
+
+
+def list_paths(work: Path, stack: BenchStack, name: str) -> tuple[Path, Path]:
+    first = seed.write_lines(work / f"{name}-first.paths", ["/api/users"])
+    deep = seed.write_lines(work / f"{name}-deep.paths", [f"/api/users?cursor={seed.cursor_at(stack, 0.9)}"])
+    return first, deep
+
+
+def bring_up(stack: BenchStack) -> dict[str, object]:
+    log("building images")
+    stack.build()
+    stack.down()
+    log("make up (first start, initialises the database)")
+    first = stack.make_up()
+    stack.stop_product()
+    warm = stack.make_up()
+    log(f"warm make up: {warm:.1f} s to healthy (first: {first:.1f} s)")
+    time.sleep(5)  # let start-up work settle before reading idle memory
+    memory = footprint.idle_memory(stack)
+    tag = os.environ.get("WHARF_TAG", "dev")
+    prefix = os.environ.get("WHARF_IMAGE_PREFIX", "wharf")
+    images = footprint.image_sizes([f"{prefix}/{name}:{tag}" for name in ("api", "auth", "nginx")])
+    stack.up_ceiling()
+    return {
+        "warm_up_seconds": round(warm, 1),
+        "first_up_seconds": round(first, 1),
+        "image_sizes": images,
+        "idle_memory": memory,
+    }
+
+
+def main() -> int:
+    try:
+        config = BenchConfig.from_env()
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 78
+    stack = BenchStack(config)
+    machine = footprint.machine()
+    try:
+        return _run(config, stack, machine)
+    except (StackError, wrk.WrkError, RuntimeError) as error:
+        print(f"[bench] failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if not config.keep_stack:
+            try:
+                stack.down()
+            except StackError as error:
+                print(f"[bench] could not remove the stack: {error}", file=sys.stderr)
+
+
+def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> int:
+    started = time.monotonic()
+    foot = bring_up(stack)
+    argon2 = footprint.argon2_rate(stack)
+    log(f"argon2id: {argon2['hashes_per_second_per_core']} hashes/s on one core")
+
+    work = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
+    rows = config.main_rows
+    log(f"seeding: account, {config.refresh_tokens:,} refresh tokens, {rows:,} users")
+    account = seed.account(stack, "bench@bench.example", logins=config.threads)
+    seed.grow_users(stack, rows, account.id)
+    files = DataFiles(
+        tokens=seed.write_lines(work / "access.tokens", account.access_tokens),
+        cached_ids=seed.write_lines(work / "cached.ids", seed.sample_ids(stack, 100)),
+        owned_ids=seed.write_lines(work / "owned.ids", seed.sample_ids(stack, seed.OWNED_ROWS, owner=account.id)),
+        refresh_tokens=seed.write_lines(
+            work / "refresh.tokens", seed.refresh_tokens(stack, account.id, config.refresh_tokens)
+        ),
+        login_body=seed.write_lines(
+            work / "login.json", [f'{{"email":"{account.email}","password":"{seed.PASSWORD}"}}']
+        ),
+        healthz=seed.write_lines(work / "healthz.paths", ["/healthz"]),
+    )
+    first, deep = list_paths(work, stack, "cached")
+    main_scenarios = [*scenarios.references(config, files), *scenarios.cached(config, files, rows, first, deep)]
+    runner = Runner(config, stack, total=len(main_scenarios) + 3 * len(config.scale_rows) + 1)
+    for scenario in main_scenarios:
+        runner.run(scenario)
+
+    log("api replicas restarted with CACHE_TTL_SECONDS=0 (reads bypass the cache) for the scale runs")
+    stack.set_cache_ttl(0)
+    seed.reset_users(stack)
+    for size in config.scale_rows:
+        seed.grow_users(stack, size, account.id)
+        ids = seed.write_lines(work / f"uncached-{size}.ids", seed.sample_ids(stack, 1000))
+        first, deep = list_paths(work, stack, f"uncached-{size}")
+        for scenario in scenarios.uncached(config, files, size, ids, first, deep):
+            runner.run(scenario)
+
+    runner.run(scenarios.ceiling_again(config, files))
+    measurements = runner.measurements
+    data = {
+        "machine": machine,
+        "config": {
+            "duration": config.duration,
+            "warmup": config.warmup,
+            "connections": config.connections,
+            "threads": config.threads,
+        },
+        "main_rows": rows,
+        "scale_rows": list(config.scale_rows),
+        "footprint": foot,
+        "argon2": argon2,
+        "measurements": report.as_dicts(measurements),
+        "targets": report.as_dicts(report.targets(measurements, rows)),
+    }
+    json_path, md_path, png_path = report.write(config.results_dir, data)
+    log(f"results: {json_path}, {md_path}, {png_path}")
+    failed = sum(m.errors for m in measurements)
+    if config.update_readme and not failed and report.update_readme(ROOT / "README.md", md_path.read_text("utf-8")):
+        log("README.md: Benchmark section updated")
+    print(md_path.read_text(encoding="utf-8"))
+    log(f"done in {time.monotonic() - started:.0f} s")
+    if failed:
+        log(f"FAILED: {failed} requests got an error (non-2xx/3xx or socket error)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The benchmark's settings, from ``BENCH_*`` environment variables, checked before anything starts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# nginx's request-rate and connection limits, raised so they do not cap the load; every other
+# setting of the stack keeps its default.
+RAISED_LIMITS = {
+    "NGINX_RATE": "1000000r/s",
+    "NGINX_BURST": "1000000",
+    "NGINX_AUTH_RATE": "1000000r/s",
+    "NGINX_AUTH_BURST": "1000000",
+    "NGINX_CONN_PER_IP": "10000",
+}
+
+
+class ConfigError(ValueError):
+    """A ``BENCH_*`` variable has a value the benchmark cannot use."""
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number (got {raw!r})") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be from {low} to {high} (got {value})")
+    return value
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    project: str
+    http_port: int
+    https_port: int
+    ceiling_port: int
+    duration: int  # seconds of each measured run
+    warmup: int  # seconds of load before each measured run, not counted
+    connections: int
+    threads: int
+    scale_rows: tuple[int, ...]  # table sizes of the scale runs; the main scenarios use the middle one
+    refresh_tokens: int
+    results_dir: Path
+    update_readme: bool
+    keep_stack: bool
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def ceiling_url(self) -> str:
+        return f"http://127.0.0.1:{self.ceiling_port}"
+
+    @property
+    def main_rows(self) -> int:
+        return self.scale_rows[len(self.scale_rows) // 2]
+
+    @classmethod
+    def from_env(cls) -> BenchConfig:
+        rows = tuple(int(r) for r in (os.environ.get("BENCH_ROWS") or "1000,100000,1000000").split(",") if r.strip())
+        if not rows or sorted(rows) != list(rows) or rows[0] < 200:
+            raise ConfigError("BENCH_ROWS must be increasing table sizes of at least 200, e.g. 1000,100000,1000000")
+        return cls(
+            project=os.environ.get("BENCH_PROJECT") or "wharf-bench",
+            http_port=_int("BENCH_HTTP_PORT", 18080, 1, 65535),
+            https_port=_int("BENCH_HTTPS_PORT", 18443, 1, 65535),
+            ceiling_port=_int("BENCH_CEILING_PORT", 18090, 1, 65535),
+            duration=_int("BENCH_DURATION", 10, 1, 600),
+            warmup=_int("BENCH_WARMUP", 2, 0, 60),
+            connections=_int("BENCH_CONNECTIONS", 64, 1, 10000),
+            threads=_int("BENCH_THREADS", 2, 1, 64),
+            scale_rows=rows,
+            refresh_tokens=_int("BENCH_REFRESH_TOKENS", 40000, 100, 10_000_000),
+            results_dir=Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results"),
+            update_readme=(os.environ.get("BENCH_UPDATE_README") or "1") == "1",
+            keep_stack=(os.environ.get("BENCH_KEEP") or "0") == "1",
+        )

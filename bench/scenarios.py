@@ -1,0 +1,121 @@
+"""The scenarios `make bench` drives, and what each one measures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.config import BenchConfig
+
+CEILING = "framework_ceiling"
+API_PATH = ("nginx", "api", "redis", "postgres")
+AUTH_PATH = ("nginx", "auth", "redis", "postgres")
+CEILING_PATH = ("nginx-ceiling", "ceiling")
+LOGIN_CONNECTIONS = 8
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    url: str
+    options: dict[str, str] = field(default_factory=dict)
+    rows: int | None = None  # users rows in the table while it ran
+    # Concurrency when not the run's default: login is bound by Argon2 (one hash per core at a time),
+    # so more connections than auth's workers only queue and reach wrk's timeout.
+    connections: int | None = None
+
+    def label(self) -> str:
+        return f"{self.title} ({self.rows:,} rows)" if self.rows else self.title
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """Files the Lua script reads (one value a line)."""
+
+    tokens: Path
+    cached_ids: Path
+    owned_ids: Path
+    refresh_tokens: Path
+    login_body: Path
+    healthz: Path
+
+
+def cpu_path(scenario: Scenario) -> tuple[str, ...]:
+    """The services a scenario's requests pass through, whose CPU time is counted per request."""
+    if scenario.key == CEILING:
+        return CEILING_PATH
+    if scenario.key == "nginx_healthz":
+        return ("nginx",)
+    return AUTH_PATH if scenario.key in ("login", "refresh") else API_PATH
+
+
+def _opts(mode: str, data: Path | None = None, tokens: Path | None = None) -> dict[str, str]:
+    options = {"mode": mode}
+    if data is not None:
+        options["data"] = str(data)
+    if tokens is not None:
+        options["tokens"] = str(tokens)
+    return options
+
+
+def references(config: BenchConfig, files: DataFiles) -> list[Scenario]:
+    """The two ceilings every other figure is compared with, behind the same nginx configuration."""
+    return [
+        Scenario("nginx_healthz", "nginx answering /healthz itself", config.base_url, _opts("paths", files.healthz)),
+        # The same requests (token included, ignored) as the cached GET, to an app that does nothing.
+        Scenario(
+            CEILING,
+            "Framework ceiling: bare Flask GET /api/users/<id>",
+            config.ceiling_url,
+            _opts("get", files.cached_ids, files.tokens),
+        ),
+    ]
+
+
+def ceiling_again(config: BenchConfig, files: DataFiles) -> Scenario:
+    """The framework ceiling once more at the end: how much the machine's load drifted during the run."""
+    first = references(config, files)[1]
+    return Scenario(CEILING, "Framework ceiling, again at the end", first.url, first.options)
+
+
+def cached(config: BenchConfig, files: DataFiles, rows: int, first: Path, deep: Path) -> list[Scenario]:
+    """The api with its cache on (the default), and the auth service."""
+    base, tokens = config.base_url, files.tokens
+    return [
+        Scenario("get_cached", "GET /api/users/<id>, cache hits", base, _opts("get", files.cached_ids, tokens), rows),
+        Scenario(
+            "list_first_cached", "GET /api/users (first page), cache on", base, _opts("paths", first, tokens), rows
+        ),
+        Scenario(
+            "list_deep_cached", "GET /api/users?cursor= (90% deep), cache on", base, _opts("paths", deep, tokens), rows
+        ),
+        Scenario("post", "POST /api/users", base, _opts("post", tokens=tokens), rows),
+        Scenario("patch", "PATCH /api/users/<id>", base, _opts("patch", files.owned_ids, tokens), rows),
+        Scenario(
+            "login",
+            "POST /auth/login (Argon2id)",
+            base,
+            _opts("login", files.login_body),
+            connections=LOGIN_CONNECTIONS,
+        ),
+        Scenario("refresh", "POST /auth/refresh", base, _opts("refresh", files.refresh_tokens)),
+    ]
+
+
+def uncached(config: BenchConfig, files: DataFiles, rows: int, ids: Path, first: Path, deep: Path) -> list[Scenario]:
+    """The api with CACHE_TTL_SECONDS=0: every read goes to Postgres (the scale runs)."""
+    base, tokens = config.base_url, files.tokens
+    return [
+        Scenario("get_uncached", "GET /api/users/<id>, cache off", base, _opts("get", ids, tokens), rows),
+        Scenario(
+            "list_first_uncached", "GET /api/users (first page), cache off", base, _opts("paths", first, tokens), rows
+        ),
+        Scenario(
+            "list_deep_uncached",
+            "GET /api/users?cursor= (90% deep), cache off",
+            base,
+            _opts("paths", deep, tokens),
+            rows,
+        ),
+    ]

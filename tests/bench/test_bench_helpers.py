@@ -1,0 +1,117 @@
+"""The benchmark's parsing and reporting helpers (the benchmark itself runs with `make bench`, not here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.cpu import ms_per_request
+from bench.footprint import parse_size
+from bench.report import (
+    README_BEGIN,
+    README_END,
+    Measurement,
+    ceiling_cpu_ms,
+    ceiling_rps,
+    cpu_ratio,
+    markdown,
+    ratio,
+    targets,
+    update_readme,
+)
+from bench.scenarios import CEILING, Scenario
+from bench.wrk import WrkError, WrkResult, parse_output
+
+WRK_STDOUT = """Running 10s test @ http://127.0.0.1:18080
+  2 threads and 64 connections
+Requests/sec:   1000.00
+WRK_JSON {"requests":20000,"duration_us":10000000,"bytes":1,"errors":{"connect":0,"read":1,"write":0,"status":2,"timeout":0},"latency_us":{"p50":12500,"p90":20000,"p99":29000,"max":50000,"mean":13000.0}}
+"""  # noqa: E501 - wrk's line as printed
+
+
+def test_wrk_result_line_is_parsed() -> None:
+    result = parse_output(WRK_STDOUT)
+    assert result.requests == 20000
+    assert result.rps == 2000.0
+    assert (result.p50_ms, result.p90_ms, result.p99_ms) == (12.5, 20.0, 29.0)
+    assert result.error_count == 3
+
+
+def test_missing_result_line_is_an_error() -> None:
+    with pytest.raises(WrkError):
+        parse_output("unable to connect to 127.0.0.1:18080 Connection refused\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("45.2MiB", int(45.2 * 2**20)), ("1.5GiB", int(1.5 * 2**30)), ("512KiB", 512 * 1024), ("0B", 0)]
+)
+def test_docker_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def _measurement(key: str, rps: float, *, p99: float = 10.0, errors: int = 0, rows: int | None = None) -> Measurement:
+    result = WrkResult(requests=int(rps * 10), seconds=10, p50_ms=1, p90_ms=5, p99_ms=p99, errors={"status": errors})
+    return Measurement.of(Scenario(key, key.replace("_", " "), "http://x", rows=rows), 64, result)
+
+
+MACHINE = {"date": "today", "cpu": "cpu", "cores": 2, "memory_gib": 24, "docker": "20", "load_average_at_start": "0"}
+FOOTPRINT = {"warm_up_seconds": 12.3, "image_sizes": {"wharf/api:dev": 190_000_000}, "idle_memory": {"api-1": 2**26}}
+
+
+def _data(measurements: list[Measurement]) -> dict[str, object]:
+    return {
+        "machine": MACHINE,
+        "config": {"duration": 10, "warmup": 2, "connections": 64, "threads": 2},
+        "main_rows": 100_000,
+        "scale_rows": [1000, 100_000],
+        "footprint": FOOTPRINT,
+        "measurements": [vars(m) for m in measurements],
+        "targets": [vars(t) for t in targets(measurements, 100_000)],
+    }
+
+
+def test_ratios_targets_and_the_markdown_table() -> None:
+    measurements = [
+        _measurement(CEILING, 1000),
+        _measurement("get_cached", 950, p99=20.0),
+        _measurement("get_uncached", 400, rows=100_000),
+        _measurement("get_uncached", 420, rows=1000),
+        _measurement("post", 350, errors=2),
+    ]
+    met = {t.description.split(" ")[0]: t.met for t in targets(measurements, 100_000)}
+    assert met == {"cached": True, "uncached": False, "POST": True, "zero": False}
+    table = markdown(_data(measurements))
+    assert "| get cached |  | 64 | 950 | 1 | 5 | 20.0 | 0 | 0.95 |" in table
+    assert "| 1,000 | 420 (10.0 ms) |" in table  # the scale table; 1,000 rows is not in the main one
+    assert "| post |  | 64 | 350 | 1 | 5 | 10.0 | 2 | 0.35 |" in table
+    assert "MISSED: zero errors in every scenario (2 errors)" in table
+
+
+def test_ratios_are_to_the_mean_of_the_ceiling_runs() -> None:
+    measurements = [_measurement(CEILING, 900), _measurement("get_cached", 900), _measurement(CEILING, 1100)]
+    assert ceiling_rps(measurements) == 1000
+    assert ratio(measurements[1], ceiling_rps(measurements)) == 0.9
+
+
+def test_cpu_time_per_request_and_its_ratio() -> None:
+    assert ms_per_request({"a": 0, "b": 10**9}, {"a": 2 * 10**9, "b": 2 * 10**9}, 1000) == 3.0
+    assert ms_per_request(None, {"a": 1}, 1000) is None
+    ceiling = Measurement.of(Scenario(CEILING, "c", "u"), 64, WrkResult(1000, 10, 1, 1, 1), cpu_ms=0.5)
+    api = Measurement.of(Scenario("get_cached", "g", "u"), 64, WrkResult(500, 10, 1, 1, 1), cpu_ms=1.0)
+    assert cpu_ratio(api, ceiling_cpu_ms([ceiling, api])) == 0.5
+    assert "by CPU time 0.5x" in targets([ceiling, api], 100_000)[0].measured
+
+
+def test_slow_p99_misses_the_cached_target() -> None:
+    measurements = [_measurement(CEILING, 1000), _measurement("get_cached", 990, p99=31)]
+    assert not targets(measurements, 100_000)[0].met
+
+
+def test_readme_section_is_replaced_between_the_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{README_BEGIN}\nold\n{README_END}\n\n## Next\n")
+    assert update_readme(readme, "| new | table |\n")
+    assert readme.read_text() == f"# Title\n\n{README_BEGIN}\n| new | table |\n{README_END}\n\n## Next\n"
+    (tmp_path / "other.md").write_text("no markers")
+    assert not update_readme(tmp_path / "other.md", "x")
