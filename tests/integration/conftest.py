@@ -7,9 +7,11 @@ volumes at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,10 +54,37 @@ class Stack:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def container_id(self, service: str) -> str:
-        return self.compose("ps", "-q", service).stdout.split()[0]
+        return self.container_ids(service)[0]
+
+    def container_ids(self, service: str) -> list[str]:
+        """The running containers of ``service``, in replica order."""
+        rows = self.compose("ps", "--format", "{{.Name}} {{.ID}}", service).stdout.split("\n")
+        return [row.split()[1] for row in sorted(rows) if row.strip()]
 
     def secret(self, relative: str) -> str:
         return (self.secrets_dir / relative).read_text().strip()
+
+
+def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def wait_healthy(container: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False).stdout.strip()
+        if status == "healthy":
+            return
+        time.sleep(1)
+    pytest.fail(f"{container} did not become healthy in {timeout} s")
+
+
+def container_ip(container: str, network: str | None = None) -> str:
+    if network:
+        template = f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}'
+    else:
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+    return docker("inspect", "-f", template, container).stdout.split()[0]
 
 
 def _free_port() -> int:
@@ -66,13 +95,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    secrets_dir = tmp_path_factory.mktemp("stack-secrets")
+@contextlib.contextmanager
+def composed_stack(
+    project: str, secrets_dir: Path, *, port: int | None = None, https_port: int | None = None, **settings: str
+) -> Iterator[Stack]:
+    """A fresh stack as compose project ``project`` (extra compose ``settings`` such as ``NGINX_RATE``),
+    up and healthy; removed with its volumes afterwards."""
     for name in ("postgres", "auth", "api", "redis", "nginx"):
-        (secrets_dir / name).mkdir()
-    port = int(os.environ.get("WHARF_IT_PORT") or _free_port())
-    https_port = int(os.environ.get("WHARF_IT_HTTPS_PORT") or _free_port())
+        (secrets_dir / name).mkdir(exist_ok=True)
+    port = port or _free_port()
+    https_port = https_port or _free_port()
     env = {
         **os.environ,
         "WHARF_SECRETS_DIR": str(secrets_dir),
@@ -81,9 +113,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "WHARF_HTTPS_PORT": str(https_port),
         "WHARF_HTTPS_BIND": "127.0.0.1",
         "WHARF_TLS": "on",
+        **settings,
     }
     stack = Stack(
-        project=os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
+        project=project,
         base_url=f"http://127.0.0.1:{port}",
         https_url=f"https://127.0.0.1:{https_port}",
         secrets_dir=secrets_dir,
@@ -95,6 +128,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         stack.compose("down", "-v", "--remove-orphans", check=False, timeout=180)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with composed_stack(
+        os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
+        tmp_path_factory.mktemp("stack-secrets"),
+        port=int(os.environ.get("WHARF_IT_PORT") or 0),
+        https_port=int(os.environ.get("WHARF_IT_HTTPS_PORT") or 0),
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -124,3 +168,12 @@ def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> d
     tokens = http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
     assert tokens.status_code == 200, tokens.text
     return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault table (tests/integration/test_faults.py), when fault tests ran."""
+    from .load import FAULT_REPORT, format_report
+
+    if FAULT_REPORT:
+        terminalreporter.write_sep("=", "faults under load")
+        terminalreporter.write_line(format_report(FAULT_REPORT))
