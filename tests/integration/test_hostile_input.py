@@ -5,20 +5,22 @@ documents, and every refusal is a 4xx problem+json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import hypothesis
+import hypothesis.errors
 import pytest
 import requests
 import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
-    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -29,6 +31,8 @@ from .conftest import Stack, sign_in
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
 PROBLEM = "application/problem+json"
+# Invalid requests (negative mode) are held to the same checks. Not `negative_data_rejection`: it
+# takes an unknown query parameter for an invalid request, and the services ignore those.
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -36,7 +40,10 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 20
+# Each failed sign-in counts against this address (auth locks it out after IP_MAX_FAILURES, 50 by
+# default, and every later test signs in from here too): few examples for /login.
+FEWER_EXAMPLES = {"/login": 6}
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +52,27 @@ def bearer(stack: Stack) -> dict[str, str]:
         return sign_in(stack, http)
 
 
+def _within_edge_limits(send: Callable[[], Any]) -> Any:
+    """``send()``, sent again after ``Retry-After`` while the edge's rate limit answers 429 (the
+    strict one on sign-in routes is soon spent by a fuzzer); auth's own lockout 429 is kept."""
+    response = send()
+    for _ in range(10):
+        if response.status_code != 429 or "sign-in" in response.text:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))
+        response = send()
+    return response
+
+
 # -- fuzzing ------------------------------------------------------------------------------------
 
 
-def _fuzz(operation: Any, base_url: str, headers: dict[str, str], mode: Any) -> list[str]:
-    """Run ``EXAMPLES_PER_OPERATION`` generated cases of ``mode``; the failures, as readable lines."""
+def _fuzz(operation: Any, base_url: str, headers: dict[str, str], mode: Any, examples: int) -> list[str]:
+    """Run ``examples`` generated cases of ``mode``; the failures, as readable lines."""
     failures: list[str] = []
-    checks = [*CHECKS, negative_data_rejection] if mode == schemathesis.GenerationMode.NEGATIVE else CHECKS
 
     @hypothesis.settings(
-        max_examples=EXAMPLES_PER_OPERATION,
+        max_examples=examples,
         deadline=None,
         derandomize=True,  # the same cases every run: a failure here is reproducible
         database=None,
@@ -64,11 +82,14 @@ def _fuzz(operation: Any, base_url: str, headers: dict[str, str], mode: Any) -> 
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
         try:
-            case.call_and_validate(base_url=base_url, headers=headers, checks=checks, timeout=15)
-        except Exception as failure:  # every check failure, collected; the test reports them all
+            response = _within_edge_limits(lambda: case.call(base_url=base_url, headers=headers, timeout=15))
+            case.validate_response(response, checks=CHECKS, headers=headers)
+        except (Exception, BaseExceptionGroup) as failure:  # every check failure, collected and reported
             failures.append(f"{operation.label} [{mode.value}]: {str(failure).strip()[:1500]}")
 
-    run()
+    # Unsatisfiable: no request of this mode exists (nothing to make invalid in an operation without inputs).
+    with contextlib.suppress(hypothesis.errors.Unsatisfiable):
+        run()
     return failures
 
 
@@ -86,7 +107,8 @@ def test_fuzzing_the_openapi_document_finds_no_5xx_and_no_contradiction(
         if operation.path in {"/logout", "/password"}:  # would end the fuzzing session itself
             continue
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-            failures += _fuzz(operation, base_url, bearer, mode)
+            examples = FEWER_EXAMPLES.get(operation.path, EXAMPLES_PER_OPERATION)
+            failures += _fuzz(operation, base_url, bearer, mode, examples)
     assert operations >= 4
     assert failures == [], "\n\n".join(failures)
 
@@ -108,8 +130,10 @@ Send = Callable[[Stack, dict[str, str]], requests.Response]
 
 def _post(path: str, data: bytes | str, content_type: str = "application/json") -> Send:
     def send(stack: Stack, headers: dict[str, str]) -> requests.Response:
-        return requests.post(
-            stack.base_url + path, data=data, headers={**headers, "Content-Type": content_type}, timeout=30
+        return _within_edge_limits(
+            lambda: requests.post(
+                stack.base_url + path, data=data, headers={**headers, "Content-Type": content_type}, timeout=30
+            )
         )
 
     return send
@@ -175,8 +199,9 @@ CASES: dict[str, tuple[Send, tuple[int, ...]]] = {
     "float limit": (_get("/api/users?limit=1e3"), (422,)),
     "non-ASCII digits as a limit": (_get("/api/users?limit=%D9%A1%D9%A0"), (422,)),
     "very long cursor": (_get("/api/users?cursor=" + "A" * 4000), (422,)),
-    "very long header": (_get("/api/users", **{"X-Filler": "f" * 7000}), (400, 431)),
-    "very long bearer token": (_get("/api/users", Authorization="Bearer " + "a" * 7000), (401,)),
+    "very long header": (_get("/api/users", **{"X-Filler": "f" * 10_000}), (431,)),
+    "oversized bearer token": (_get("/api/users", Authorization="Bearer " + "a" * 10_000), (431,)),
+    "long bearer token": (_get("/api/users", Authorization="Bearer " + "a" * 7000), (401,)),
     "CRLF in a query (header injection)": (_get("/api/users?cursor=%0d%0aSet-Cookie:%20pwned=1"), (422,)),
     "Idempotency-Key too long": (
         lambda stack, headers: requests.post(

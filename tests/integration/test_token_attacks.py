@@ -124,7 +124,6 @@ ATTACKS: dict[str, Callable[[Forge], str]] = {
     "signature stripped": lambda f: f.token.rsplit(".", 1)[0] + ".",
     "two segments": lambda f: f.token.rsplit(".", 1)[0],
     "not base64": lambda f: "!!!." + f.token.split(".", 1)[1],
-    "oversized": lambda f: f.signed(pad="x" * 9000),
 }
 
 
