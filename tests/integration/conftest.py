@@ -87,6 +87,12 @@ def container_ip(container: str, network: str | None = None) -> str:
     return docker("inspect", "-f", template, container).stdout.split()[0]
 
 
+def edge_defaults() -> dict[str, str]:
+    """The edge's default settings, as the image applies them (deploy/nginx/defaults.env)."""
+    lines = (ROOT / "deploy" / "nginx" / "defaults.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
 def _free_port() -> int:
     import socket
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import ROOT, Stack, container_ip, docker, sign_in, wait_healthy
+from .conftest import Stack, container_ip, docker, edge_defaults, sign_in, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +41,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
-
-
-def _defaults() -> dict[str, str]:
-    """The edge's default settings, as the image applies them (deploy/nginx/defaults.env)."""
-    lines = (ROOT / "deploy" / "nginx" / "defaults.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:
@@ -226,7 +220,7 @@ def test_headers_over_the_limit_are_431_and_long_uris_414(stack: Stack, http: re
 
 
 def test_login_rate_limit_is_not_dodged_by_spoofed_forwarded_for(stack: Stack) -> None:
-    defaults = _defaults()
+    defaults = edge_defaults()
     burst = int(defaults["NGINX_AUTH_BURST"])
     per_second = float(defaults["NGINX_AUTH_RATE"].removesuffix("r/s"))
     statuses: list[int] = []

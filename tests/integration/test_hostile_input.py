@@ -10,7 +10,7 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import hypothesis
@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from .conftest import Stack, sign_in
+from .conftest import Stack, edge_defaults, sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
@@ -44,6 +44,15 @@ EXAMPLES_PER_OPERATION = 20
 # Each failed sign-in counts against this address (auth locks it out after IP_MAX_FAILURES, 50 by
 # default, and every later test signs in from here too): few examples for /login.
 FEWER_EXAMPLES = {"/login": 6}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sign_in_limit_left_as_found() -> Iterator[None]:
+    """This module spends the edge's strict sign-in allowance (shared by every test from this
+    address); afterwards it waits until the allowance is whole again."""
+    yield
+    defaults = edge_defaults()
+    time.sleep(int(defaults["NGINX_AUTH_BURST"]) / int(defaults["NGINX_AUTH_RATE"].removesuffix("r/s")))
 
 
 @pytest.fixture(scope="module")
