@@ -11,7 +11,7 @@ BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up dev observability down logs ps images test test-unit test-integration k8s-validate bench lint fmt config lock base-images clean admin rotate-keys \
+.PHONY: help up dev observability down logs ps images test test-unit test-integration test-faults k8s-validate bench lint fmt config lock base-images clean admin rotate-keys \
 	migrate backup restore psql redis-cli shell
 
 help: ## List the targets
@@ -51,6 +51,9 @@ test-unit: ## Unit tests only (real Postgres and Redis containers, no composed s
 
 test-integration: ## Integration tests against the composed stack through nginx
 	@scripts/test.sh tests/integration
+
+test-faults: ## Faults under load on a compose project of their own; prints the fault table (README)
+	@scripts/test.sh -m resilience tests/integration/test_faults.py
 
 k8s-validate: ## Render every k8s/ overlay with the pinned kustomize and check it offline (no cluster, no Docker)
 	@scripts/venv.sh

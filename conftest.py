@@ -105,6 +105,7 @@ class TcpProxy:
         self._target = target
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
+        self.accepted = 0  # connection attempts, refused ones included
         self._open = threading.Event()
         self._open.set()
         self._connections: set[socket.socket] = set()
@@ -117,6 +118,7 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            self.accepted += 1
             if not self._open.is_set():
                 client.close()
                 continue

@@ -7,9 +7,11 @@ volumes at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,7 +55,12 @@ class Stack:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def container_id(self, service: str) -> str:
-        return self.compose("ps", "-q", service).stdout.split()[0]
+        return self.container_ids(service)[0]
+
+    def container_ids(self, service: str) -> list[str]:
+        """The running containers of ``service``, in replica order."""
+        rows = self.compose("ps", "--format", "{{.Name}} {{.ID}}", service).stdout.split("\n")
+        return [row.split()[1] for row in sorted(rows) if row.strip()]
 
     def secret(self, relative: str) -> str:
         return (self.secrets_dir / relative).read_text().strip()
@@ -78,6 +85,34 @@ class Stack:
         ).stdout
         status, _, body = out.partition("\n")
         return int(status), body
+
+
+def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def wait_healthy(container: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False).stdout.strip()
+        if status == "healthy":
+            return
+        time.sleep(1)
+    pytest.fail(f"{container} did not become healthy in {timeout} s")
+
+
+def container_ip(container: str, network: str | None = None) -> str:
+    if network:
+        template = f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}'
+    else:
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+    return docker("inspect", "-f", template, container).stdout.split()[0]
+
+
+def edge_defaults() -> dict[str, str]:
+    """The edge's default settings, as the image applies them (deploy/nginx/defaults.env)."""
+    lines = (ROOT / "deploy" / "nginx" / "defaults.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def _free_port() -> int:
@@ -120,20 +155,30 @@ def new_stack(
     )
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = new_stack(
-        os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
-        tmp_path_factory.mktemp("stack-secrets"),
-        port=int(os.environ.get("WHARF_IT_PORT") or 0) or None,
-        https_port=int(os.environ.get("WHARF_IT_HTTPS_PORT") or 0) or None,
-    )
+@contextlib.contextmanager
+def composed_stack(
+    project: str, secrets_dir: Path, *, port: int | None = None, https_port: int | None = None, **settings: str
+) -> Iterator[Stack]:
+    """A fresh stack as compose project ``project`` (extra compose ``settings`` such as ``NGINX_RATE``),
+    up and healthy; removed with its volumes afterwards."""
+    stack = new_stack(project, secrets_dir, port=port, https_port=https_port, **settings)
     stack.compose("down", "-v", "--remove-orphans", check=False)
     try:
         stack.up()
         yield stack
     finally:
         stack.compose("down", "-v", "--remove-orphans", check=False, timeout=180)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with composed_stack(
+        os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
+        tmp_path_factory.mktemp("stack-secrets"),
+        port=int(os.environ.get("WHARF_IT_PORT") or 0) or None,
+        https_port=int(os.environ.get("WHARF_IT_HTTPS_PORT") or 0) or None,
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -163,3 +208,12 @@ def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> d
     tokens = http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
     assert tokens.status_code == 200, tokens.text
     return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault table (tests/integration/test_faults.py), when fault tests ran."""
+    from .load import FAULT_REPORT, format_report
+
+    if FAULT_REPORT:
+        terminalreporter.write_sep("=", "faults under load")
+        terminalreporter.write_line(format_report(FAULT_REPORT))

@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import ROOT, Stack, sign_in
+from .conftest import Stack, container_ip, docker, edge_defaults, sign_in, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -42,16 +41,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
-
-
-def _defaults() -> dict[str, str]:
-    """The edge's default settings, as the image applies them (deploy/nginx/defaults.env)."""
-    lines = (ROOT / "deploy" / "nginx" / "defaults.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
-def _docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:
@@ -77,7 +66,7 @@ def _assert_problem(response: requests.Response, status: int) -> dict[str, objec
 
 
 def _nginx_logs(stack: Stack) -> tuple[str, str]:
-    result = _docker("logs", stack.container_id("nginx"))
+    result = docker("logs", stack.container_id("nginx"))
     return result.stdout, result.stderr
 
 
@@ -232,7 +221,7 @@ def test_headers_over_the_limit_are_431_and_long_uris_414(stack: Stack, http: re
 
 
 def test_login_rate_limit_is_not_dodged_by_spoofed_forwarded_for(stack: Stack) -> None:
-    defaults = _defaults()
+    defaults = edge_defaults()
     burst = int(defaults["NGINX_AUTH_BURST"])
     per_second = float(defaults["NGINX_AUTH_RATE"].removesuffix("r/s"))
     statuses: list[int] = []
@@ -328,29 +317,11 @@ def test_tls_with_the_dev_certificate_12_and_13_only(stack: Stack) -> None:
 
 def _psql_as_api(stack: Stack, query: str) -> str:
     password = stack.secret("api/db_password")
-    result = _docker(
+    result = docker(
         "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
         "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query,
     )  # fmt: skip
     return result.stdout.strip()
-
-
-def _wait_healthy(container: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = _docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False).stdout.strip()
-        if status == "healthy":
-            return
-        time.sleep(1)
-    pytest.fail(f"{container} did not become healthy in {timeout} s")
-
-
-def _container_ip(container: str, network: str | None = None) -> str:
-    if network:
-        template = f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}'
-    else:
-        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
-    return _docker("inspect", "-f", template, container).stdout.split()[0]
 
 
 def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack: Stack, http: requests.Session) -> None:
@@ -363,7 +334,7 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
     )
     assert created.status_code == 201, created.text
     url = stack.base_url + created.headers["Location"]
-    nginx_started = _docker("inspect", "-f", "{{.State.StartedAt}}", stack.container_id("nginx")).stdout
+    nginx_started = docker("inspect", "-f", "{{.State.StartedAt}}", stack.container_id("nginx")).stdout
     victim = stack.compose("ps", "-q", "api").stdout.split()[0]
 
     workers, per_worker = 4, 60  # 240 GETs, paced to stay well under the general rate limit
@@ -405,7 +376,7 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
         for thread in threads:
             thread.start()
         time.sleep(1.0)
-        _docker("kill", victim)  # SIGKILL: no graceful drain, connections die mid-flight
+        docker("kill", victim)  # SIGKILL: no graceful drain, connections die mid-flight
         for thread in threads:
             thread.join(timeout=120)
         print(f"GETs: {dict(Counter(statuses))}; POSTs: {dict(Counter(posts))}")
@@ -419,12 +390,12 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
         assert posts.count(201) <= rows <= len(posts), (rows, Counter(posts))
         assert http.get(url, timeout=10).status_code == 200
     finally:
-        _docker("start", victim, check=False)
-        _wait_healthy(victim)
+        docker("start", victim, check=False)
+        wait_healthy(victim)
 
     # The replica is back (with whatever address Docker gave it): nginx sends it traffic again,
     # without having been restarted.
-    victim_address = _container_ip(victim, f"{stack.project}_backend") + ":8000"
+    victim_address = container_ip(victim, f"{stack.project}_backend") + ":8000"
     deadline = time.monotonic() + 45
     seen: set[str] = set()
     while victim_address not in seen and time.monotonic() < deadline:
@@ -434,7 +405,7 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
         seen = {str(e.get("upstream_addr")) for e in _json_lines(access)[-50:]}
         time.sleep(0.5)
     assert victim_address in seen, (victim_address, seen)
-    assert _docker("inspect", "-f", "{{.State.StartedAt}}", stack.container_id("nginx")).stdout == nginx_started
+    assert docker("inspect", "-f", "{{.State.StartedAt}}", stack.container_id("nginx")).stdout == nginx_started
 
 
 # --- In the lab: the nginx image beside stub upstreams ------------------------------------------
@@ -447,7 +418,7 @@ class Edge:
     https_url: str | None = None
 
     def logs(self) -> tuple[str, str]:
-        result = _docker("logs", self.container)
+        result = docker("logs", self.container)
         return result.stdout, result.stderr
 
 
@@ -461,7 +432,7 @@ class Lab:
     def add_stub(self, alias: str = "api", **env: str) -> str:
         name = f"{self.network}-stub-{uuid.uuid4().hex[:6]}"
         env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-        _docker(
+        docker(
             "run", "-d", "--name", name, "--network", self.network, "--network-alias", alias,
             "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
             "-v", f"{STUB_SCRIPT}:/stub/upstream.py:ro", *env_args,
@@ -469,14 +440,14 @@ class Lab:
         )  # fmt: skip
         self.containers.append(name)
         deadline = time.monotonic() + 30
-        while '"listening"' not in _docker("logs", name).stdout:
+        while '"listening"' not in docker("logs", name).stdout:
             if time.monotonic() > deadline:
-                pytest.fail(f"stub {name} did not start: {_docker('logs', name).stderr}")
+                pytest.fail(f"stub {name} did not start: {docker('logs', name).stderr}")
             time.sleep(0.2)
         return name
 
     def remove(self, name: str) -> None:
-        _docker("rm", "-f", name, check=False)
+        docker("rm", "-f", name, check=False)
         self.containers.remove(name)
 
     def hits(self, path: str) -> list[tuple[str, str]]:
@@ -485,7 +456,7 @@ class Lab:
         for name in self.containers:
             if "-stub-" not in name:
                 continue
-            for entry in _json_lines(_docker("logs", name).stdout):
+            for entry in _json_lines(docker("logs", name).stdout):
                 if entry.get("path") == path:
                     found.append((name, str(entry["hit"])))
         return found
@@ -495,14 +466,14 @@ class Lab:
         settings = {"API_UPSTREAM": "api:8000", "AUTH_UPSTREAM": "127.0.0.1:9", **env}
         env_args = [arg for key, value in settings.items() for arg in ("-e", f"{key}={value}")]
         mounts = [arg for volume in volumes for arg in ("-v", volume)]
-        _docker(
+        docker(
             "run", "-d", "--name", name, "--network", self.network, "-p", "127.0.0.1::8080",
             "-p", "127.0.0.1::8443", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
             "--security-opt", "no-new-privileges:true", *env_args, *mounts, NGINX_IMAGE,
         )  # fmt: skip
         self.containers.append(name)
-        http_port = _docker("port", name, "8080/tcp").stdout.split(":")[-1].strip()
-        https_port = _docker("port", name, "8443/tcp").stdout.split(":")[-1].strip()
+        http_port = docker("port", name, "8080/tcp").stdout.split(":")[-1].strip()
+        https_port = docker("port", name, "8443/tcp").stdout.split(":")[-1].strip()
         edge = Edge(name, f"http://127.0.0.1:{http_port}", f"https://127.0.0.1:{https_port}")
         deadline = time.monotonic() + 30
         while True:
@@ -512,7 +483,7 @@ class Lab:
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"nginx {name} did not start:\n{_docker('logs', name, check=False).stderr}")
+                pytest.fail(f"nginx {name} did not start:\n{docker('logs', name, check=False).stderr}")
             time.sleep(0.2)
 
 
@@ -520,15 +491,15 @@ class Lab:
 def lab() -> Iterator[Lab]:
     project = os.environ.get("WHARF_IT_PROJECT", "wharf-it")
     lab = Lab(network=f"{project}-edge-lab-{uuid.uuid4().hex[:6]}")
-    _docker("network", "create", lab.network)
+    docker("network", "create", lab.network)
     try:
         lab.add_stub()
         lab.add_stub()
         yield lab
     finally:
         for name in list(lab.containers):
-            _docker("rm", "-f", name, check=False)
-        _docker("network", "rm", lab.network, check=False)
+            docker("rm", "-f", name, check=False)
+        docker("network", "rm", lab.network, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -613,9 +584,9 @@ def test_client_addresses_from_trusted_proxies_are_believed(lab: Lab) -> None:
 
 
 def test_replicas_that_come_and_go_are_noticed_without_a_restart(lab: Lab, edge: Edge) -> None:
-    started = _docker("inspect", "-f", "{{.State.StartedAt}}", edge.container).stdout
+    started = docker("inspect", "-f", "{{.State.StartedAt}}", edge.container).stdout
     newcomer = lab.add_stub()
-    newcomer_host = _docker("inspect", "-f", "{{.Config.Hostname}}", newcomer).stdout.strip()
+    newcomer_host = docker("inspect", "-f", "{{.Config.Hostname}}", newcomer).stdout.strip()
     deadline = time.monotonic() + 20
     hosts: Counter[str] = Counter()
     while newcomer_host not in hosts and time.monotonic() < deadline:
@@ -623,7 +594,7 @@ def test_replicas_that_come_and_go_are_noticed_without_a_restart(lab: Lab, edge:
         time.sleep(0.3)
     assert newcomer_host in hosts, hosts
 
-    gone_address = _container_ip(newcomer)
+    gone_address = container_ip(newcomer)
     lab.remove(newcomer)
     # Every request keeps succeeding while the replica disappears (retries cover the gap) ...
     statuses = Counter(requests.get(f"{edge.base_url}/api/who", timeout=10).status_code for _ in range(30))
@@ -643,7 +614,7 @@ def test_replicas_that_come_and_go_are_noticed_without_a_restart(lab: Lab, edge:
     assert gone not in changes[-1], changes
     noticed = stderr.index(f"upstream addresses gone: {gone}; pruning them in 3s")
     assert noticed < stderr.rindex("upstream addresses changed, reloaded"), stderr[-3000:]
-    assert _docker("inspect", "-f", "{{.State.StartedAt}}", edge.container).stdout == started
+    assert docker("inspect", "-f", "{{.State.StartedAt}}", edge.container).stdout == started
 
 
 def test_request_rate_over_the_limit_is_429_problem(lab: Lab) -> None:
@@ -722,7 +693,7 @@ def test_maintenance_503_https_redirect_and_hsts(lab: Lab, tmp_path: Path) -> No
     ],
 )
 def test_a_bad_setting_stops_the_container(setting: str, value: str, message: str) -> None:
-    result = _docker(
+    result = docker(
         "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-e", f"{setting}={value}", NGINX_IMAGE, check=False
     )  # fmt: skip
     assert result.returncode == 78, (result.returncode, result.stderr)

@@ -15,7 +15,8 @@ from typing import Any
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-worker_class = "gthread" if threads > 1 else "sync"
+# gthread that stops listening as soon as it is told to stop (see gunicorn_worker).
+worker_class = "wharf_common.gunicorn_worker.DrainingThreadWorker" if threads > 1 else "sync"
 # Hard kill of a stuck worker; above nginx's proxy_read_timeout so nginx answers first.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # SIGTERM: stop accepting, let in-flight requests finish for up to this long.

@@ -2,7 +2,7 @@
 ``@operation`` decorator on each documented view that declares its responses.
 
 Responses every route can give are added for it: 401 when it requires a token, 400/413/415/422
-when it takes a body, and 503 (a dependency is down) everywhere.
+when it takes a body, and 429 (the edge's rate limits) and 503 (a dependency is down) everywhere.
 """
 
 from __future__ import annotations
@@ -118,7 +118,11 @@ def operation(
 
 
 def _implied_responses(op: Operation, requires_auth: bool) -> dict[int, Response]:
-    implied = {503: Response("A dependency is unavailable; retry later", problem=True, headers=("Retry-After",))}
+    implied = {
+        # The edge (nginx) limits every route by client address, before the service sees it.
+        429: Response("Too many requests from this address; retry later", problem=True, headers=("Retry-After",)),
+        503: Response("A dependency is unavailable; retry later", problem=True, headers=("Retry-After",)),
+    }
     if requires_auth:
         implied[401] = Response(
             "Missing, invalid, expired or revoked access token", problem=True, headers=("WWW-Authenticate",)

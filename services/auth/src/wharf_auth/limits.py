@@ -2,7 +2,9 @@
 
 Failures are counted in fixed windows that start at the first failure (``SET NX EX`` then ``INCR``).
 Every failure is also counted in process memory, and while Redis errors the local counts decide, so
-an outage neither opens the gate nor locks everyone out.
+an outage neither opens the gate nor locks everyone out. The shared :class:`Breaker` keeps a dead
+Redis from costing a socket timeout on every sign-in: after a failure Redis is skipped (local counts
+only) for a pause that doubles while it stays down.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
+
+from wharf_common.cache import Breaker
 
 log = logging.getLogger(__name__)
 
 PREFIX = "auth:login-failures:"
+T = TypeVar("T")
 
 
 def email_key(email: str) -> str:
@@ -76,50 +82,66 @@ class LocalCounter:
 
 
 class LoginLimiter:
-    def __init__(self, client: redis.Redis, window_seconds: int, *, local: LocalCounter | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        window_seconds: int,
+        *,
+        local: LocalCounter | None = None,
+        breaker: Breaker | None = None,
+    ) -> None:
         self.redis = client
         self.window = window_seconds
         self.local = local or LocalCounter()
+        self.breaker = breaker or Breaker()
+
+    def _remote(self, operation: Callable[[], T], what: str) -> T | None:
+        """``operation()`` against Redis, or ``None`` while Redis is failing (skipped during the pause)."""
+        if not self.breaker.available():
+            return None
+        try:
+            result = operation()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("login limiter: redis unavailable, %s in-process: %s", what, type(exc).__name__)
+            self.breaker.failed()
+            return None
+        self.breaker.succeeded()
+        return result
+
+    def _remote_counts(self, limits: list[Limit]) -> dict[str, tuple[int, float]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for limit in limits:
+            pipe.get(PREFIX + limit.key)
+            pipe.pttl(PREFIX + limit.key)
+        replies = pipe.execute()
+        counts = {}
+        for i, limit in enumerate(limits):
+            count, pttl = replies[2 * i], replies[2 * i + 1]
+            counts[limit.key] = (int(count or 0), max(pttl, 0) / 1000 if pttl and pttl > 0 else self.window)
+        return counts
 
     def retry_after(self, limits: list[Limit]) -> int | None:
         """Seconds until an attempt is allowed again, or ``None`` when no limit is reached."""
-        waits: list[float] = []
-        remote: dict[str, tuple[int, float]] = {}
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for limit in limits:
-                pipe.get(PREFIX + limit.key)
-                pipe.pttl(PREFIX + limit.key)
-            replies = pipe.execute()
-            for i, limit in enumerate(limits):
-                count, pttl = replies[2 * i], replies[2 * i + 1]
-                remote[limit.key] = (int(count or 0), max(pttl, 0) / 1000 if pttl and pttl > 0 else self.window)
-        except redis.RedisError as exc:
-            log.warning("login limiter: redis unavailable, using in-process counts: %s", type(exc).__name__)
-            remote = {limit.key: self.local.get(limit.key) for limit in limits}
-        for limit in limits:
-            count, left = remote[limit.key]
-            if count >= limit.max_failures:
-                waits.append(left)
+        counts = self._remote(lambda: self._remote_counts(limits), "counting")
+        if counts is None:
+            counts = {limit.key: self.local.get(limit.key) for limit in limits}
+        waits = [counts[limit.key][1] for limit in limits if counts[limit.key][0] >= limit.max_failures]
         if not waits:
             return None
         return max(1, math.ceil(max(waits)))
 
+    def _record_remote(self, limits: list[Limit]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for limit in limits:
+            pipe.set(PREFIX + limit.key, 0, ex=self.window, nx=True)
+            pipe.incr(PREFIX + limit.key)
+        pipe.execute()
+
     def record_failure(self, limits: list[Limit]) -> None:
         for limit in limits:
             self.local.incr(limit.key, self.window)
-        try:
-            pipe = self.redis.pipeline(transaction=True)
-            for limit in limits:
-                pipe.set(PREFIX + limit.key, 0, ex=self.window, nx=True)
-                pipe.incr(PREFIX + limit.key)
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("login limiter: redis unavailable, failure counted in-process: %s", type(exc).__name__)
+        self._remote(lambda: self._record_remote(limits), "failure counted")
 
     def reset(self, limit: Limit) -> None:
         self.local.reset(limit.key)
-        try:
-            self.redis.delete(PREFIX + limit.key)
-        except redis.RedisError as exc:
-            log.warning("login limiter: redis unavailable on reset: %s", type(exc).__name__)
+        self._remote(lambda: self.redis.delete(PREFIX + limit.key), "reset")

@@ -1,0 +1,31 @@
+"""gunicorn's threaded worker, but a stopping worker stops listening at once.
+
+On SIGTERM the stock gthread worker only stops *accepting*: its listening socket stays open until
+the worker exits (after in-flight requests and a short keep-alive linger), so the kernel keeps
+completing handshakes for connections nobody will read. nginx sends a request on such a
+connection, and at exit it is reset: a GET is retried on another replica, but a POST or PATCH
+(already sent, so never re-sent) becomes a 502. This worker takes what the kernel has already
+queued for it and then closes its listener, so that once every worker of the replica has done so,
+new connections are refused outright and nginx tries the next replica, for every method.
+"""
+
+from __future__ import annotations
+
+import select
+
+from gunicorn.workers.gthread import ThreadWorker
+
+
+class DrainingThreadWorker(ThreadWorker):
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if enabled or self.alive:
+            return
+        for listener in self.sockets:
+            # Connections already queued for this socket are served like any other...
+            while select.select([listener], [], [], 0)[0]:
+                before = self.nr_conns
+                self.accept(listener)
+                if self.nr_conns == before:  # another worker took it
+                    break
+            listener.close()  # ...and no more are taken in.

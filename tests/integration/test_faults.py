@@ -1,0 +1,426 @@
+"""Faults under a steady mixed load: dependencies stopped, replicas killed and restarted, the whole
+stack taken down and up. Each test counts every outcome the load saw and adds a row to the fault
+report (printed at the end of the run; ``make test-faults``).
+
+These run on their own compose project (``$WHARF_IT_PROJECT-faults``) so the faults never reach the
+stack the other integration tests share, with the edge's rate limits raised for the load (it all
+comes from one address) and a long cache TTL so cached reads stay cached through a fault.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from .conftest import PASSWORD, Stack, composed_stack, container_ip, docker, register, sign_in, wait_healthy
+from .load import FAULT_REPORT, FaultRow, Load, Operation, Outcomes, is_success, unique_email
+
+pytestmark = [pytest.mark.integration, pytest.mark.resilience]
+
+TIMEOUT = 15  # seconds; a request that takes longer counts as hung (ReadTimeout)
+PROBLEM = "503 problem"
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    project = os.environ.get("WHARF_IT_PROJECT", "wharf-it") + "-faults"
+    with composed_stack(
+        project,
+        tmp_path_factory.mktemp("faults-secrets"),
+        NGINX_RATE="5000r/s",
+        NGINX_BURST="10000",
+        NGINX_AUTH_RATE="500r/s",
+        NGINX_AUTH_BURST="1000",
+        NGINX_CONN_PER_IP="512",
+        CACHE_TTL_SECONDS="900",
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture(autouse=True)
+def _restored(faults: Stack) -> Iterator[None]:
+    """Whatever a test stopped or killed is running and healthy again afterwards."""
+    yield
+    result = faults.compose(
+        "up", "-d", "--wait", "--wait-timeout", "180", "--no-deps", "redis", "postgres", "auth", "api", "nginx",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+@dataclass
+class Workload:
+    """An account, users to read (never written, so they stay cached) and users to patch."""
+
+    stack: Stack
+    email: str
+    headers: dict[str, str]
+    readable: list[str]
+    patchable: list[str]
+
+    def __post_init__(self) -> None:
+        self._turn = itertools.count()
+
+    def _next(self, ids: list[str]) -> str:
+        return ids[next(self._turn) % len(ids)]
+
+    def warm(self) -> None:
+        """Every readable user in the cache, served from it by every api process: after a Redis
+        outage a process skips Redis until its breaker's pause (at most 30 s) is over."""
+
+        def every_read_hits(session: requests.Session) -> bool:
+            reads = [self.read_user(session, user_id) for user_id in self.readable * 2]
+            assert all(read.status_code == 200 for read in reads)
+            return all(read.headers["X-Cache"] == "HIT" for read in reads)
+
+        with requests.Session() as session:
+            assert _until(lambda: every_read_hits(session), 45, 1.0), "the cache is not used"
+            self.list_users(session)
+
+    def read_user(self, session: requests.Session, user_id: str | None = None) -> requests.Response:
+        user_id = user_id or self._next(self.readable)
+        return session.get(f"{self.stack.base_url}/api/users/{user_id}", headers=self.headers, timeout=TIMEOUT)
+
+    def list_users(self, session: requests.Session) -> requests.Response:
+        return session.get(f"{self.stack.base_url}/api/users?limit=5", headers=self.headers, timeout=TIMEOUT)
+
+    def create_user(self, session: requests.Session) -> requests.Response:
+        headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
+        body = {"name": "Load", "email": unique_email()}
+        return session.post(f"{self.stack.base_url}/api/users", json=body, headers=headers, timeout=TIMEOUT)
+
+    def patch_user(self, session: requests.Session) -> requests.Response:
+        url = f"{self.stack.base_url}/api/users/{self._next(self.patchable)}"
+        return session.patch(url, json={"name": f"Patched {uuid.uuid4().hex[:6]}"}, headers=self.headers, timeout=15)
+
+    def me(self, session: requests.Session) -> requests.Response:
+        return session.get(f"{self.stack.base_url}/auth/me", headers=self.headers, timeout=TIMEOUT)
+
+    def keys(self, session: requests.Session) -> requests.Response:
+        return session.get(f"{self.stack.base_url}/auth/.well-known/jwks.json", timeout=TIMEOUT)
+
+    def operations(self, *names: str) -> dict[str, Operation]:
+        everything: dict[str, Operation] = {
+            "read": self.read_user,
+            "list": self.list_users,
+            "create": self.create_user,
+            "patch": self.patch_user,
+            "me": self.me,
+            "jwks": self.keys,
+        }
+        return {name: everything[name] for name in names}
+
+
+@pytest.fixture(scope="module")
+def workload(faults: Stack) -> Workload:
+    with requests.Session() as http:
+        email = register(faults, http)
+        headers = sign_in(faults, http, email)
+        ids = []
+        for _ in range(14):
+            ids.append(_create(faults, http, headers)["id"])
+    return Workload(faults, email, headers, readable=ids[:10], patchable=ids[10:])
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _create(stack: Stack, http: requests.Session, headers: dict[str, str]) -> dict[str, str]:
+    made = http.post(
+        f"{stack.base_url}/api/users", json={"name": "Kept", "email": unique_email()}, headers=headers, timeout=10
+    )
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
+def _report(fault: str, counts: Counter[str], lost: int = 0) -> None:
+    failed = Outcomes.total(Outcomes.matching(counts, lambda _op, outcome: not is_success(outcome)))
+    FAULT_REPORT.append(FaultRow(fault, Outcomes.total(counts), failed, lost, counts))
+    print(f"{fault}: {dict(sorted(counts.items()))}")
+
+
+def _failures(counts: Counter[str], allowed: Callable[[str, str], bool] = lambda _op, _outcome: False) -> Counter[str]:
+    """Outcomes that are neither a success nor ``allowed``."""
+    return Outcomes.matching(counts, lambda op, outcome: not is_success(outcome) and not allowed(op, outcome))
+
+
+def _window(load: Load, seconds: float) -> Counter[str]:
+    """What the load saw during the next ``seconds``."""
+    before = load.outcomes.snapshot()
+    time.sleep(seconds)
+    return load.outcomes.snapshot() - before
+
+
+def _restart_state(stack: Stack, *services: str) -> dict[str, str]:
+    """Start time and restart count of every container of ``services`` (to prove none restarted)."""
+    state = {}
+    for service in services:
+        for cid in stack.container_ids(service):
+            state[cid] = docker("inspect", "-f", "{{.State.StartedAt}} {{.RestartCount}}", cid).stdout.strip()
+    return state
+
+
+def _warnings(stack: Stack, service: str, since: float) -> list[str]:
+    """The warnings ``service`` logged since ``since`` (epoch seconds), to explain a failure."""
+    lines = []
+    for cid in stack.container_ids(service):
+        logged = docker("logs", "--since", str(int(since)), cid)
+        lines += [line[:300] for line in (logged.stdout + logged.stderr).splitlines() if '"level": "warning"' in line]
+    return lines
+
+
+def _nginx_errors(stack: Stack) -> list[str]:
+    """nginx's stderr: upstream reloads (the DNS watcher) and upstream errors, in order."""
+    stderr = docker("logs", stack.container_id("nginx")).stderr
+    return [line for line in stderr.splitlines() if "upstream" in line]
+
+
+def _served_by_nginx(stack: Stack, address: str) -> bool:
+    """Whether one of nginx's last few requests went to ``address`` and was answered."""
+    recent = docker("logs", "--tail", "40", stack.container_id("nginx")).stdout.splitlines()
+    return any(f'"upstream_addr":"{address}"' in line and '"upstream_status":"2' in line for line in recent)
+
+
+def _until(predicate: Callable[[], bool], seconds: float, pause: float = 0.25) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(pause)
+    return False
+
+
+def _all_hits(workload: Workload, session: requests.Session, reads: int) -> bool:
+    return all(workload.read_user(session).headers.get("X-Cache") == "HIT" for _ in range(reads))
+
+
+def _login(stack: Stack, email: str) -> int:
+    return requests.post(
+        f"{stack.base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=TIMEOUT
+    ).status_code
+
+
+# -- the faults ---------------------------------------------------------------------------------
+
+
+def test_postgres_stopped(faults: Stack, workload: Workload) -> None:
+    workload.warm()
+    started = time.time()
+    untouched = _restart_state(faults, "api", "auth", "nginx")
+    with Load(workload.operations("read", "list", "create", "patch", "me")) as load:
+        time.sleep(1)
+        faults.compose("stop", "postgres")
+        during = _window(load, 8)
+        faults.compose("start", "postgres")
+        wait_healthy(faults.container_id("postgres"))
+        with requests.Session() as session:
+            recovered = _until(
+                lambda: workload.create_user(session).status_code == 201 and workload.me(session).status_code == 200, 10
+            )
+        after = _window(load, 3)
+    counts = load.stop()
+    _report("Postgres stopped", counts)
+
+    # Cached reads kept answering; everything else was a well-formed 503 (with Retry-After), none hung.
+    assert _failures(counts, lambda _op, outcome: outcome == PROBLEM) == Counter(), counts
+    reads = Outcomes.matching(during, lambda op, _o: op == "read")
+    assert reads == Counter({"read 200 HIT": during["read 200 HIT"]}), (reads, _warnings(faults, "api", started))
+    assert during["read 200 HIT"] > 0
+    for operation in ("create", "patch", "me"):
+        assert during[f"{operation} {PROBLEM}"] > 0, during
+    assert recovered, "requests did not succeed within 10 s of Postgres answering again"
+    assert _failures(after) == Counter(), after
+    assert _restart_state(faults, "api", "auth", "nginx") == untouched
+
+
+def test_redis_stopped(faults: Stack, workload: Workload) -> None:
+    workload.warm()
+    with Load(workload.operations("read", "list", "create", "patch")) as load:
+        time.sleep(1)
+        faults.compose("stop", "redis")
+        during = _window(load, 6)
+        logins = [_login(faults, workload.email) for _ in range(3)]
+        faults.compose("start", "redis")
+        wait_healthy(faults.container_id("redis"))
+        with requests.Session() as session:
+            # The cache is used again by every api process (each after its breaker's pause, at most
+            # 30 s): a run of reads, spread over the processes, all hit.
+            cached_again = _until(lambda: _all_hits(workload, session, 12), 60, 0.5)
+    counts = load.stop()
+    _report("Redis stopped", counts)
+
+    assert logins == [200, 200, 200]
+    assert _failures(counts) == Counter(), counts
+    assert Outcomes.matching(during, lambda op, _o: op == "read") == Counter({"read 200 MISS": during["read 200 MISS"]})
+    assert during["create 201"] > 0
+    assert during["patch 200"] > 0
+    assert cached_again
+
+
+def test_api_replica_killed(faults: Stack, workload: Workload) -> None:
+    workload.warm()
+    victim = faults.container_ids("api")[0]
+    with Load(workload.operations("read", "list", "create")) as load:
+        time.sleep(2)
+        docker("kill", "--signal", "KILL", victim)
+        time.sleep(8)
+    counts = load.stop()
+    _report("api replica SIGKILLed", counts)
+
+    # GETs are retried by nginx on the other replica; a POST caught in the dead one may fail (502).
+    assert _failures(counts, lambda op, outcome: op == "create" and outcome == "502 bare") == Counter(), counts
+
+
+def test_rolling_restart_of_every_api_and_auth_replica(faults: Stack, workload: Workload) -> None:
+    workload.warm()
+    logged_before = len(_nginx_errors(faults))
+    addresses: list[tuple[str, str, str]] = []
+    with Load(workload.operations("read", "list", "create", "patch", "me", "jwks")) as load:
+        time.sleep(1)
+        for service in ("api", "auth"):
+            for cid in faults.container_ids(service):
+                network = f"{faults.project}_backend"
+                before = container_ip(cid, network)
+                docker("restart", "--time", "30", cid, timeout=90)  # SIGTERM, drain, start again
+                wait_healthy(cid)
+                after = container_ip(cid, network)
+                addresses.append((service, before, after))
+                # As an operator would: the next replica goes only once nginx sends this one
+                # traffic again (it skips a replica that refused for NGINX_UPSTREAM_FAIL_TIMEOUT).
+                assert _until(functools.partial(_served_by_nginx, faults, f"{after}:8000"), 60, 0.5), after
+        time.sleep(2)
+    counts = load.stop()
+    nginx_said = _nginx_errors(faults)[logged_before:]
+    _report("rolling SIGTERM restart of every api and auth replica", counts)
+    print(f"replica addresses (service, before, after): {addresses}")
+    print("nginx during the restart:", *nginx_said, sep="\n  ")
+
+    assert _failures(counts) == Counter(), (counts, addresses, nginx_said)
+
+
+def test_auth_restarted_old_tokens_still_verify(faults: Stack, workload: Workload) -> None:
+    workload.warm()
+    with Load(workload.operations("read", "list")) as load:
+        time.sleep(1)
+        faults.compose("restart", "auth", timeout=180)
+        for cid in faults.container_ids("auth"):
+            wait_healthy(cid)
+        time.sleep(1)
+    counts = load.stop()
+    with requests.Session() as session:
+        after = [workload.list_users(session).status_code, workload.me(session).status_code]
+    _report("auth restarted (tokens issued before)", counts)
+
+    assert _failures(counts) == Counter(), counts
+    assert after == [200, 200]
+
+
+def test_postgres_restarted_during_idempotent_creates(faults: Stack, workload: Workload) -> None:
+    """Creates that retry with their Idempotency-Key until acknowledged: each exists exactly once."""
+    acknowledged: dict[str, str] = {}  # email -> id
+    attempts: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+    prefix = f"pgrestart-{uuid.uuid4().hex[:8]}-"
+
+    def create_until_acknowledged(session: requests.Session, email: str) -> None:
+        headers = {**workload.headers, "Idempotency-Key": uuid.uuid4().hex}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                response = session.post(
+                    f"{faults.base_url}/api/users", json={"name": "Once", "email": email}, headers=headers, timeout=15
+                )
+                outcome = str(response.status_code)
+            except requests.RequestException as exc:
+                response, outcome = None, type(exc).__name__
+            with lock:
+                attempts[f"create {outcome}"] += 1
+            if response is not None and response.status_code == 201:
+                with lock:
+                    acknowledged[email] = response.json()["id"]
+                return
+            time.sleep(0.2)
+
+    def creator(worker: int) -> None:
+        with requests.Session() as session:
+            for n in itertools.count():
+                if stop.is_set() or n >= 400:
+                    return
+                create_until_acknowledged(session, f"{prefix}{worker}-{n}@example.com")
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=creator, args=(w,), daemon=True) for w in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2)
+    faults.compose("restart", "postgres", timeout=120)
+    wait_healthy(faults.container_id("postgres"))
+    time.sleep(4)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    rows = _psql(faults, f"SELECT email, id FROM api.users WHERE email LIKE '{prefix}%'")
+    stored = Counter(email for email, _ in rows)
+    ids = dict(rows)
+    lost = [email for email, user_id in acknowledged.items() if ids.get(email) != user_id]
+    duplicated = [email for email, count in stored.items() if count > 1]
+    unacknowledged = sorted(set(stored) - set(acknowledged))
+    _report("Postgres restarted during idempotent creates (retried)", attempts, lost=len(lost) + len(duplicated))
+
+    assert acknowledged
+    assert not any(thread.is_alive() for thread in threads)
+    assert lost == [], lost
+    assert duplicated == [], duplicated
+    assert unacknowledged == [], unacknowledged  # every create was retried until acknowledged
+
+
+def _psql(stack: Stack, query: str) -> list[tuple[str, str]]:
+    out = stack.compose(
+        "exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "wharf", "-tA", "-F", "\t", "-c", query
+    ).stdout
+    return [tuple(line.split("\t", 1)) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
+
+
+def test_compose_down_then_up_keeps_data_accounts_and_tokens(faults: Stack, workload: Workload) -> None:
+    with requests.Session() as http:
+        accounts = {}
+        for _ in range(3):
+            email = register(faults, http)
+            accounts[email] = sign_in(faults, http, email)
+        users = {}
+        for headers in accounts.values():
+            made = _create(faults, http, headers)
+            users[made["id"]] = made
+
+        faults.compose("down", timeout=180)  # no -v: the volumes stay
+        faults.up()
+
+        outcomes: Counter[str] = Counter()
+        lost = 0
+        for user_id, document in users.items():
+            fetched = http.get(f"{faults.base_url}/api/users/{user_id}", headers=workload.headers, timeout=10)
+            outcomes[f"read {fetched.status_code}"] += 1
+            lost += fetched.status_code != 200 or fetched.json() != document
+        for email, old_headers in accounts.items():
+            for name, url in (("old-token-me", "/auth/me"), ("old-token-list", "/api/users?limit=1")):
+                status = http.get(faults.base_url + url, headers=old_headers, timeout=10).status_code
+                outcomes[f"{name} {status}"] += 1
+            status = _login(faults, email)
+            outcomes[f"login {status}"] += 1
+            lost += status != 200
+    _report("compose down, then up (no -v)", outcomes, lost=lost)
+
+    assert lost == 0
+    assert _failures(outcomes) == Counter(), outcomes
