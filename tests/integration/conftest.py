@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -166,8 +167,35 @@ def composed_stack(
     try:
         stack.up()
         yield stack
+        leaks = secrets_in_logs(stack)
     finally:
         stack.compose("down", "-v", "--remove-orphans", check=False, timeout=180)
+    assert not leaks, f"secrets in the logs of {project}: {leaks}"
+
+
+# Refresh tokens handed out by sign_in(); access tokens are found by their shape (JWT_IN_TEXT).
+ISSUED_SECRETS: set[str] = set()
+JWT_IN_TEXT = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{20,}")
+
+
+def secrets_in_logs(stack: Stack) -> list[str]:
+    """Where a secret shows up in any log line the stack wrote: a line of any secret file (passwords,
+    private keys, Redis ACL), the tests' password, a refresh token or any signed JWT, or a Bearer
+    credential. Returns descriptions, never the secret itself."""
+    logs = stack.compose("logs", "--no-color", "--no-log-prefix", check=False, timeout=120).stdout
+    needles: dict[str, str] = {PASSWORD: "the test accounts' password"}
+    for path in stack.secrets_dir.rglob("*"):
+        if path.is_file() and path.suffix != ".crt":  # the certificate is public
+            for line in path.read_text().splitlines():
+                if len(line.strip()) >= 16 and not line.startswith("-----"):
+                    needles[line.strip()] = f"a line of {path.relative_to(stack.secrets_dir)}"
+    needles.update(dict.fromkeys(ISSUED_SECRETS, "a refresh token"))
+    leaks = sorted({where for needle, where in needles.items() if needle in logs})
+    if JWT_IN_TEXT.search(logs):
+        leaks.append("a signed JWT")
+    if "Bearer ey" in logs:
+        leaks.append("a Bearer credential")
+    return leaks
 
 
 @pytest.fixture(scope="session")
@@ -207,6 +235,7 @@ def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> d
     email = email or register(stack, http)
     tokens = http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
     assert tokens.status_code == 200, tokens.text
+    ISSUED_SECRETS.add(tokens.json()["refresh_token"])
     return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
 
 

@@ -3,8 +3,8 @@
 Each worker thread loops over a list of operations at a fixed pace until the load is stopped, has
 sent ``max_requests`` requests or has run ``max_seconds``; it stops by itself either way. Every
 response is counted under ``<operation> <outcome>``, where the outcome is the status code (plus the
-``X-Cache`` header of a 200, and ``problem``/``bare`` for a 5xx: whether it was problem+json with a
-``Retry-After``), or the exception's class name when no response came back.
+``X-Cache`` header of a 200, and ``problem``/``bare`` for a 5xx: whether it was problem+json, and for
+a 503 with a ``Retry-After``), or the exception's class name when no response came back.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def outcome_of(response: requests.Response) -> str:
         return f"200 {response.headers['X-Cache']}"
     if status >= 500:
         well_formed = response.headers.get("Content-Type", "").startswith("application/problem+json")
-        well_formed = well_formed and "Retry-After" in response.headers
+        if status == 503:  # "come back later" must say when
+            well_formed = well_formed and "Retry-After" in response.headers
         return f"{status} {'problem' if well_formed else 'bare'}"
     return str(status)
 

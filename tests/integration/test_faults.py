@@ -278,7 +278,7 @@ def test_api_replica_killed(faults: Stack, workload: Workload) -> None:
     _report("api replica SIGKILLed", counts)
 
     # GETs are retried by nginx on the other replica; a POST caught in the dead one may fail (502).
-    assert _failures(counts, lambda op, outcome: op == "create" and outcome == "502 bare") == Counter(), counts
+    assert _failures(counts, lambda op, outcome: op == "create" and outcome == "502 problem") == Counter(), counts
 
 
 def test_rolling_restart_of_every_api_and_auth_replica(faults: Stack, workload: Workload) -> None:
