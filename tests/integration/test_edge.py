@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import Stack, container_ip, docker, edge_defaults, sign_in, wait_healthy
+from .conftest import Stack, container_ip, docker, edge_defaults, psql_as_api, sign_in, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -315,15 +315,6 @@ def test_tls_with_the_dev_certificate_12_and_13_only(stack: Stack) -> None:
         assert response.headers[header] == value
 
 
-def _psql_as_api(stack: Stack, query: str) -> str:
-    password = stack.secret("api/db_password")
-    result = docker(
-        "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
-        "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query,
-    )  # fmt: skip
-    return result.stdout.strip()
-
-
 def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack: Stack, http: requests.Session) -> None:
     token = sign_in(stack, http)
     http.headers.update(token)
@@ -386,7 +377,9 @@ def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack:
         # sent twice (no 409), and the table holds one row per POST at most.
         assert len(posts) == 40
         assert set(posts) <= {201, 502}, Counter(posts)
-        rows = int(_psql_as_api(stack, f"SELECT count(*) FROM api.users WHERE email LIKE '{prefix}%'"))
+        counted = psql_as_api(stack, f"SELECT count(*) FROM api.users WHERE email LIKE '{prefix}%'")
+        assert counted.returncode == 0, counted.stderr
+        rows = int(counted.stdout)
         assert posts.count(201) <= rows <= len(posts), (rows, Counter(posts))
         assert http.get(url, timeout=10).status_code == 200
     finally:

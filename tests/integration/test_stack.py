@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from .conftest import Stack, sign_in
+from .conftest import Stack, psql_as_api, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -104,28 +104,16 @@ def test_containers_run_as_non_root_and_hardened(stack: Stack) -> None:
             assert uid != "0", f"{c['Service']} PID 1 runs as root"
 
 
-def _psql_as_api(stack: Stack, query: str) -> subprocess.CompletedProcess[str]:
-    """Run ``query`` in the Postgres container, logged in as the api service's own role."""
-    password = stack.secret("api/db_password")
-    command = ["psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query]
-    return subprocess.run(
-        ["docker", "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"), *command],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def test_api_role_cannot_read_auth_schema(stack: Stack) -> None:
     for table in ("auth.accounts", "auth.refresh_tokens"):
-        denied = _psql_as_api(stack, f"SELECT count(*) FROM {table}")
+        denied = psql_as_api(stack, f"SELECT count(*) FROM {table}")
         assert denied.returncode != 0
         assert "permission denied" in denied.stderr
     # The one thing api may read there: the revocation list it re-syncs from.
-    revocations = _psql_as_api(stack, "SELECT count(*) FROM auth.revocations")
+    revocations = psql_as_api(stack, "SELECT count(*) FROM auth.revocations")
     assert revocations.returncode == 0, revocations.stderr
-    assert _psql_as_api(stack, "DELETE FROM auth.revocations").returncode != 0
-    own = _psql_as_api(stack, "SELECT count(*) FROM api.users")
+    assert psql_as_api(stack, "DELETE FROM auth.revocations").returncode != 0
+    own = psql_as_api(stack, "SELECT count(*) FROM api.users")
     assert own.returncode == 0, own.stderr
 
 
