@@ -129,6 +129,30 @@ def test_register_rejects_unknown_fields_and_bad_name(client: FlaskClient) -> No
     assert response.status_code == 422
 
 
+def test_every_failing_field_is_listed_password_policy_included(client: FlaskClient) -> None:
+    response = client.post(
+        "/register", json={"email": "not-an-email", "password": "short", "name": "  ", "roles": ["admin"]}
+    )
+    assert response.status_code == 422
+    errors = response.get_json()["errors"]
+    assert {e["field"] for e in errors} == {"email", "password", "name", "roles"}
+    assert any(e["field"] == "password" and "at least 15" in e["message"] for e in errors)
+
+
+def test_password_change_lists_the_policy_reason_with_other_failing_fields(client: FlaskClient) -> None:
+    register(client)
+    tokens = login(client).get_json()
+    response = client.post(
+        "/password",
+        json={"current_password": PASSWORD, "new_password": "aaaaaaaaaaaaaaaa", "roles": ["admin"]},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert response.status_code == 422
+    errors = response.get_json()["errors"]
+    assert {e["field"] for e in errors} == {"new_password", "roles"}
+    assert any(e["field"] == "new_password" and "repetitive" in e["message"] for e in errors)
+
+
 # --- hashing --------------------------------------------------------------------------------
 
 

@@ -75,8 +75,13 @@ def validate(model: type[M], data: Any, extra_errors: list[dict[str, str]] | Non
     return result
 
 
-def parse_body(model: type[M]) -> M:
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object (415 not JSON, 400 malformed or not an object)."""
     data = json_body()
     if not isinstance(data, dict):
         raise Problem(400, "The request body must be a JSON object.", slug="malformed-json", title="Bad Request")
-    return validate(model, data)
+    return data
+
+
+def parse_body(model: type[M]) -> M:
+    return validate(model, json_object())

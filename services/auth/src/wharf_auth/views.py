@@ -8,7 +8,7 @@ import secrets
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -31,7 +31,7 @@ from wharf_common.problems import Problem
 from wharf_common.revocation import Revocation
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
 from wharf_common.tokens import MAX_LEEWAY_SECONDS, TokenVerifier
-from wharf_common.validation import NO_CONTROL_CHARACTERS, Email, Name, invalid, parse_body
+from wharf_common.validation import NO_CONTROL_CHARACTERS, Email, Name, json_object, parse_body, validate
 
 bp = Blueprint("auth", __name__)
 
@@ -125,10 +125,21 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _check_password_policy(password: str, email: str | None, field: str = "password") -> None:
-    reasons = policy.problems(password, email=email)
-    if reasons:
-        raise invalid([{"field": field, "message": f"Password {r}."} for r in reasons])
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse_with_password_policy(model: type[M], field: str, email: str | None) -> M:
+    """The body as ``model``, or a 422 listing every failing field: the password policy's reasons
+    for ``field`` together with the schema's errors for the others."""
+    data = json_object()
+    password = data.get(field)
+    context = email if email is not None else data.get("email")
+    reasons = (
+        policy.problems(password, email=context.strip() if isinstance(context, str) else None)
+        if isinstance(password, str)
+        else []
+    )
+    return validate(model, data, extra_errors=[{"field": field, "message": f"Password {r}."} for r in reasons])
 
 
 def _account_json(account: Account) -> dict[str, Any]:
@@ -188,8 +199,7 @@ def _no_store(response: Any) -> Any:
 )
 def register() -> ResponseReturnValue:
     """Create an account (role ``user``; roles cannot be chosen here)."""
-    body = parse_body(RegisterBody)
-    _check_password_policy(body.password, body.email)
+    body = _parse_with_password_policy(RegisterBody, "password", None)
     account = Account(id=uuid.uuid4(), email=body.email, name=body.name, password_hash=_passwords().hash(body.password))
     insert_unique(account, "An account with this email already exists.")
     events.emit("register", account_id=account.id)
@@ -370,7 +380,7 @@ def me() -> ResponseReturnValue:
 )
 def change_password() -> ResponseReturnValue:
     account, _claims = _authenticate()
-    body = parse_body(PasswordChangeBody)
+    body = _parse_with_password_policy(PasswordChangeBody, "new_password", account.email)
     if not _passwords().verify(account.password_hash, body.current_password):
         events.emit("password_change_failure", account_id=account.id, level=logging.WARNING)
         raise Problem(
@@ -378,7 +388,6 @@ def change_password() -> ResponseReturnValue:
             "The current password is wrong.",
             slug="wrong-password",
         )
-    _check_password_policy(body.new_password, account.email, field="new_password")
     session = get_session()
     now = _now()
     account.password_hash = _passwords().hash(body.new_password)
