@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import socket
+import statistics
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +57,7 @@ def test_register_creates_account(client: FlaskClient) -> None:
     assert response.status_code == 201
     body = response.get_json()
     assert set(body) == {"id", "email", "name", "created_at"}
+    assert str(uuid.UUID(body["id"])) == body["id"]
     assert body["email"] == "ada@example.com"
     assert body["name"] == "Ada Lovelace"
 
@@ -111,6 +116,26 @@ def test_register_accepts_long_passwords(client: FlaskClient, password: str) -> 
     assert login(client, password=password[:-1]).status_code == 401
 
 
+def test_bundled_blocklist_is_large_and_case_insensitive(client: FlaskClient) -> None:
+    from wharf_auth.passwords import blocklist
+
+    assert len(blocklist()) >= 10_000
+    long_enough = sorted(p for p in blocklist() if len(p) >= 15)
+    assert long_enough
+    for password in long_enough:
+        for variant in (password, password.upper(), password.title()):
+            response = client.post("/register", json={"email": "ada@example.com", "password": variant, "name": "A"})
+            assert response.status_code == 422, variant
+            assert "common" in response.get_json()["errors"][0]["message"], variant
+
+
+@pytest.mark.parametrize("name", ["A", "n" * 100])
+def test_register_accepts_names_of_1_to_100_characters(client: FlaskClient, name: str) -> None:
+    response = client.post("/register", json={"email": "ada@example.com", "password": PASSWORD, "name": name})
+    assert response.status_code == 201
+    assert response.get_json()["name"] == name
+
+
 def test_control_characters_are_422_not_500(client: FlaskClient) -> None:
     body = {"email": "nul@example.com", "password": PASSWORD, "name": "a\u0000b"}
     assert client.post("/register", json=body).status_code == 422
@@ -123,6 +148,9 @@ def test_register_rejects_unknown_fields_and_bad_name(client: FlaskClient) -> No
     )
     assert response.status_code == 422
     assert {e["field"] for e in response.get_json()["errors"]} == {"roles"}
+    # nothing was created or assigned: the same email registers afterwards, as a plain user
+    register(client)
+    assert client.get("/me", headers=bearer(login(client).get_json()["access_token"])).get_json()["roles"] == ["user"]
     response = client.post("/register", json={"email": "not-an-email", "password": PASSWORD, "name": "   "})
     assert {e["field"] for e in response.get_json()["errors"]} == {"email", "name"}
     response = client.post("/register", json={"email": "ada@example.com", "password": PASSWORD, "name": "n" * 101})
@@ -164,6 +192,18 @@ def test_argon2id_hash_format(app: Flask, client: FlaskClient) -> None:
     assert int(params["m"]) >= 19456
     assert int(params["t"]) >= 2
     assert int(params["p"]) >= 1
+    register(client, email="bob@example.com")  # the same password: another salt, another hash
+    assert password_hash(app, "bob@example.com") != stored
+
+
+@pytest.mark.parametrize("weaker", [{"argon2_memory_kib": 19455}, {"argon2_time_cost": 1}, {"argon2_parallelism": 0}])
+def test_weaker_argon2_parameters_are_refused(auth_settings_kwargs: dict[str, object], weaker: dict[str, int]) -> None:
+    from pydantic import ValidationError
+
+    from wharf_auth.settings import AuthSettings
+
+    with pytest.raises(ValidationError):
+        AuthSettings(**{**auth_settings_kwargs, **weaker})
 
 
 def test_login_upgrades_outdated_hash(app: Flask, client: FlaskClient) -> None:
@@ -194,8 +234,23 @@ def test_login_returns_tokens(client: FlaskClient) -> None:
     assert response.headers["Cache-Control"] == "no-store"
     me = client.get("/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
+    assert set(me.get_json()) == {"id", "email", "name", "roles"}
     assert me.get_json()["roles"] == ["user"]
     assert me.get_json()["email"] == "ada@example.com"
+    # a refresh token is not an access token, and a token in the URL is never read
+    assert client.get("/me", headers=bearer(body["refresh_token"])).status_code == 401
+    assert client.get(f"/me?access_token={body['access_token']}").status_code == 401
+
+
+def test_access_token_lifetime_is_configurable(make_app: Callable[..., Flask], app: Flask) -> None:
+    import jwt as pyjwt
+
+    client = make_app(access_token_ttl_seconds=60).test_client()
+    register(client)
+    body = login(client).get_json()
+    assert body["expires_in"] == 60
+    claims = pyjwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["nbf"] == 60
 
 
 def test_unknown_email_and_wrong_password_are_identical(client: FlaskClient) -> None:
@@ -212,6 +267,19 @@ def test_unknown_email_and_wrong_password_are_identical(client: FlaskClient) -> 
     assert bodies[0] == bodies[1]
     # both paths run one Argon2 verification: same order of magnitude
     assert max(timings) < 5 * min(timings)
+
+
+def test_unknown_email_and_wrong_password_take_the_same_median_time(make_app: Callable[..., Flask], app: Flask) -> None:
+    client = make_app(login_max_failures=100, ip_max_failures=1000).test_client()
+    register(client)
+    timings: dict[str, list[float]] = {"unknown": [], "wrong": []}
+    for _ in range(11):  # interleaved, so load from elsewhere on the machine hits both alike
+        for kind, email in (("unknown", "nobody@example.com"), ("wrong", "ada@example.com")):
+            start = time.perf_counter()
+            assert login(client, email=email, password="wrong password entirely").status_code == 401
+            timings[kind].append(time.perf_counter() - start)
+    unknown, wrong = statistics.median(timings["unknown"]), statistics.median(timings["wrong"])
+    assert max(unknown, wrong) < 1.5 * min(unknown, wrong), timings
 
 
 def test_lockout_after_five_failures(client: FlaskClient) -> None:
@@ -295,6 +363,76 @@ def test_events_logged_without_secrets(client: FlaskClient, caplog: pytest.LogCa
     assert "ada@example.com" not in text_logged
 
 
+class JsonLines(logging.Handler):
+    """The lines the service's JSON formatter writes for the records it sees (inside the request)."""
+
+    def __init__(self) -> None:
+        from wharf_common.logs import JsonFormatter
+
+        super().__init__()
+        self.setFormatter(JsonFormatter("auth"))
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+def test_every_security_event_is_a_structured_line_without_secrets(make_app: Callable[..., Flask], app: Flask) -> None:
+    """Login success, failure, lockout, refresh, reuse detection and logout: account id or the
+    email's hash, client IP, request id and a UTC timestamp; never a password, token or email."""
+    client = make_app(login_max_failures=2).test_client()
+    handler = JsonLines()
+    logger = logging.getLogger("wharf.auth.events")
+    logger.addHandler(handler)
+    sent: list[str] = []
+    secrets = [PASSWORD, "wrong password entirely", "ada@example.com"]
+
+    def call(path: str, body: dict | None = None, token: str | None = None) -> TestResponse:
+        request_id = f"audit-event-{len(sent):04d}"
+        sent.append(request_id)
+        headers = {"X-Request-ID": request_id, **(bearer(token) if token else {})}
+        response = client.post(path, json=body, headers=headers)
+        if response.is_json and "refresh_token" in response.get_json():
+            secrets.extend([response.get_json()["refresh_token"], response.get_json()["access_token"]])
+        return response
+
+    try:
+        register(client)
+        credentials = {"email": "ada@example.com", "password": PASSWORD}
+        first = call("/login", credentials).get_json()
+        assert call("/refresh", {"refresh_token": first["refresh_token"]}).status_code == 200
+        assert call("/refresh", {"refresh_token": first["refresh_token"]}).status_code == 401  # reuse
+        assert call("/logout", token=call("/login", credentials).get_json()["access_token"]).status_code == 204
+        for _ in range(2):
+            assert call("/login", {**credentials, "password": "wrong password entirely"}).status_code == 401
+        assert call("/login", credentials).status_code == 429
+    finally:
+        logger.removeHandler(handler)
+
+    events = [line for line in handler.lines if line.get("event") != "register"]
+    assert [e["event"] for e in events] == [
+        "login_success",
+        "refresh",
+        "refresh_reuse_detected",
+        "login_success",
+        "logout",
+        "login_failure",
+        "login_failure",
+        "login_locked",
+    ]
+    assert [e["request_id"] for e in events] == sent
+    for event in events:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["time"]), event
+        assert event["client_ip"] == "127.0.0.1"
+        if event["event"] in {"login_failure", "login_locked"}:  # no account known: the submitted email's hash
+            assert re.fullmatch(r"[0-9a-f]{64}", event["email_hash"]), event
+        else:
+            assert uuid.UUID(event["account_id"]), event
+    logged = json.dumps(handler.lines)
+    for secret in secrets:
+        assert secret not in logged
+
+
 # --- refresh, logout, password change -------------------------------------------------------
 
 
@@ -303,12 +441,60 @@ def test_refresh_rotates_and_reuse_revokes_family(client: FlaskClient) -> None:
     first = login(client).get_json()
     second = client.post("/refresh", json={"refresh_token": first["refresh_token"]})
     assert second.status_code == 200
+    assert second.headers["Cache-Control"] == "no-store"
     second = second.get_json()
     assert second["refresh_token"] != first["refresh_token"]
+    assert second["access_token"] != first["access_token"]
     # reuse of the first token: 401, and the whole family (including the second token) is dead
     assert client.post("/refresh", json={"refresh_token": first["refresh_token"]}).status_code == 401
     assert client.post("/refresh", json={"refresh_token": second["refresh_token"]}).status_code == 401
     assert client.post("/refresh", json={"refresh_token": "not-a-token"}).status_code == 401
+
+
+def refresh_rows(app: Flask) -> list[dict]:
+    with app.app_context():
+        rows = get_session().execute(text("SELECT * FROM auth.refresh_tokens ORDER BY created_at"))
+        return [dict(row._mapping) for row in rows]
+
+
+def test_refresh_tokens_are_stored_only_as_hashes_with_family_and_expiry(app: Flask, client: FlaskClient) -> None:
+    import base64
+    import hashlib
+
+    register(client)
+    first = login(client).get_json()
+    second = client.post("/refresh", json={"refresh_token": first["refresh_token"]}).get_json()
+    assert len(base64.urlsafe_b64decode(first["refresh_token"] + "==")) >= 32  # 256 bits
+    rows = refresh_rows(app)
+    assert len(rows) == 2
+    stored = " ".join(str(v) for row in rows for v in row.values())
+    for token in (first["refresh_token"], second["refresh_token"]):
+        assert token not in stored
+    assert [r["token_hash"] for r in rows] == [
+        hashlib.sha256(t.encode()).hexdigest() for t in (first["refresh_token"], second["refresh_token"])
+    ]
+    assert rows[0]["family_id"] == rows[1]["family_id"]
+    assert rows[0]["used_at"] is not None
+    assert rows[1]["used_at"] is None
+    for row in rows:
+        assert abs((row["expires_at"] - row["created_at"]).total_seconds() - 30 * 86_400) < 60
+        assert row["revoked_at"] is None
+    assert client.post("/logout", headers=bearer(second["access_token"])).status_code == 204
+    assert all(row["revoked_at"] is not None for row in refresh_rows(app))
+
+
+def test_refresh_token_lifetime_is_configurable_and_enforced(make_app: Callable[..., Flask], app: Flask) -> None:
+    short = make_app(refresh_token_ttl_seconds=3600)
+    client = short.test_client()
+    register(client)
+    token = login(client).get_json()["refresh_token"]
+    (row,) = refresh_rows(app)
+    assert abs((row["expires_at"] - row["created_at"]).total_seconds() - 3600) < 60
+    with app.app_context():
+        session = get_session()
+        session.execute(text("UPDATE auth.refresh_tokens SET expires_at = now() - interval '1 second'"))
+        session.commit()
+    assert client.post("/refresh", json={"refresh_token": token}).status_code == 401
 
 
 def test_refresh_is_race_safe(app: Flask, client: FlaskClient) -> None:
@@ -400,6 +586,7 @@ def test_openapi_document(client: FlaskClient) -> None:
 
 def test_password_change_ends_sessions(client: FlaskClient) -> None:
     register(client)
+    other_session = login(client).get_json()
     tokens = login(client).get_json()
     wrong = client.post(
         "/password",
@@ -414,14 +601,25 @@ def test_password_change_ends_sessions(client: FlaskClient) -> None:
     )
     assert weak.status_code == 422
     assert weak.get_json()["errors"][0]["field"] == "new_password"
+    common = client.post(
+        "/password",
+        json={"current_password": PASSWORD, "new_password": "HD764nw5d7e1vb1"},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert common.status_code == 422
+    assert "common" in common.get_json()["errors"][0]["message"]
+    missing = client.post("/password", json={"new_password": NEW_PASSWORD}, headers=bearer(tokens["access_token"]))
+    assert missing.status_code == 422
+    assert [e["field"] for e in missing.get_json()["errors"]] == ["current_password"]
     changed = client.post(
         "/password",
         json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
         headers=bearer(tokens["access_token"]),
     )
     assert changed.status_code == 204
-    assert client.get("/me", headers=bearer(tokens["access_token"])).status_code == 401
-    assert client.post("/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    for session in (tokens, other_session):  # every session of the account ends
+        assert client.get("/me", headers=bearer(session["access_token"])).status_code == 401
+        assert client.post("/refresh", json={"refresh_token": session["refresh_token"]}).status_code == 401
     assert login(client).status_code == 401
     fresh = login(client, password=NEW_PASSWORD).get_json()
     assert client.get("/me", headers=bearer(fresh["access_token"])).status_code == 200
