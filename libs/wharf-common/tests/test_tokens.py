@@ -120,12 +120,32 @@ def test_tampered_payload_and_signature_rejected(verifier: TokenVerifier, key: E
             verifier.verify(garbage)
 
 
-def test_embedded_jwk_and_jku_ignored(verifier: TokenVerifier, key: Ed25519PrivateKey) -> None:
+def self_signed_der(key: Ed25519PrivateKey) -> bytes:
+    """A real certificate for ``key``, as an attacker would put in ``x5c``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wharf-auth")])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    builder = builder.serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+    return builder.sign(key, None).public_bytes(serialization.Encoding.DER)
+
+
+def test_jwk_jku_x5u_x5c_header_parameters_are_ignored(verifier: TokenVerifier, key: Ed25519PrivateKey) -> None:
     attacker = Ed25519PrivateKey.generate()
     attacker_jwk = public_jwk(attacker.public_key())
     trusted_kid = public_jwk(key.public_key())["kid"]
     # signed by the attacker, pointing at the attacker's key in the header but claiming our kid
-    for extra in ({"jwk": attacker_jwk}, {"jku": "https://evil.example/jwks.json"}, {"x5u": "https://evil.example/c"}):
+    attacker_x5c = {"x5c": [base64.b64encode(self_signed_der(attacker)).decode()]}
+    for extra in (
+        {"jwk": attacker_jwk},
+        {"jku": "https://evil.example/jwks.json"},
+        {"x5u": "https://evil.example/c"},
+        attacker_x5c,
+    ):
         token = jwt.encode(
             claims(), attacker, algorithm="EdDSA", headers={"kid": trusted_kid, "typ": "at+jwt", **extra}
         )
