@@ -1,13 +1,15 @@
-"""Day-two operations on the composed stack: metrics, logs."""
+"""Day-two operations on the composed stack: metrics, logs, backup/restore, operator commands."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
+import jwt
 import pytest
 import requests
 
@@ -101,13 +103,91 @@ def test_a_user_journey_leaves_no_secret_in_any_log(stack: Stack, http: requests
     assert all({"time", "level", "service", "request_id", "method", "duration_ms"} <= set(e) for e in requests_logged)
 
 
-def _make(stack: Stack, *args: str, backup_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project, "BACKUP_DIR": str(backup_dir)}
+def _make(
+    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``make ARGS`` on this stack's compose project, without a terminal (as from a script or CI)."""
+    env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
+    if backup_dir is not None:
+        env["BACKUP_DIR"] = str(backup_dir)
     result = subprocess.run(
-        ["make", "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        ["make", "--no-print-directory", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def test_make_admin_grants_the_role_through_the_services_own_cli(stack: Stack, http: requests.Session) -> None:
+    owner_headers = sign_in(stack, http)
+    created = http.post(
+        f"{stack.base_url}/api/users",
+        json={"name": "Owned", "email": f"{uuid.uuid4().hex[:8]}@example.com"},
+        headers=owner_headers,
+        timeout=10,
+    )
+    assert created.status_code == 201
+    path = f"{stack.base_url}/api/users/{created.json()['id']}"
+    email = register(stack, http)
+    user_headers = sign_in(stack, http, email)
+    assert http.patch(path, json={"name": "Not yours"}, headers=user_headers, timeout=10).status_code == 403
+
+    granted = _make(stack, "admin", f"EMAIL={email.upper()}")
+    assert "admin" in granted.stdout
+    admin_headers = sign_in(stack, http, email)  # a new token carries the new role
+    assert http.get(f"{stack.base_url}/auth/me", headers=admin_headers, timeout=10).json()["roles"] == ["user", "admin"]
+    assert http.patch(path, json={"name": "Admin's"}, headers=admin_headers, timeout=10).status_code == 200
+
+    unknown = _make(stack, "admin", "EMAIL=nobody-at-all@example.com", check=False)
+    assert unknown.returncode != 0
+    assert "no account" in unknown.stderr
+    usage = _make(stack, "admin", check=False)
+    assert usage.returncode != 0
+    assert "usage: make admin EMAIL=" in usage.stderr
+
+
+def _all_accept(stack: Stack, http: requests.Session, headers: dict[str, str]) -> bool:
+    """Every replica behind nginx (round robin, several calls each) accepts the token at auth and api."""
+    for _ in range(6):
+        for url in (f"{stack.base_url}/auth/me", f"{stack.base_url}/api/users?limit=1"):
+            if http.get(url, headers=headers, timeout=10).status_code != 200:
+                return False
+    return True
+
+
+def test_make_rotate_keys_signs_with_a_new_key_while_old_tokens_keep_verifying(
+    stack: Stack, http: requests.Session
+) -> None:
+    jwks_url = f"{stack.base_url}/auth/.well-known/jwks.json"
+    email = register(stack, http)
+    before = sign_in(stack, http, email)
+    old_kid = jwt.get_unverified_header(before["Authorization"].split()[1])["kid"]
+    kids_before = {k["kid"] for k in http.get(jwks_url, timeout=10).json()["keys"]}
+    assert old_kid in kids_before
+    assert _all_accept(stack, http, before)
+
+    rotated = _make(stack, "rotate-keys")
+    assert "signing key added" in rotated.stdout
+
+    kids_after = {k["kid"] for k in http.get(jwks_url, timeout=10).json()["keys"]}
+    (new_kid,) = kids_after - kids_before  # published next to the previous keys
+    assert kids_before <= kids_after
+    after = sign_in(stack, http, email)
+    assert jwt.get_unverified_header(after["Authorization"].split()[1])["kid"] == new_kid
+    # A token signed by the previous key keeps working everywhere, at once and throughout.
+    assert _all_accept(stack, http, before)
+    # The new key's tokens: auth reads its own keys; api fetches the JWKS on an unknown kid (bounded).
+    deadline = time.monotonic() + 20
+    while not _all_accept(stack, http, after):
+        assert time.monotonic() < deadline, "a token signed by the new key is not accepted everywhere"
+        time.sleep(1)
+    assert _all_accept(stack, http, before)
 
 
 def test_backup_restored_into_a_fresh_stack_gives_the_same_data(
