@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 import threading
@@ -41,6 +42,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
+# `product/version` in a header value (`Server: gunicorn/23.0`, `X-Powered-By: PHP/8.3`).
+VERSION_IN_HEADER = re.compile(r"[A-Za-z]/\d")
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:
@@ -443,16 +446,18 @@ class Lab:
         docker("rm", "-f", name, check=False)
         self.containers.remove(name)
 
-    def hits(self, path: str) -> list[tuple[str, str]]:
-        """(stub, method) for every request a stub received on exactly ``path``."""
+    def received(self, path: str) -> list[tuple[str, dict[str, object]]]:
+        """(stub, logged request) for every request a stub received on exactly ``path``."""
         found = []
         for name in self.containers:
             if "-stub-" not in name:
                 continue
-            for entry in _json_lines(docker("logs", name).stdout):
-                if entry.get("path") == path:
-                    found.append((name, str(entry["hit"])))
+            found += [(name, entry) for entry in _json_lines(docker("logs", name).stdout) if entry.get("path") == path]
         return found
+
+    def hits(self, path: str) -> list[tuple[str, str]]:
+        """(stub, method) for every request a stub received on exactly ``path``."""
+        return [(name, str(entry["hit"])) for name, entry in self.received(path)]
 
     def start_edge(self, volumes: tuple[str, ...] = (), **env: str) -> Edge:
         name = f"{self.network}-nginx-{uuid.uuid4().hex[:6]}"
@@ -504,17 +509,20 @@ def edge(lab: Lab) -> Edge:
         NGINX_UPSTREAM_PRUNE_AFTER="3",
         NGINX_PROXY_READ_TIMEOUT="1s",
         NGINX_CLIENT_HEADER_TIMEOUT="1s",
+        NGINX_CLIENT_BODY_TIMEOUT="1s",
     )
 
 
 @pytest.mark.parametrize(
-    ("method", "expected_hits"), [("GET", 2), ("PUT", 2), ("DELETE", 2), ("POST", 1), ("PATCH", 1)]
+    ("method", "expected_hits"),
+    [("GET", 2), ("HEAD", 2), ("PUT", 2), ("DELETE", 2), ("OPTIONS", 2), ("POST", 1), ("PATCH", 1)],
 )
 def test_idempotent_methods_retried_on_the_other_replica_post_and_patch_never(
     lab: Lab, edge: Edge, method: str, expected_hits: int
 ) -> None:
     path = f"/fail/{uuid.uuid4().hex}"
-    response = requests.request(method, edge.base_url + "/api" + path, json={"n": 1}, timeout=10)
+    body = None if method == "HEAD" else {"n": 1}
+    response = requests.request(method, edge.base_url + "/api" + path, json=body, timeout=10)
     assert response.status_code == 502
     hits = lab.hits(path)
     assert len(hits) == expected_hits, hits
@@ -526,6 +534,32 @@ def test_idempotent_methods_retried_on_the_other_replica_post_and_patch_never(
 def test_load_is_spread_over_replicas(lab: Lab, edge: Edge) -> None:
     hosts = Counter(requests.get(f"{edge.base_url}/api/who", timeout=5).json()["host"] for _ in range(20))
     assert len(hosts) == 2, hosts
+
+
+def test_upstream_connections_are_kept_alive(lab: Lab, edge: Edge) -> None:
+    path = f"/who/{uuid.uuid4().hex}"
+    with requests.Session() as session:  # one client connection, so one nginx worker
+        for _ in range(20):
+            assert session.get(edge.base_url + "/api" + path, timeout=5).status_code == 200
+    received = lab.received(path)
+    assert len(received) == 20
+    # One connection per replica, reused: not one per request (a graceful reload of nginx in
+    # between would at most open one more per replica).
+    connections = Counter((stub, str(entry["peer"])) for stub, entry in received)
+    assert len(connections) <= 4, connections
+
+
+def test_no_upstream_header_reveals_a_version(lab: Lab, edge: Edge) -> None:
+    # The stub sends `Server: BaseHTTP/0.6 Python/3...` and `X-Powered-By: Stub/1.2.3` every time.
+    for response in (
+        requests.get(edge.base_url + "/api/who", timeout=5),
+        requests.head(edge.base_url + "/api/who", timeout=5),
+        requests.get(edge.base_url + f"/api/fail/{uuid.uuid4().hex}", timeout=10),  # the upstream's own 502
+    ):
+        assert response.headers["Server"] == "nginx", response.headers
+        assert "X-Powered-By" not in response.headers, response.headers
+        revealing = [f"{k}: {v}" for k, v in response.headers.items() if re.search(r"[A-Za-z]/\d", v)]
+        assert not revealing, revealing
 
 
 def test_upstream_timeout_is_504_problem(edge: Edge) -> None:
@@ -624,6 +658,45 @@ def test_request_rate_over_the_limit_is_429_problem(lab: Lab) -> None:
             for header, value in SECURITY_HEADERS.items():
                 assert response.headers[header] == value
     assert "limiting requests" in limited.logs()[1]
+
+
+def test_strict_rate_on_sign_in_routes_general_rate_elsewhere(lab: Lab) -> None:
+    auth_stub = lab.add_stub(alias="auth")
+    try:
+        limited = lab.start_edge(
+            AUTH_UPSTREAM="auth:8000", NGINX_AUTH_RATE="1r/m", NGINX_AUTH_BURST="2", NGINX_RETRY_AFTER="7"
+        )
+        with requests.Session() as session:
+            signed_in = [session.post(limited.base_url + "/auth/login", json={}, timeout=5) for _ in range(3)]
+            assert [r.status_code for r in signed_in] == [200, 200, 200]  # 1 + burst
+            # One strict allowance per client address for the three credential routes together,
+            # however the path is spelled.
+            for path in ("/auth/register", "/auth/refresh", "/auth/login", "/auth//login"):
+                refused = session.post(limited.base_url + path, json={}, timeout=5)
+                _assert_problem(refused, 429)
+                assert refused.headers["Retry-After"] == "7"
+                assert refused.headers["Cache-Control"] == "no-store"
+            # The rest of /auth/ is only under the general, generous rate.
+            others = [session.get(limited.base_url + "/auth/me", timeout=5).status_code for _ in range(10)]
+            assert others == [200] * 10
+            assert session.post(limited.base_url + "/auth/logout", json={}, timeout=5).status_code == 200
+        assert len(lab.hits("/login")) == 3
+        assert lab.hits("/register") == lab.hits("/refresh") == []
+        assert len(lab.hits("/me")) == 10
+    finally:
+        lab.remove(auth_stub)
+
+
+def test_size_limits_follow_their_settings(lab: Lab) -> None:
+    small = lab.start_edge(
+        NGINX_CLIENT_MAX_BODY_SIZE="1k", NGINX_CLIENT_HEADER_BUFFER_SIZE="1k", NGINX_LARGE_CLIENT_HEADER_BUFFERS="2 2k"
+    )
+    assert requests.post(small.base_url + "/api/who", data=b"x" * 1000, timeout=5).status_code == 200
+    too_large = _assert_problem(requests.post(small.base_url + "/api/who", data=b"x" * 1100, timeout=5), 413)
+    assert "1k" in str(too_large["detail"])
+    assert requests.get(small.base_url + "/api/who", headers={"X-Padding": "a" * 1500}, timeout=5).status_code == 200
+    _assert_problem(requests.get(small.base_url + "/api/who", headers={"X-Padding": "a" * 2100}, timeout=5), 431)
+    _assert_problem(requests.get(small.base_url + "/api/" + "a" * 2100, timeout=5), 414)
 
 
 def test_connections_over_the_per_ip_limit_are_429_problem(lab: Lab) -> None:
