@@ -417,6 +417,15 @@ class Edge:
         result = docker("logs", self.container)
         return result.stdout, result.stderr
 
+    def logged(self, path: str) -> dict[str, object]:
+        """nginx's access log line for the one request on ``path`` (waits a little for it)."""
+        deadline = time.monotonic() + 10
+        while not (lines := [e for e in _json_lines(self.logs()[0]) if e.get("path") == path]):
+            assert time.monotonic() < deadline, f"no access log line for {path}"
+            time.sleep(0.2)
+        assert len(lines) == 1, lines
+        return lines[0]
+
 
 @dataclass
 class Lab:
@@ -571,17 +580,56 @@ def test_unreachable_upstream_is_502_problem(edge: Edge) -> None:
     _assert_problem(requests.get(edge.base_url + "/auth/anything", timeout=10), 502)
 
 
-def test_slow_client_headers_are_cut_off(edge: Edge) -> None:
+def _sent_until_closed(edge: Edge, partial_request: bytes) -> bytes:
+    """Send the start of a request and nothing more: what nginx answers before it closes."""
     host, port = edge.base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"GET /api/who HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        sock.sendall(partial_request)
         started = time.monotonic()
         try:
             received = sock.recv(4096)
         except ConnectionResetError:
             received = b""
         assert time.monotonic() - started < 8  # closed by nginx (1 s here), not by our timeout
+    return received
+
+
+def test_slow_client_headers_are_cut_off(edge: Edge) -> None:
+    path = f"/api/who/{uuid.uuid4().hex}"
+    received = _sent_until_closed(edge, f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode())  # never the blank line
     assert received == b"" or received.startswith(b"HTTP/1.1 408")
+    # nginx closes a timed-out connection without an answer (there is no one to read it) and logs 408.
+    assert edge.logged(path)["status"] == 408
+
+
+def test_slow_client_bodies_are_cut_off(lab: Lab, edge: Edge) -> None:
+    path = f"/trickle/{uuid.uuid4().hex}"
+    head = f"POST /api{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+    received = _sent_until_closed(edge, head.encode() + b'\r\n{"a":')  # never the other 95 bytes
+    assert received == b"" or received.startswith(b"HTTP/1.1 408")
+    assert edge.logged("/api" + path)["status"] == 408
+    assert lab.hits(path) == []  # nginx reads the whole body first: nothing reached a replica
+
+
+def test_slow_readers_are_cut_off(lab: Lab) -> None:
+    slow_reader = lab.start_edge(NGINX_SEND_TIMEOUT="1s")
+    size = 64 * 1024 * 1024  # far more than the socket buffers between nginx and this client hold
+    host, port = slow_reader.base_url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((host, int(port)))
+        sock.sendall(f"GET /api/big/{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(5)  # reads nothing for five times the send timeout
+        total = 0
+        try:
+            while chunk := sock.recv(1024 * 1024):
+                total += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert 0 < total < size, total  # nginx gave up on this client and closed the connection
+    assert int(str(slow_reader.logged(f"/api/big/{size}")["bytes"])) < size
 
 
 def test_client_addresses_from_untrusted_peers_are_not_believed(lab: Lab, edge: Edge) -> None:
