@@ -813,3 +813,32 @@ def test_a_bad_setting_stops_the_container(setting: str, value: str, message: st
     assert result.returncode == 78, (result.returncode, result.stderr)
     assert message in result.stderr
     assert "configuration error" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("template", "messages"),
+    [
+        (
+            "server {\n    listen ${NGINX_STATUS_PORT};\n    no_such_directive on;\n}\n",
+            ['unknown directive "no_such_directive"', "rendered configuration is invalid"],
+        ),
+        (
+            "server {\n    listen ${NGINX_STATUS_PORT};\n",
+            ["unexpected end of file", "rendered configuration is invalid"],
+        ),
+        ("# ${NGINX_NO_SUCH_SETTING}\n", ["NGINX_NO_SUCH_SETTING is not set (used by conf.d/broken.conf.template)"]),
+    ],
+)
+def test_a_broken_template_stops_the_container(tmp_path: Path, template: str, messages: list[str]) -> None:
+    broken = tmp_path / "broken.conf.template"
+    broken.write_text(template)
+    broken.chmod(0o644)
+    target = "/etc/wharf-nginx/templates/conf.d/broken.conf.template"
+    result = docker(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-v", f"{broken}:{target}:ro", NGINX_IMAGE, check=False
+    )  # fmt: skip
+    # `nginx -t` at start-up: the container exits at once with nginx's own diagnosis.
+    assert result.returncode == 78, (result.returncode, result.stderr)
+    assert "configuration error" in result.stderr
+    for message in messages:
+        assert message in result.stderr, result.stderr
