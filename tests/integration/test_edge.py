@@ -91,6 +91,12 @@ def _nginx_logs(stack: Stack) -> tuple[str, str]:
         ("TRACE", "/api/users", 405),
         ("TRACE", "/auth/login", 405),
         ("TRACE", "/healthz", 405),
+        ("TRACE", "/", 405),
+        ("TRACE", "/nowhere", 405),
+        ("TRACE", "/docs/", 405),
+        ("TRACE", "/auth/.well-known/jwks.json", 405),
+        ("DELETE", "/api/users", 405),  # the api's own 405: the collection cannot be deleted
+        ("PATCH", "/api/users", 405),
         ("PROPFIND", "/api/users", 405),
         ("CONNECT", "/api/users", 405),
     ],
@@ -114,8 +120,9 @@ def test_service_errors_pass_through_unchanged(stack: Stack, http: requests.Sess
     assert missing.status_code == 404
     assert missing.headers["Content-Type"] == PROBLEM
     wrong_method = http.put(stack.base_url + "/auth/login", json={}, timeout=5)
-    assert wrong_method.status_code == 405
+    _assert_problem(wrong_method, 405)
     assert "POST" in wrong_method.headers["Allow"]
+    assert "PUT" not in wrong_method.headers["Allow"]
 
 
 def test_security_headers_on_every_response(stack: Stack, http: requests.Session) -> None:
@@ -126,12 +133,17 @@ def test_security_headers_on_every_response(stack: Stack, http: requests.Session
         "service-error": http.post(stack.base_url + "/api/users", json={}, timeout=5),
         "method": http.request("TRACE", stack.base_url + "/api/users", timeout=5),
         "too-large": http.post(stack.base_url + "/api/users", data=b"x" * (2 * 1024 * 1024), timeout=10),
+        "auth-service-error": http.get(stack.base_url + "/auth/me", timeout=5),
+        "jwks": http.get(stack.base_url + "/auth/.well-known/jwks.json", timeout=5),
     }
     for name, response in responses.items():
         for header, value in SECURITY_HEADERS.items():
             assert response.headers.get(header) == value, (name, header, response.headers)
         assert response.headers.get("Server") == "nginx", name  # no version, never gunicorn
         assert "X-Powered-By" not in response.headers, name
+        revealing = [f"{k}: {v}" for k, v in response.headers.items() if VERSION_IN_HEADER.search(v)]
+        assert not revealing, (name, revealing)
+        assert "nginx/" not in response.text, name
         assert "Strict-Transport-Security" not in response.headers, name  # plain HTTP
         assert response.headers["X-Request-ID"], name
 
@@ -169,16 +181,27 @@ def test_request_id_echoed_and_logged_by_nginx_and_the_service(stack: Stack, htt
         assert echoed.headers["X-Request-ID"] != bad
         assert len(echoed.headers["X-Request-ID"]) == 32
 
+    # Without one, nginx makes the id, and the service logs that same id.
+    made = http.post(stack.base_url + "/auth/login", json={}, timeout=10)
+    assert made.status_code == 422, made.text
+    made_id = made.headers["X-Request-ID"]
+    assert len(made_id) == 32
+    assert made.json()["request_id"] == made_id
+
     deadline = time.monotonic() + 10
     while True:
         access, _ = _nginx_logs(stack)
         mine = [e for e in _json_lines(access) if e.get("request_id") == request_id]
         service = stack.compose("logs", "--no-color", "--no-log-prefix", "auth").stdout
         events = [e for e in _json_lines(service) if e.get("request_id") == request_id]
-        if (mine and events) or time.monotonic() > deadline:
+        made_events = [e for e in _json_lines(service) if e.get("request_id") == made_id]
+        made_access = [e for e in _json_lines(access) if e.get("request_id") == made_id]
+        if (mine and events and made_events and made_access) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert len(mine) == 1, access[-2000:]
+    assert len(made_access) == 1, access[-2000:]
+    assert made_events, "the auth service did not log the id nginx made"
     line = mine[0]
     assert {
         "time",
@@ -197,6 +220,7 @@ def test_request_id_echoed_and_logged_by_nginx_and_the_service(stack: Stack, htt
     assert events, "the auth service did not log the request id"
     # The service saw the client address nginx saw, not the spoofed one.
     assert line["client_ip"] != spoofed
+    assert [e for e in events if "client_ip" in e], events
     assert all(e.get("client_ip") == line["client_ip"] for e in events if "client_ip" in e), events
 
 
@@ -316,6 +340,9 @@ def test_tls_with_the_dev_certificate_12_and_13_only(stack: Stack) -> None:
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
     for header, value in SECURITY_HEADERS.items():
         assert response.headers[header] == value
+    traced = requests.request("TRACE", stack.https_url + "/api/users", verify=cafile, timeout=5)
+    _assert_problem(traced, 405)
+    assert traced.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
 def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack: Stack, http: requests.Session) -> None:
