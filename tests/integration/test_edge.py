@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 import threading
@@ -41,6 +42,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
+# `product/version` in a header value (`Server: gunicorn/23.0`, `X-Powered-By: PHP/8.3`).
+VERSION_IN_HEADER = re.compile(r"[A-Za-z]/\d")
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:
@@ -88,6 +91,12 @@ def _nginx_logs(stack: Stack) -> tuple[str, str]:
         ("TRACE", "/api/users", 405),
         ("TRACE", "/auth/login", 405),
         ("TRACE", "/healthz", 405),
+        ("TRACE", "/", 405),
+        ("TRACE", "/nowhere", 405),
+        ("TRACE", "/docs/", 405),
+        ("TRACE", "/auth/.well-known/jwks.json", 405),
+        ("DELETE", "/api/users", 405),  # the api's own 405: the collection cannot be deleted
+        ("PATCH", "/api/users", 405),
         ("PROPFIND", "/api/users", 405),
         ("CONNECT", "/api/users", 405),
     ],
@@ -111,8 +120,9 @@ def test_service_errors_pass_through_unchanged(stack: Stack, http: requests.Sess
     assert missing.status_code == 404
     assert missing.headers["Content-Type"] == PROBLEM
     wrong_method = http.put(stack.base_url + "/auth/login", json={}, timeout=5)
-    assert wrong_method.status_code == 405
+    _assert_problem(wrong_method, 405)
     assert "POST" in wrong_method.headers["Allow"]
+    assert "PUT" not in wrong_method.headers["Allow"]
 
 
 def test_security_headers_on_every_response(stack: Stack, http: requests.Session) -> None:
@@ -123,12 +133,17 @@ def test_security_headers_on_every_response(stack: Stack, http: requests.Session
         "service-error": http.post(stack.base_url + "/api/users", json={}, timeout=5),
         "method": http.request("TRACE", stack.base_url + "/api/users", timeout=5),
         "too-large": http.post(stack.base_url + "/api/users", data=b"x" * (2 * 1024 * 1024), timeout=10),
+        "auth-service-error": http.get(stack.base_url + "/auth/me", timeout=5),
+        "jwks": http.get(stack.base_url + "/auth/.well-known/jwks.json", timeout=5),
     }
     for name, response in responses.items():
         for header, value in SECURITY_HEADERS.items():
             assert response.headers.get(header) == value, (name, header, response.headers)
         assert response.headers.get("Server") == "nginx", name  # no version, never gunicorn
         assert "X-Powered-By" not in response.headers, name
+        revealing = [f"{k}: {v}" for k, v in response.headers.items() if VERSION_IN_HEADER.search(v)]
+        assert not revealing, (name, revealing)
+        assert "nginx/" not in response.text, name
         assert "Strict-Transport-Security" not in response.headers, name  # plain HTTP
         assert response.headers["X-Request-ID"], name
 
@@ -166,16 +181,27 @@ def test_request_id_echoed_and_logged_by_nginx_and_the_service(stack: Stack, htt
         assert echoed.headers["X-Request-ID"] != bad
         assert len(echoed.headers["X-Request-ID"]) == 32
 
+    # Without one, nginx makes the id, and the service logs that same id.
+    made = http.post(stack.base_url + "/auth/login", json={}, timeout=10)
+    assert made.status_code == 422, made.text
+    made_id = made.headers["X-Request-ID"]
+    assert len(made_id) == 32
+    assert made.json()["request_id"] == made_id
+
     deadline = time.monotonic() + 10
     while True:
         access, _ = _nginx_logs(stack)
         mine = [e for e in _json_lines(access) if e.get("request_id") == request_id]
         service = stack.compose("logs", "--no-color", "--no-log-prefix", "auth").stdout
         events = [e for e in _json_lines(service) if e.get("request_id") == request_id]
-        if (mine and events) or time.monotonic() > deadline:
+        made_events = [e for e in _json_lines(service) if e.get("request_id") == made_id]
+        made_access = [e for e in _json_lines(access) if e.get("request_id") == made_id]
+        if (mine and events and made_events and made_access) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert len(mine) == 1, access[-2000:]
+    assert len(made_access) == 1, access[-2000:]
+    assert made_events, "the auth service did not log the id nginx made"
     line = mine[0]
     assert {
         "time",
@@ -194,6 +220,7 @@ def test_request_id_echoed_and_logged_by_nginx_and_the_service(stack: Stack, htt
     assert events, "the auth service did not log the request id"
     # The service saw the client address nginx saw, not the spoofed one.
     assert line["client_ip"] != spoofed
+    assert [e for e in events if "client_ip" in e], events
     assert all(e.get("client_ip") == line["client_ip"] for e in events if "client_ip" in e), events
 
 
@@ -313,6 +340,9 @@ def test_tls_with_the_dev_certificate_12_and_13_only(stack: Stack) -> None:
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
     for header, value in SECURITY_HEADERS.items():
         assert response.headers[header] == value
+    traced = requests.request("TRACE", stack.https_url + "/api/users", verify=cafile, timeout=5)
+    _assert_problem(traced, 405)
+    assert traced.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
 def test_replica_killed_under_load_loses_no_get_and_its_return_is_noticed(stack: Stack, http: requests.Session) -> None:
@@ -414,6 +444,15 @@ class Edge:
         result = docker("logs", self.container)
         return result.stdout, result.stderr
 
+    def logged(self, path: str) -> dict[str, object]:
+        """nginx's access log line for the one request on ``path`` (waits a little for it)."""
+        deadline = time.monotonic() + 10
+        while not (lines := [e for e in _json_lines(self.logs()[0]) if e.get("path") == path]):
+            assert time.monotonic() < deadline, f"no access log line for {path}"
+            time.sleep(0.2)
+        assert len(lines) == 1, lines
+        return lines[0]
+
 
 @dataclass
 class Lab:
@@ -443,16 +482,18 @@ class Lab:
         docker("rm", "-f", name, check=False)
         self.containers.remove(name)
 
-    def hits(self, path: str) -> list[tuple[str, str]]:
-        """(stub, method) for every request a stub received on exactly ``path``."""
+    def received(self, path: str) -> list[tuple[str, dict[str, object]]]:
+        """(stub, logged request) for every request a stub received on exactly ``path``."""
         found = []
         for name in self.containers:
             if "-stub-" not in name:
                 continue
-            for entry in _json_lines(docker("logs", name).stdout):
-                if entry.get("path") == path:
-                    found.append((name, str(entry["hit"])))
+            found += [(name, entry) for entry in _json_lines(docker("logs", name).stdout) if entry.get("path") == path]
         return found
+
+    def hits(self, path: str) -> list[tuple[str, str]]:
+        """(stub, method) for every request a stub received on exactly ``path``."""
+        return [(name, str(entry["hit"])) for name, entry in self.received(path)]
 
     def start_edge(self, volumes: tuple[str, ...] = (), **env: str) -> Edge:
         name = f"{self.network}-nginx-{uuid.uuid4().hex[:6]}"
@@ -504,17 +545,20 @@ def edge(lab: Lab) -> Edge:
         NGINX_UPSTREAM_PRUNE_AFTER="3",
         NGINX_PROXY_READ_TIMEOUT="1s",
         NGINX_CLIENT_HEADER_TIMEOUT="1s",
+        NGINX_CLIENT_BODY_TIMEOUT="1s",
     )
 
 
 @pytest.mark.parametrize(
-    ("method", "expected_hits"), [("GET", 2), ("PUT", 2), ("DELETE", 2), ("POST", 1), ("PATCH", 1)]
+    ("method", "expected_hits"),
+    [("GET", 2), ("HEAD", 2), ("PUT", 2), ("DELETE", 2), ("OPTIONS", 2), ("POST", 1), ("PATCH", 1)],
 )
 def test_idempotent_methods_retried_on_the_other_replica_post_and_patch_never(
     lab: Lab, edge: Edge, method: str, expected_hits: int
 ) -> None:
     path = f"/fail/{uuid.uuid4().hex}"
-    response = requests.request(method, edge.base_url + "/api" + path, json={"n": 1}, timeout=10)
+    body = None if method == "HEAD" else {"n": 1}
+    response = requests.request(method, edge.base_url + "/api" + path, json=body, timeout=10)
     assert response.status_code == 502
     hits = lab.hits(path)
     assert len(hits) == expected_hits, hits
@@ -528,6 +572,32 @@ def test_load_is_spread_over_replicas(lab: Lab, edge: Edge) -> None:
     assert len(hosts) == 2, hosts
 
 
+def test_upstream_connections_are_kept_alive(lab: Lab, edge: Edge) -> None:
+    path = f"/who/{uuid.uuid4().hex}"
+    with requests.Session() as session:  # one client connection, so one nginx worker
+        for _ in range(20):
+            assert session.get(edge.base_url + "/api" + path, timeout=5).status_code == 200
+    received = lab.received(path)
+    assert len(received) == 20
+    # One connection per replica, reused: not one per request (a graceful reload of nginx in
+    # between would at most open one more per replica).
+    connections = Counter((stub, str(entry["peer"])) for stub, entry in received)
+    assert len(connections) <= 4, connections
+
+
+def test_no_upstream_header_reveals_a_version(lab: Lab, edge: Edge) -> None:
+    # The stub sends `Server: BaseHTTP/0.6 Python/3...` and `X-Powered-By: Stub/1.2.3` every time.
+    for response in (
+        requests.get(edge.base_url + "/api/who", timeout=5),
+        requests.head(edge.base_url + "/api/who", timeout=5),
+        requests.get(edge.base_url + f"/api/fail/{uuid.uuid4().hex}", timeout=10),  # the upstream's own 502
+    ):
+        assert response.headers["Server"] == "nginx", response.headers
+        assert "X-Powered-By" not in response.headers, response.headers
+        revealing = [f"{k}: {v}" for k, v in response.headers.items() if re.search(r"[A-Za-z]/\d", v)]
+        assert not revealing, revealing
+
+
 def test_upstream_timeout_is_504_problem(edge: Edge) -> None:
     _assert_problem(requests.get(edge.base_url + "/api/slow", timeout=15), 504)
 
@@ -537,17 +607,56 @@ def test_unreachable_upstream_is_502_problem(edge: Edge) -> None:
     _assert_problem(requests.get(edge.base_url + "/auth/anything", timeout=10), 502)
 
 
-def test_slow_client_headers_are_cut_off(edge: Edge) -> None:
+def _sent_until_closed(edge: Edge, partial_request: bytes) -> bytes:
+    """Send the start of a request and nothing more: what nginx answers before it closes."""
     host, port = edge.base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"GET /api/who HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        sock.sendall(partial_request)
         started = time.monotonic()
         try:
             received = sock.recv(4096)
         except ConnectionResetError:
             received = b""
         assert time.monotonic() - started < 8  # closed by nginx (1 s here), not by our timeout
+    return received
+
+
+def test_slow_client_headers_are_cut_off(edge: Edge) -> None:
+    path = f"/api/who/{uuid.uuid4().hex}"
+    received = _sent_until_closed(edge, f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode())  # never the blank line
     assert received == b"" or received.startswith(b"HTTP/1.1 408")
+    # nginx closes a timed-out connection without an answer (there is no one to read it) and logs 408.
+    assert edge.logged(path)["status"] == 408
+
+
+def test_slow_client_bodies_are_cut_off(lab: Lab, edge: Edge) -> None:
+    path = f"/trickle/{uuid.uuid4().hex}"
+    head = f"POST /api{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+    received = _sent_until_closed(edge, head.encode() + b'\r\n{"a":')  # never the other 95 bytes
+    assert received == b"" or received.startswith(b"HTTP/1.1 408")
+    assert edge.logged("/api" + path)["status"] == 408
+    assert lab.hits(path) == []  # nginx reads the whole body first: nothing reached a replica
+
+
+def test_slow_readers_are_cut_off(lab: Lab) -> None:
+    slow_reader = lab.start_edge(NGINX_SEND_TIMEOUT="1s")
+    size = 64 * 1024 * 1024  # far more than the socket buffers between nginx and this client hold
+    host, port = slow_reader.base_url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((host, int(port)))
+        sock.sendall(f"GET /api/big/{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(5)  # reads nothing for five times the send timeout
+        total = 0
+        try:
+            while chunk := sock.recv(1024 * 1024):
+                total += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert 0 < total < size, total  # nginx gave up on this client and closed the connection
+    assert int(str(slow_reader.logged(f"/api/big/{size}")["bytes"])) < size
 
 
 def test_client_addresses_from_untrusted_peers_are_not_believed(lab: Lab, edge: Edge) -> None:
@@ -626,6 +735,45 @@ def test_request_rate_over_the_limit_is_429_problem(lab: Lab) -> None:
     assert "limiting requests" in limited.logs()[1]
 
 
+def test_strict_rate_on_sign_in_routes_general_rate_elsewhere(lab: Lab) -> None:
+    auth_stub = lab.add_stub(alias="auth")
+    try:
+        limited = lab.start_edge(
+            AUTH_UPSTREAM="auth:8000", NGINX_AUTH_RATE="1r/m", NGINX_AUTH_BURST="2", NGINX_RETRY_AFTER="7"
+        )
+        with requests.Session() as session:
+            signed_in = [session.post(limited.base_url + "/auth/login", json={}, timeout=5) for _ in range(3)]
+            assert [r.status_code for r in signed_in] == [200, 200, 200]  # 1 + burst
+            # One strict allowance per client address for the three credential routes together,
+            # however the path is spelled.
+            for path in ("/auth/register", "/auth/refresh", "/auth/login", "/auth//login"):
+                refused = session.post(limited.base_url + path, json={}, timeout=5)
+                _assert_problem(refused, 429)
+                assert refused.headers["Retry-After"] == "7"
+                assert refused.headers["Cache-Control"] == "no-store"
+            # The rest of /auth/ is only under the general, generous rate.
+            others = [session.get(limited.base_url + "/auth/me", timeout=5).status_code for _ in range(10)]
+            assert others == [200] * 10
+            assert session.post(limited.base_url + "/auth/logout", json={}, timeout=5).status_code == 200
+        assert len(lab.hits("/login")) == 3
+        assert lab.hits("/register") == lab.hits("/refresh") == []
+        assert len(lab.hits("/me")) == 10
+    finally:
+        lab.remove(auth_stub)
+
+
+def test_size_limits_follow_their_settings(lab: Lab) -> None:
+    small = lab.start_edge(
+        NGINX_CLIENT_MAX_BODY_SIZE="1k", NGINX_CLIENT_HEADER_BUFFER_SIZE="1k", NGINX_LARGE_CLIENT_HEADER_BUFFERS="2 2k"
+    )
+    assert requests.post(small.base_url + "/api/who", data=b"x" * 1000, timeout=5).status_code == 200
+    too_large = _assert_problem(requests.post(small.base_url + "/api/who", data=b"x" * 1100, timeout=5), 413)
+    assert "1k" in str(too_large["detail"])
+    assert requests.get(small.base_url + "/api/who", headers={"X-Padding": "a" * 1500}, timeout=5).status_code == 200
+    _assert_problem(requests.get(small.base_url + "/api/who", headers={"X-Padding": "a" * 2100}, timeout=5), 431)
+    _assert_problem(requests.get(small.base_url + "/api/" + "a" * 2100, timeout=5), 414)
+
+
 def test_connections_over_the_per_ip_limit_are_429_problem(lab: Lab) -> None:
     limited = lab.start_edge(NGINX_CONN_PER_IP="1")
     results: list[requests.Response] = []
@@ -692,3 +840,32 @@ def test_a_bad_setting_stops_the_container(setting: str, value: str, message: st
     assert result.returncode == 78, (result.returncode, result.stderr)
     assert message in result.stderr
     assert "configuration error" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("template", "messages"),
+    [
+        (
+            "server {\n    listen ${NGINX_STATUS_PORT};\n    no_such_directive on;\n}\n",
+            ['unknown directive "no_such_directive"', "rendered configuration is invalid"],
+        ),
+        (
+            "server {\n    listen ${NGINX_STATUS_PORT};\n",
+            ["unexpected end of file", "rendered configuration is invalid"],
+        ),
+        ("# ${NGINX_NO_SUCH_SETTING}\n", ["NGINX_NO_SUCH_SETTING is not set (used by conf.d/broken.conf.template)"]),
+    ],
+)
+def test_a_broken_template_stops_the_container(tmp_path: Path, template: str, messages: list[str]) -> None:
+    broken = tmp_path / "broken.conf.template"
+    broken.write_text(template)
+    broken.chmod(0o644)
+    target = "/etc/wharf-nginx/templates/conf.d/broken.conf.template"
+    result = docker(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-v", f"{broken}:{target}:ro", NGINX_IMAGE, check=False
+    )  # fmt: skip
+    # `nginx -t` at start-up: the container exits at once with nginx's own diagnosis.
+    assert result.returncode == 78, (result.returncode, result.stderr)
+    assert "configuration error" in result.stderr
+    for message in messages:
+        assert message in result.stderr, result.stderr
