@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from flask import Flask
 
 from .conftest import ROOT
@@ -209,3 +210,49 @@ def test_every_configmap_and_volume_reference_resolves(overlay: Rendering) -> No
                 ref = item.get("valueFrom", {}).get("configMapKeyRef")
                 if ref:
                     assert ref["key"] in maps[ref["name"]]
+
+
+def _metrics_port_default() -> int:
+    """The port the metrics server of every api/auth pod listens on when METRICS_PORT is unset."""
+    lib = ROOT / "libs/wharf-common/src/wharf_common"
+    found = {
+        int(m[1])
+        for name in ("gunicorn_conf.py", "metrics_server.py")
+        for m in re.finditer(r'os\.environ\.get\("METRICS_PORT", "(\d+)"\)', (lib / name).read_text())
+    }
+    assert len(found) == 1, f"gunicorn_conf.py and metrics_server.py disagree on METRICS_PORT's default: {found}"
+    return found.pop()
+
+
+def _compose_scrape_ports() -> dict[str, int]:
+    """compose's Prometheus (profile observability): the port it scrapes on each api/auth replica."""
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    return {job["job_name"]: sd["port"] for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])}
+
+
+def test_monitoring_ports_are_declared_per_pod_and_on_no_service(overlay: Rendering) -> None:
+    """What compose's Prometheus scrapes on every replica, each pod declares (a cluster's Prometheus
+    discovers pod targets and PodMonitors by declared, named container ports), and no Service
+    carries it (a Service would show a random replica's counters)."""
+    scraped = _compose_scrape_ports()
+    assert set(scraped) == {"api", "auth"}
+    service_targets = {str(p["targetPort"]) for s in overlay.of_kind("Service") for p in s["spec"]["ports"]}
+    for name in ("api", "auth"):
+        workload = overlay.workload(name)
+        (c,) = workload.pod["containers"]
+        served = int(overlay.env(c).get("METRICS_PORT", _metrics_port_default()))
+        assert served == scraped[name], f"compose scrapes {name} on {scraped[name]}, the pod serves {served}"
+        assert workload.ports().get("metrics") == served, f"{overlay.name} {name}: metrics port not declared"
+        assert {"metrics", str(served)}.isdisjoint(service_targets)
+    nginx = overlay.workload("nginx")
+    (c,) = nginx.pod["containers"]
+    status = int(overlay.env(c).get("NGINX_STATUS_PORT") or _nginx_default("NGINX_STATUS_PORT"))
+    assert nginx.ports().get("status") == status, f"{overlay.name} nginx: stub_status port not declared"
+    assert {"status", str(status)}.isdisjoint(service_targets)
+
+
+def _nginx_default(name: str) -> str:
+    text = (ROOT / "deploy/nginx/defaults.env").read_text()
+    match = re.search(rf"^{name}=(.*)$", text, re.MULTILINE)
+    assert match, f"deploy/nginx/defaults.env has no {name}"
+    return match[1]
