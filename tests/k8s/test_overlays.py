@@ -106,7 +106,8 @@ def test_migrations_finish_before_the_apps_serve(overlay: Rendering) -> None:
     for name in ("api", "auth"):
         pod = overlay.workload(name).pod
         (migrate,) = pod["initContainers"]  # init containers complete before any app container starts
-        assert migrate["command"] == ["flask", "db", "upgrade"]
+        assert migrate["args"] == ["flask", "db", "upgrade"]
+        assert "command" not in migrate, "the image's own entrypoint runs, as in compose"
         assert migrate["image"] == pod["containers"][0]["image"], "the same release migrates and serves"
     job = overlay.get("Job", "db-init")["spec"]
     assert job["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
