@@ -13,12 +13,11 @@ import yaml
 
 from wharf_common import devsecrets
 
-from .conftest import ROOT
+from .conftest import COMPOSE_FILE
 
 if TYPE_CHECKING:
     from .conftest import Rendering, Workload
 
-COMPOSE_FILE = ROOT / "deploy/compose/compose.yaml"
 # compose service -> (k8s workload, container)
 COUNTERPARTS = {
     "postgres": ("postgres", "postgres"),

@@ -4,10 +4,13 @@ Wharf's extras: read-only root filesystem, no service-account token, resources, 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from .conftest import ROOT
+import yaml
+
+from .conftest import COMPOSE_FILE, NGINX, ROOT, nginx_effective_settings
 
 if TYPE_CHECKING:
     from .conftest import Rendering, Workload
@@ -226,18 +229,42 @@ def _prestop_seconds(container: dict[str, Any]) -> int:
     return int(command[1])
 
 
+def _compose_default(service: str, name: str) -> str:
+    value = yaml.safe_load(COMPOSE_FILE.read_text())["services"][service]["environment"][name]
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+
+
+def _nginx_seconds(value: str) -> int:
+    """An nginx time (``25s``, ``1m``, ``500ms``, ``30``) in whole seconds, rounded up."""
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)?", value)
+    assert match, f"not an nginx time: {value!r}"
+    factor = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[match[2]]
+    return math.ceil(int(match[1]) * factor)
+
+
 def test_termination_grace_covers_prestop_plus_gunicorn_graceful_timeout(overlay: Rendering) -> None:
+    """A stopping pod first sleeps (preStop: endpoints and nginx stop sending), then gets SIGTERM;
+    gunicorn lets in-flight requests finish for its graceful timeout, and its master then stops
+    the metrics server (up to 5 s, gunicorn_conf.on_exit). All of it within the grace period."""
     for name in ("api", "auth"):
         w = overlay.workload(name)
         (c,) = w.pod["containers"]
         graceful = int(overlay.env(c).get("GUNICORN_GRACEFUL_TIMEOUT", _gunicorn_graceful_default()))
-        assert graceful == 20, "the issue fixes gunicorn's graceful timeout at 20 s"
+        assert graceful == int(_compose_default(name, "GUNICORN_GRACEFUL_TIMEOUT")), "compose drains as long"
         grace = w.pod["terminationGracePeriodSeconds"]
         assert grace >= _prestop_seconds(c) + graceful + 5, f"{name}: {grace} s is too short"
         assert 3 <= _prestop_seconds(c) <= 15
+    # nginx: preStop, then the image's STOPSIGNAL (SIGQUIT), a graceful stop that waits for the
+    # requests in flight, each bounded by connecting to and then waiting for an upstream.
     nginx = overlay.workload("nginx")
     (c,) = nginx.pod["containers"]
-    assert nginx.pod["terminationGracePeriodSeconds"] > _prestop_seconds(c)
+    effective = nginx_effective_settings(overlay.env(c))
+    longest = _nginx_seconds(effective["NGINX_PROXY_CONNECT_TIMEOUT"]) + _nginx_seconds(
+        effective["NGINX_PROXY_READ_TIMEOUT"]
+    )
+    assert re.search(r"^STOPSIGNAL SIGQUIT$", (NGINX / "Dockerfile").read_text(), re.MULTILINE)
+    assert nginx.pod["terminationGracePeriodSeconds"] >= _prestop_seconds(c) + longest, "nginx is cut off"
+    assert 3 <= _prestop_seconds(c) <= 15
 
 
 def test_deployments_roll_without_losing_capacity_and_spread_over_nodes(overlay: Rendering) -> None:

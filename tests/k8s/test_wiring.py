@@ -9,7 +9,7 @@ import pytest
 import yaml
 from flask import Flask
 
-from .conftest import ROOT
+from .conftest import ROOT, nginx_effective_settings
 
 if TYPE_CHECKING:
     from .conftest import Rendering, Workload
@@ -271,13 +271,6 @@ def test_monitoring_ports_are_declared_per_pod_and_on_no_service(overlay: Render
         assert {"metrics", str(served)}.isdisjoint(service_targets)
     nginx = overlay.workload("nginx")
     (c,) = nginx.pod["containers"]
-    status = int(overlay.env(c).get("NGINX_STATUS_PORT") or _nginx_default("NGINX_STATUS_PORT"))
+    status = int(nginx_effective_settings(overlay.env(c))["NGINX_STATUS_PORT"])
     assert nginx.ports().get("status") == status, f"{overlay.name} nginx: stub_status port not declared"
     assert {"status", str(status)}.isdisjoint(service_targets)
-
-
-def _nginx_default(name: str) -> str:
-    text = (ROOT / "deploy/nginx/defaults.env").read_text()
-    match = re.search(rf"^{name}=(.*)$", text, re.MULTILINE)
-    assert match, f"deploy/nginx/defaults.env has no {name}"
-    return match[1]
