@@ -147,6 +147,44 @@ def test_the_restricted_check_catches_violations(renderings: dict[str, Rendering
     assert "seccompProfile" in found
 
 
+# The Dockerfile of each image Wharf builds (its USER is the uid the pods must run as).
+WHARF_DOCKERFILES = {
+    "wharf/api": ROOT / "services/api/Dockerfile",
+    "wharf/auth": ROOT / "services/auth/Dockerfile",
+    "wharf/nginx": ROOT / "deploy/nginx/Dockerfile",
+}
+
+
+def _image_user(image: str) -> tuple[int, int] | None:
+    """``USER uid:gid`` of a Wharf image's final stage (None for images Wharf does not build)."""
+    for name, dockerfile in WHARF_DOCKERFILES.items():
+        if image.split("@")[0].rsplit(":", 1)[0].endswith(name):
+            users = re.findall(r"^USER (\d+):(\d+)$", dockerfile.read_text(), re.MULTILINE)
+            assert users, f"{dockerfile} has no numeric USER uid:gid"
+            return int(users[-1][0]), int(users[-1][1])
+    return None
+
+
+def test_every_container_runs_as_an_explicit_user_with_the_runtime_default_seccomp(overlay: Rendering) -> None:
+    """What the issue spells out beyond PSS's minimum: a numeric runAsUser (PSS only forbids 0) and
+    seccomp RuntimeDefault (PSS would accept Localhost too), and for Wharf's own images the very
+    user the image is built for, so file ownership in the image and the pod agree."""
+    for w in overlay.workloads:
+        psc = w.pod.get("securityContext", {})
+        for c in w.containers():
+            sc, where = c.get("securityContext", {}), f"{overlay.name} {w.name}/{c['name']}"
+            uid, gid = sc.get("runAsUser", psc.get("runAsUser")), sc.get("runAsGroup", psc.get("runAsGroup"))
+            assert isinstance(uid, int), f"{where}: no numeric runAsUser"
+            assert isinstance(gid, int), f"{where}: no numeric runAsGroup"
+            assert uid > 0, f"{where}: runAsUser {uid}"
+            assert gid > 0, f"{where}: runAsGroup {gid}"
+            seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {}))
+            assert seccomp == {"type": "RuntimeDefault"}, f"{where}: seccompProfile {seccomp}"
+            built_for = _image_user(c["image"])
+            if built_for is not None:
+                assert (uid, gid) == built_for, f"{where}: runs as {uid}:{gid}, {c['image']} is built for {built_for}"
+
+
 def test_root_filesystems_are_read_only_with_scratch_in_an_emptydir(overlay: Rendering) -> None:
     for w in overlay.workloads:
         volumes = {v["name"]: v for v in w.pod.get("volumes", [])}
