@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .conftest import K8S, OVERLAYS
+from .conftest import K8S, OVERLAYS, render
 
 if TYPE_CHECKING:
     from .conftest import Rendering
@@ -100,6 +102,45 @@ def test_the_ingress_class_is_the_overlays_choice(renderings: dict[str, Renderin
         wanted = yaml.safe_load(source.read_text())["spec"]["ingressClassName"]
         (ingress,) = renderings[name].of_kind("Ingress")
         assert ingress["spec"]["ingressClassName"] == wanted
+
+
+def test_changing_an_overlays_ingress_class_changes_the_rendered_ingress(kubectl: str, tmp_path: Path) -> None:
+    """The class in the overlay's ingress-class.yaml is really applied (base and overlays both say
+    `nginx`, so the test above alone would pass with the patch left out)."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    for name in ("dev", "prod"):
+        source = copy / "overlays" / name / "ingress-class.yaml"
+        patch = yaml.safe_load(source.read_text())
+        patch["spec"]["ingressClassName"] = f"traefik-{name}"
+        source.write_text(yaml.safe_dump(patch))
+    for name in OVERLAYS:
+        (ingress,) = [d for d in render(kubectl, copy / "overlays" / name) if d["kind"] == "Ingress"]
+        wanted = "traefik-dev" if name == "dev" else "traefik-prod"  # prod-managed-db is prod's
+        assert ingress["spec"]["ingressClassName"] == wanted, name
+
+
+def test_databases_keep_their_data_on_persistent_volume_claims(overlay: Rendering) -> None:
+    """PostgreSQL's PGDATA and Redis's append-only file (its working directory /data) live on the
+    StatefulSets' claims, not in an emptyDir or the container's filesystem."""
+    wanted = {"postgres": None, "redis": "/data"}
+    for name, data_dir in wanted.items():
+        if not overlay.has("StatefulSet", name):
+            assert name == "postgres"
+            assert overlay.name == "prod-managed-db"
+            continue
+        w = overlay.workload(name)
+        (c,) = w.pod["containers"]
+        claims = {t["metadata"]["name"] for t in w.obj["spec"]["volumeClaimTemplates"]}
+        assert claims, f"{name}: no volumeClaimTemplates"
+        if data_dir is not None:  # redis writes into its working directory, the image's WORKDIR
+            assert "workingDir" not in c
+            assert "--dir" not in c.get("args", [])
+        path = PurePosixPath(data_dir or overlay.env(c)["PGDATA"])
+        mounts = [m for m in c["volumeMounts"] if PurePosixPath(m["mountPath"]) in (path, *path.parents)]
+        assert mounts, f"{name}: nothing mounted at {path}"
+        deepest = max(mounts, key=lambda m: len(m["mountPath"]))
+        assert deepest["name"] in claims, f"{name}: {path} is on volume {deepest['name']}, not a claim"
 
 
 def test_migrations_finish_before_the_apps_serve(overlay: Rendering) -> None:
