@@ -203,3 +203,17 @@ def nginx_effective_settings(env: dict[str, Any]) -> dict[str, str]:
     replaces the image's ENV; empty ones then get the default."""
     image_env = {k: v for k, v in dockerfile_env(NGINX / "Dockerfile").items() if k not in env}
     return nginx_defaults() | image_env | {k: str(v) for k, v in env.items() if v}
+
+
+def cpu_millis(value: str | int | float) -> float:
+    """A CPU quantity (``250m``, ``1``, ``0.5``) in millicores."""
+    text = str(value)
+    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
+
+
+def quantity_bytes(value: str | int) -> int:
+    """A memory or storage quantity (``512Mi``, ``1Gi``, ``1G``) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    match = re.fullmatch(r"(\d+)([A-Za-z]*)", str(value))
+    assert match, value
+    return int(match[1]) * units.get(match[2], 1)

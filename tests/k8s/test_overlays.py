@@ -9,17 +9,27 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .conftest import K8S, OVERLAYS, render
+from .conftest import K8S, OVERLAYS, cpu_millis, quantity_bytes, render
 
 if TYPE_CHECKING:
-    from .conftest import Rendering
+    from .conftest import Rendering, Workload
 
 SERVICES = ("api", "auth", "nginx")
 
 
-def _memory_mi(container: dict[str, Any]) -> float:
-    value = container["resources"]["requests"]["memory"]
-    return float(value[:-2]) * (1024 if value.endswith("Gi") else 1)
+def _requests(container: dict[str, Any]) -> tuple[int, float]:
+    requests = container["resources"]["requests"]
+    return quantity_bytes(requests["memory"]), cpu_millis(requests["cpu"])
+
+
+def _no_larger(a: tuple[int, float], b: tuple[int, float]) -> bool:
+    """Memory and CPU of ``a`` each at most ``b``'s."""
+    return all(x <= y for x, y in zip(a, b, strict=True))
+
+
+def _storage(workload: Workload) -> int:
+    (claim,) = workload.obj["spec"]["volumeClaimTemplates"]
+    return quantity_bytes(claim["spec"]["resources"]["requests"]["storage"])
 
 
 def test_base_runs_two_of_each_with_autoscaling_and_disruption_budgets(renderings: dict[str, Rendering]) -> None:
@@ -39,7 +49,7 @@ def test_dev_is_one_small_pod_each_without_hpa_or_pdb(renderings: dict[str, Rend
     for w in dev.workloads:
         for c in w.containers():
             bigger = prod.workload(w.name).container(c["name"])
-            assert _memory_mi(c) <= _memory_mi(bigger), f"{w.name}/{c['name']}"
+            assert _no_larger(_requests(c), _requests(bigger)), f"{w.name}/{c['name']}"
 
 
 def test_prod_runs_three_with_hpa_and_pdb_and_larger_resources(renderings: dict[str, Rendering]) -> None:
@@ -51,12 +61,17 @@ def test_prod_runs_three_with_hpa_and_pdb_and_larger_resources(renderings: dict[
         hpa = prod.get("HorizontalPodAutoscaler", name)["spec"]
         assert hpa["minReplicas"] == 3
         assert hpa["maxReplicas"] >= 6
+    # Never smaller than the base; the serving pods and the database get more memory and CPU.
+    for w in prod.workloads:
+        for c in w.containers():
+            small = base.workload(w.name).container(c["name"])
+            assert _no_larger(_requests(small), _requests(c)), f"{w.name}/{c['name']}"
+    for name in (*SERVICES, "postgres"):
         (c,) = prod.workload(name).pod["containers"]
         (small,) = base.workload(name).pod["containers"]
-        assert _memory_mi(c) > _memory_mi(small)
-    for claim in ("postgres", "redis"):
-        storage = prod.workload(claim).obj["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
-        assert storage["storage"].endswith("Gi")
+        assert all(p > b for p, b in zip(_requests(c), _requests(small), strict=True)), name
+    for name in ("postgres", "redis"):
+        assert _storage(prod.workload(name)) > _storage(base.workload(name)), f"{name}: prod volume not larger"
 
 
 def test_managed_db_variant_drops_postgres_and_reads_the_urls_from_a_secret(renderings: dict[str, Rendering]) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .conftest import COMPOSE_FILE, NGINX, ROOT, nginx_effective_settings
+from .conftest import COMPOSE_FILE, NGINX, ROOT, cpu_millis, nginx_effective_settings, quantity_bytes
 
 if TYPE_CHECKING:
     from .conftest import Rendering, Workload
@@ -218,18 +218,6 @@ def test_no_pod_gets_a_service_account_token_and_each_has_its_own_account(overla
     assert not overlay.of_kind("RoleBinding")
 
 
-def _cpu_millis(value: str | int | float) -> float:
-    text = str(value)
-    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
-
-
-def _bytes(value: str | int) -> int:
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
-    match = re.fullmatch(r"(\d+)([A-Za-z]*)", str(value))
-    assert match, value
-    return int(match[1]) * units.get(match[2], 1)
-
-
 def test_every_container_has_requests_and_limits_with_memory_limit_equal_to_request(overlay: Rendering) -> None:
     for w in overlay.workloads:
         for c in w.containers():
@@ -238,8 +226,8 @@ def test_every_container_has_requests_and_limits_with_memory_limit_equal_to_requ
             requests, limits = resources.get("requests", {}), resources.get("limits", {})
             assert {"cpu", "memory"} <= set(requests), where
             assert {"cpu", "memory"} <= set(limits), where
-            assert _bytes(limits["memory"]) == _bytes(requests["memory"]), where
-            assert _cpu_millis(limits["cpu"]) >= _cpu_millis(requests["cpu"]) > 0, where
+            assert quantity_bytes(limits["memory"]) == quantity_bytes(requests["memory"]), where
+            assert cpu_millis(limits["cpu"]) >= cpu_millis(requests["cpu"]) > 0, where
 
 
 def test_every_long_running_container_has_startup_liveness_and_readiness_probes(overlay: Rendering) -> None:
