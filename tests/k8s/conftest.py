@@ -8,6 +8,7 @@ the tests; it never skips them.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
+NGINX = ROOT / "deploy/nginx"
+COMPOSE_FILE = ROOT / "deploy/compose/compose.yaml"
 # Every overlay ops may apply; each is rendered and checked in full. `base` is a building block.
 OVERLAYS = ("dev", "prod", "prod-managed-db")
 NAMESPACE = "wharf"
@@ -173,3 +176,44 @@ def secret_manifests(kubectl: str, tmp_path_factory: pytest.TempPathFactory) -> 
     if result.returncode != 0:
         pytest.fail(f"k8s/secrets.sh --dry-run failed:\n{result.stderr}")
     return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def dockerfile_env(path: Path) -> dict[str, str]:
+    """The ``ENV NAME=value`` settings of a Dockerfile."""
+    text = path.read_text().replace("\\\n", " ")
+    names: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            names |= dict(re.findall(r"([A-Z][A-Z0-9_]*)=(\S*)", line))
+    return names
+
+
+def nginx_defaults() -> dict[str, str]:
+    """deploy/nginx/defaults.env: every setting of the edge and the default the entrypoint applies
+    when the variable is unset or empty."""
+    found = (
+        re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line) for line in (NGINX / "defaults.env").read_text().splitlines()
+    )
+    return {m[1]: m[2] for m in found if m}
+
+
+def nginx_effective_settings(env: dict[str, Any]) -> dict[str, str]:
+    """The values nginx starts with, given its container's environment: the defaults, then the
+    image's ENV, then the container's non-empty values. A container value, even an empty one,
+    replaces the image's ENV; empty ones then get the default."""
+    image_env = {k: v for k, v in dockerfile_env(NGINX / "Dockerfile").items() if k not in env}
+    return nginx_defaults() | image_env | {k: str(v) for k, v in env.items() if v}
+
+
+def cpu_millis(value: str | int | float) -> float:
+    """A CPU quantity (``250m``, ``1``, ``0.5``) in millicores."""
+    text = str(value)
+    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
+
+
+def quantity_bytes(value: str | int) -> int:
+    """A memory or storage quantity (``512Mi``, ``1Gi``, ``1G``) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    match = re.fullmatch(r"(\d+)([A-Za-z]*)", str(value))
+    assert match, value
+    return int(match[1]) * units.get(match[2], 1)

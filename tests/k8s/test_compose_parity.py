@@ -4,6 +4,7 @@ and secret files. A setting or a service that one side gains and the other lacks
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -13,12 +14,11 @@ import yaml
 
 from wharf_common import devsecrets
 
-from .conftest import ROOT
+from .conftest import COMPOSE_FILE
 
 if TYPE_CHECKING:
     from .conftest import Rendering, Workload
 
-COMPOSE_FILE = ROOT / "deploy/compose/compose.yaml"
 # compose service -> (k8s workload, container)
 COUNTERPARTS = {
     "postgres": ("postgres", "postgres"),
@@ -76,13 +76,67 @@ def test_every_compose_service_has_its_counterpart_and_back(
     assert k8s == expected
 
 
-def test_same_environment_variable_names(compose: dict[str, dict[str, Any]], overlay: Rendering) -> None:
+def env_name_differences(compose: dict[str, dict[str, Any]], overlay: Rendering) -> dict[str, dict[str, set[str]]]:
+    """Per compose service: the variable names only compose sets, and those only Kubernetes sets."""
+    out = {}
     for name, (workload, container) in COUNTERPARTS.items():
         if not overlay.has("StatefulSet", workload) and workload == "postgres":
             continue
         _, c = _container(overlay, name)
         k8s = set(overlay.env(c)) - K8S_ONLY_ENV.get((workload, container), set())
-        assert k8s == _compose_env(compose[name]), f"{name}: compose and {workload}/{container} differ"
+        ours = _compose_env(compose[name])
+        if k8s != ours:
+            out[name] = {"compose only": ours - k8s, "k8s only": k8s - ours}
+    return out
+
+
+def test_same_environment_variable_names(compose: dict[str, dict[str, Any]], overlay: Rendering) -> None:
+    assert env_name_differences(compose, overlay) == {}
+
+
+def test_a_setting_on_one_side_only_fails_the_parity_check(
+    compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering]
+) -> None:
+    """Guards the guard: a setting compose gains, or one a ConfigMap gains, is reported."""
+    from .conftest import Rendering
+
+    prod = renderings["prod"]
+    grown = copy.deepcopy(compose)
+    grown["nginx"]["environment"]["NEW_SETTING"] = "1"
+    assert env_name_differences(grown, prod) == {"nginx": {"compose only": {"NEW_SETTING"}, "k8s only": set()}}
+
+    docs = copy.deepcopy(prod.docs)
+    (auth_map,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("wharf-auth-")]
+    auth_map["data"]["NEW_SETTING"] = "1"
+    only_k8s = {"compose only": set(), "k8s only": {"NEW_SETTING"}}
+    assert env_name_differences(compose, Rendering("grown", docs)) == {"auth": only_k8s, "auth-migrate": only_k8s}
+
+
+# Values Kubernetes needs set differently from compose's defaults, each with its reason
+# (k8s/README.md, "The edge (nginx) in a cluster"). Every other default is compose's.
+K8S_OWN_VALUES = {
+    ("nginx", "NGINX_HTTPS_REDIRECT_PORT"): "the Service's HTTPS port 443, not the host's 8443",
+    ("nginx", "NGINX_UPSTREAM_DISCOVERY"): "reload: Services have a stable ClusterIP; no Docker DNS",
+    ("nginx", "NGINX_DNS_INTERVAL"): "with reload, the watcher only notices a re-created Service",
+}
+
+
+def test_same_default_values(compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering]) -> None:
+    """The base runs with compose's defaults (a compose variable passed through unset is an empty
+    ConfigMap value: the image's default applies on both sides). Overlays then tune what they like."""
+    base = renderings["base"]
+    differ = {}
+    for name in COUNTERPARTS:
+        _, c = _container(base, name)
+        env = base.env(c)
+        for key, value in compose[name].get("environment", {}).items():
+            want = "" if value is None else _expand(str(value))
+            if env.get(key) != want and (name, key) not in K8S_OWN_VALUES:
+                differ[f"{name} {key}"] = (want, env.get(key))
+    assert differ == {}, "compose default vs Kubernetes value"
+    for name, key in K8S_OWN_VALUES:
+        _, c = _container(base, name)
+        assert base.env(c)[key] != _expand(str(compose[name]["environment"][key] or "")), f"{key} no longer differs"
 
 
 def test_same_images(compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering], overlay: Rendering) -> None:
@@ -103,13 +157,16 @@ def test_same_images(compose: dict[str, dict[str, Any]], renderings: dict[str, R
 
 
 def test_same_commands(compose: dict[str, dict[str, Any]], overlay: Rendering) -> None:
-    for name, service in compose.items():
-        if name not in COUNTERPARTS or "command" not in service:
-            continue
+    """Compose's `entrypoint` is Kubernetes' `command` and compose's `command` is `args` (both
+    replace the image's ENTRYPOINT and CMD respectively): a Kubernetes `command` where compose only
+    sets `command` would skip the image's entrypoint (redis:8's umask and modules, for one)."""
+    for name in COUNTERPARTS:
         if name == "postgres" and not overlay.has("StatefulSet", "postgres"):
             continue
+        service = compose[name]
         _, c = _container(overlay, name)
-        assert c.get("command", []) + c.get("args", []) == service["command"], name
+        assert c.get("command") == service.get("entrypoint"), f"{name}: entrypoints differ"
+        assert c.get("args") == service.get("command"), f"{name}: commands differ"
 
 
 def _compose_secret_files(service: dict[str, Any]) -> set[str]:

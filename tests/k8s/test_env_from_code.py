@@ -20,7 +20,7 @@ from wharf_auth.settings import AuthSettings
 from wharf_common import provision
 from wharf_common.settings import CommonSettings
 
-from .conftest import ROOT
+from .conftest import NGINX, ROOT, dockerfile_env, nginx_defaults, nginx_effective_settings
 
 if TYPE_CHECKING:
     from .conftest import Rendering, Workload
@@ -170,7 +170,6 @@ def test_db_init_sets_exactly_what_provision_reads(
         assert connected["host"] == "postgres"
 
 
-NGINX = ROOT / "deploy/nginx"
 # The entrypoint's own checks (deploy/nginx/entrypoint.sh), repeated here on the rendered values.
 NGINX_ON_OFF = ("NGINX_TLS", "NGINX_HTTPS_REDIRECT", "NGINX_MAINTENANCE")
 NGINX_NOT_IN_VALUES = re.compile(r"[;{}\"'\\$#\n]")
@@ -180,24 +179,6 @@ DOCKER_DNS = "127.0.0.11"  # Docker's embedded DNS: no such server in a pod
 def _template_names() -> set[str]:
     text = "\n".join(p.read_text() for p in (NGINX / "templates").rglob("*.template"))
     return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", text))
-
-
-def _dockerfile_env(path: Path) -> dict[str, str]:
-    text = path.read_text().replace("\\\n", " ")
-    names: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("ENV "):
-            names |= dict(re.findall(r"([A-Z][A-Z0-9_]*)=(\S*)", line))
-    return names
-
-
-def _nginx_settings() -> dict[str, str]:
-    """deploy/nginx/defaults.env: every setting of the edge and the default the entrypoint applies
-    when the variable is unset or empty."""
-    found = (
-        re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line) for line in (NGINX / "defaults.env").read_text().splitlines()
-    )
-    return {m[1]: m[2] for m in found if m}
 
 
 def _entrypoint_text() -> str:
@@ -212,7 +193,7 @@ def _nginx(overlay: Rendering) -> tuple[Workload, dict[str, Any], dict[str, Any]
 
 def test_nginx_sets_only_its_settings_and_every_template_variable_has_a_value(overlay: Rendering) -> None:
     _, _, env = _nginx(overlay)
-    settings = _nginx_settings()
+    settings = nginx_defaults()
     entrypoint = _entrypoint_text()
     # Guards the guard: each listed setting is read by a template or by the entrypoint by name.
     read = _template_names() | set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", entrypoint))
@@ -220,7 +201,7 @@ def test_nginx_sets_only_its_settings_and_every_template_variable_has_a_value(ov
     assert set(env) - set(settings) == set(), "nginx gets variables that are not settings of the edge"
     # Values a template needs: the container's, the image's defaults, or ones the entrypoint derives.
     derived = set(re.findall(r"^\s*export ([A-Z][A-Z0-9_]*)=", entrypoint, re.MULTILINE))
-    image_env = set(_dockerfile_env(NGINX / "Dockerfile"))
+    image_env = set(dockerfile_env(NGINX / "Dockerfile"))
     missing = _template_names() - set(env) - set(settings) - image_env - derived
     assert missing == set(), "a template variable has no value (the entrypoint exits 78)"
 
@@ -230,9 +211,7 @@ def test_nginx_settings_pass_the_entrypoint_checks(overlay: Rendering) -> None:
     values) pass what the entrypoint checks before `nginx -t`, and what TLS needs is mounted."""
     workload, container, env = _nginx(overlay)
     assert all(isinstance(v, str) for v in env.values()), "nginx settings are plain values"
-    # A container value, even an empty one, replaces the image's ENV; empty ones then get the default.
-    image_env = {k: v for k, v in _dockerfile_env(NGINX / "Dockerfile").items() if k not in env}
-    effective = _nginx_settings() | image_env | {k: v for k, v in env.items() if v}
+    effective = nginx_effective_settings(env)
     for name, value in effective.items():
         assert not NGINX_NOT_IN_VALUES.search(value), f"{name}={value!r}: the entrypoint refuses it"
     for name in NGINX_ON_OFF:

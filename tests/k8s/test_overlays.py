@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .conftest import K8S, OVERLAYS
+from .conftest import K8S, OVERLAYS, cpu_millis, quantity_bytes, render
 
 if TYPE_CHECKING:
-    from .conftest import Rendering
+    from .conftest import Rendering, Workload
 
 SERVICES = ("api", "auth", "nginx")
 
 
-def _memory_mi(container: dict[str, Any]) -> float:
-    value = container["resources"]["requests"]["memory"]
-    return float(value[:-2]) * (1024 if value.endswith("Gi") else 1)
+def _requests(container: dict[str, Any]) -> tuple[int, float]:
+    requests = container["resources"]["requests"]
+    return quantity_bytes(requests["memory"]), cpu_millis(requests["cpu"])
+
+
+def _no_larger(a: tuple[int, float], b: tuple[int, float]) -> bool:
+    """Memory and CPU of ``a`` each at most ``b``'s."""
+    return all(x <= y for x, y in zip(a, b, strict=True))
+
+
+def _storage(workload: Workload) -> int:
+    (claim,) = workload.obj["spec"]["volumeClaimTemplates"]
+    return quantity_bytes(claim["spec"]["resources"]["requests"]["storage"])
 
 
 def test_base_runs_two_of_each_with_autoscaling_and_disruption_budgets(renderings: dict[str, Rendering]) -> None:
@@ -37,7 +49,7 @@ def test_dev_is_one_small_pod_each_without_hpa_or_pdb(renderings: dict[str, Rend
     for w in dev.workloads:
         for c in w.containers():
             bigger = prod.workload(w.name).container(c["name"])
-            assert _memory_mi(c) <= _memory_mi(bigger), f"{w.name}/{c['name']}"
+            assert _no_larger(_requests(c), _requests(bigger)), f"{w.name}/{c['name']}"
 
 
 def test_prod_runs_three_with_hpa_and_pdb_and_larger_resources(renderings: dict[str, Rendering]) -> None:
@@ -49,12 +61,17 @@ def test_prod_runs_three_with_hpa_and_pdb_and_larger_resources(renderings: dict[
         hpa = prod.get("HorizontalPodAutoscaler", name)["spec"]
         assert hpa["minReplicas"] == 3
         assert hpa["maxReplicas"] >= 6
+    # Never smaller than the base; the serving pods and the database get more memory and CPU.
+    for w in prod.workloads:
+        for c in w.containers():
+            small = base.workload(w.name).container(c["name"])
+            assert _no_larger(_requests(small), _requests(c)), f"{w.name}/{c['name']}"
+    for name in (*SERVICES, "postgres"):
         (c,) = prod.workload(name).pod["containers"]
         (small,) = base.workload(name).pod["containers"]
-        assert _memory_mi(c) > _memory_mi(small)
-    for claim in ("postgres", "redis"):
-        storage = prod.workload(claim).obj["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
-        assert storage["storage"].endswith("Gi")
+        assert all(p > b for p, b in zip(_requests(c), _requests(small), strict=True)), name
+    for name in ("postgres", "redis"):
+        assert _storage(prod.workload(name)) > _storage(base.workload(name)), f"{name}: prod volume not larger"
 
 
 def test_managed_db_variant_drops_postgres_and_reads_the_urls_from_a_secret(renderings: dict[str, Rendering]) -> None:
@@ -102,11 +119,51 @@ def test_the_ingress_class_is_the_overlays_choice(renderings: dict[str, Renderin
         assert ingress["spec"]["ingressClassName"] == wanted
 
 
+def test_changing_an_overlays_ingress_class_changes_the_rendered_ingress(kubectl: str, tmp_path: Path) -> None:
+    """The class in the overlay's ingress-class.yaml is really applied (base and overlays both say
+    `nginx`, so the test above alone would pass with the patch left out)."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    for name in ("dev", "prod"):
+        source = copy / "overlays" / name / "ingress-class.yaml"
+        patch = yaml.safe_load(source.read_text())
+        patch["spec"]["ingressClassName"] = f"traefik-{name}"
+        source.write_text(yaml.safe_dump(patch))
+    for name in OVERLAYS:
+        (ingress,) = [d for d in render(kubectl, copy / "overlays" / name) if d["kind"] == "Ingress"]
+        wanted = "traefik-dev" if name == "dev" else "traefik-prod"  # prod-managed-db is prod's
+        assert ingress["spec"]["ingressClassName"] == wanted, name
+
+
+def test_databases_keep_their_data_on_persistent_volume_claims(overlay: Rendering) -> None:
+    """PostgreSQL's PGDATA and Redis's append-only file (its working directory /data) live on the
+    StatefulSets' claims, not in an emptyDir or the container's filesystem."""
+    wanted = {"postgres": None, "redis": "/data"}
+    for name, data_dir in wanted.items():
+        if not overlay.has("StatefulSet", name):
+            assert name == "postgres"
+            assert overlay.name == "prod-managed-db"
+            continue
+        w = overlay.workload(name)
+        (c,) = w.pod["containers"]
+        claims = {t["metadata"]["name"] for t in w.obj["spec"]["volumeClaimTemplates"]}
+        assert claims, f"{name}: no volumeClaimTemplates"
+        if data_dir is not None:  # redis writes into its working directory, the image's WORKDIR
+            assert "workingDir" not in c
+            assert "--dir" not in c.get("args", [])
+        path = PurePosixPath(data_dir or overlay.env(c)["PGDATA"])
+        mounts = [m for m in c["volumeMounts"] if PurePosixPath(m["mountPath"]) in (path, *path.parents)]
+        assert mounts, f"{name}: nothing mounted at {path}"
+        deepest = max(mounts, key=lambda m: len(m["mountPath"]))
+        assert deepest["name"] in claims, f"{name}: {path} is on volume {deepest['name']}, not a claim"
+
+
 def test_migrations_finish_before_the_apps_serve(overlay: Rendering) -> None:
     for name in ("api", "auth"):
         pod = overlay.workload(name).pod
         (migrate,) = pod["initContainers"]  # init containers complete before any app container starts
-        assert migrate["command"] == ["flask", "db", "upgrade"]
+        assert migrate["args"] == ["flask", "db", "upgrade"]
+        assert "command" not in migrate, "the image's own entrypoint runs, as in compose"
         assert migrate["image"] == pod["containers"][0]["image"], "the same release migrates and serves"
     job = overlay.get("Job", "db-init")["spec"]
     assert job["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")

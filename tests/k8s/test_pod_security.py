@@ -4,10 +4,13 @@ Wharf's extras: read-only root filesystem, no service-account token, resources, 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from .conftest import ROOT
+import yaml
+
+from .conftest import COMPOSE_FILE, NGINX, ROOT, cpu_millis, nginx_effective_settings, quantity_bytes
 
 if TYPE_CHECKING:
     from .conftest import Rendering, Workload
@@ -144,6 +147,44 @@ def test_the_restricted_check_catches_violations(renderings: dict[str, Rendering
     assert "seccompProfile" in found
 
 
+# The Dockerfile of each image Wharf builds (its USER is the uid the pods must run as).
+WHARF_DOCKERFILES = {
+    "wharf/api": ROOT / "services/api/Dockerfile",
+    "wharf/auth": ROOT / "services/auth/Dockerfile",
+    "wharf/nginx": ROOT / "deploy/nginx/Dockerfile",
+}
+
+
+def _image_user(image: str) -> tuple[int, int] | None:
+    """``USER uid:gid`` of a Wharf image's final stage (None for images Wharf does not build)."""
+    for name, dockerfile in WHARF_DOCKERFILES.items():
+        if image.split("@")[0].rsplit(":", 1)[0].endswith(name):
+            users = re.findall(r"^USER (\d+):(\d+)$", dockerfile.read_text(), re.MULTILINE)
+            assert users, f"{dockerfile} has no numeric USER uid:gid"
+            return int(users[-1][0]), int(users[-1][1])
+    return None
+
+
+def test_every_container_runs_as_an_explicit_user_with_the_runtime_default_seccomp(overlay: Rendering) -> None:
+    """What the issue spells out beyond PSS's minimum: a numeric runAsUser (PSS only forbids 0) and
+    seccomp RuntimeDefault (PSS would accept Localhost too), and for Wharf's own images the very
+    user the image is built for, so file ownership in the image and the pod agree."""
+    for w in overlay.workloads:
+        psc = w.pod.get("securityContext", {})
+        for c in w.containers():
+            sc, where = c.get("securityContext", {}), f"{overlay.name} {w.name}/{c['name']}"
+            uid, gid = sc.get("runAsUser", psc.get("runAsUser")), sc.get("runAsGroup", psc.get("runAsGroup"))
+            assert isinstance(uid, int), f"{where}: no numeric runAsUser"
+            assert isinstance(gid, int), f"{where}: no numeric runAsGroup"
+            assert uid > 0, f"{where}: runAsUser {uid}"
+            assert gid > 0, f"{where}: runAsGroup {gid}"
+            seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {}))
+            assert seccomp == {"type": "RuntimeDefault"}, f"{where}: seccompProfile {seccomp}"
+            built_for = _image_user(c["image"])
+            if built_for is not None:
+                assert (uid, gid) == built_for, f"{where}: runs as {uid}:{gid}, {c['image']} is built for {built_for}"
+
+
 def test_root_filesystems_are_read_only_with_scratch_in_an_emptydir(overlay: Rendering) -> None:
     for w in overlay.workloads:
         volumes = {v["name"]: v for v in w.pod.get("volumes", [])}
@@ -177,18 +218,6 @@ def test_no_pod_gets_a_service_account_token_and_each_has_its_own_account(overla
     assert not overlay.of_kind("RoleBinding")
 
 
-def _cpu_millis(value: str | int | float) -> float:
-    text = str(value)
-    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
-
-
-def _bytes(value: str | int) -> int:
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
-    match = re.fullmatch(r"(\d+)([A-Za-z]*)", str(value))
-    assert match, value
-    return int(match[1]) * units.get(match[2], 1)
-
-
 def test_every_container_has_requests_and_limits_with_memory_limit_equal_to_request(overlay: Rendering) -> None:
     for w in overlay.workloads:
         for c in w.containers():
@@ -197,8 +226,8 @@ def test_every_container_has_requests_and_limits_with_memory_limit_equal_to_requ
             requests, limits = resources.get("requests", {}), resources.get("limits", {})
             assert {"cpu", "memory"} <= set(requests), where
             assert {"cpu", "memory"} <= set(limits), where
-            assert _bytes(limits["memory"]) == _bytes(requests["memory"]), where
-            assert _cpu_millis(limits["cpu"]) >= _cpu_millis(requests["cpu"]) > 0, where
+            assert quantity_bytes(limits["memory"]) == quantity_bytes(requests["memory"]), where
+            assert cpu_millis(limits["cpu"]) >= cpu_millis(requests["cpu"]) > 0, where
 
 
 def test_every_long_running_container_has_startup_liveness_and_readiness_probes(overlay: Rendering) -> None:
@@ -226,18 +255,42 @@ def _prestop_seconds(container: dict[str, Any]) -> int:
     return int(command[1])
 
 
+def _compose_default(service: str, name: str) -> str:
+    value = yaml.safe_load(COMPOSE_FILE.read_text())["services"][service]["environment"][name]
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+
+
+def _nginx_seconds(value: str) -> int:
+    """An nginx time (``25s``, ``1m``, ``500ms``, ``30``) in whole seconds, rounded up."""
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)?", value)
+    assert match, f"not an nginx time: {value!r}"
+    factor = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[match[2]]
+    return math.ceil(int(match[1]) * factor)
+
+
 def test_termination_grace_covers_prestop_plus_gunicorn_graceful_timeout(overlay: Rendering) -> None:
+    """A stopping pod first sleeps (preStop: endpoints and nginx stop sending), then gets SIGTERM;
+    gunicorn lets in-flight requests finish for its graceful timeout, and its master then stops
+    the metrics server (up to 5 s, gunicorn_conf.on_exit). All of it within the grace period."""
     for name in ("api", "auth"):
         w = overlay.workload(name)
         (c,) = w.pod["containers"]
         graceful = int(overlay.env(c).get("GUNICORN_GRACEFUL_TIMEOUT", _gunicorn_graceful_default()))
-        assert graceful == 20, "the issue fixes gunicorn's graceful timeout at 20 s"
+        assert graceful == int(_compose_default(name, "GUNICORN_GRACEFUL_TIMEOUT")), "compose drains as long"
         grace = w.pod["terminationGracePeriodSeconds"]
         assert grace >= _prestop_seconds(c) + graceful + 5, f"{name}: {grace} s is too short"
         assert 3 <= _prestop_seconds(c) <= 15
+    # nginx: preStop, then the image's STOPSIGNAL (SIGQUIT), a graceful stop that waits for the
+    # requests in flight, each bounded by connecting to and then waiting for an upstream.
     nginx = overlay.workload("nginx")
     (c,) = nginx.pod["containers"]
-    assert nginx.pod["terminationGracePeriodSeconds"] > _prestop_seconds(c)
+    effective = nginx_effective_settings(overlay.env(c))
+    longest = _nginx_seconds(effective["NGINX_PROXY_CONNECT_TIMEOUT"]) + _nginx_seconds(
+        effective["NGINX_PROXY_READ_TIMEOUT"]
+    )
+    assert re.search(r"^STOPSIGNAL SIGQUIT$", (NGINX / "Dockerfile").read_text(), re.MULTILINE)
+    assert nginx.pod["terminationGracePeriodSeconds"] >= _prestop_seconds(c) + longest, "nginx is cut off"
+    assert 3 <= _prestop_seconds(c) <= 15
 
 
 def test_deployments_roll_without_losing_capacity_and_spread_over_nodes(overlay: Rendering) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+import pytest
+import yaml
 from flask import Flask
 
-from .conftest import ROOT
+from .conftest import ROOT, nginx_effective_settings
 
 if TYPE_CHECKING:
     from .conftest import Rendering, Workload
@@ -88,15 +90,32 @@ def test_pdbs_and_hpas_point_at_existing_deployments(overlay: Rendering) -> None
         assert ref["name"] in {"api", "auth"}
 
 
-def _served_paths(app_name: str) -> set[str]:
-    """The Flask routes of the shared health blueprint that every service registers."""
-    from wharf_common import health, web
+# Nothing listens here: the apps are built as they start in a pod, with Postgres and Redis down.
+UNREACHABLE = {
+    "database_url": "postgresql://probe@127.0.0.1:1/wharf",
+    "redis_url": "redis://127.0.0.1:1/0",
+    "db_connect_timeout": 1,
+    "redis_socket_timeout": 0.2,
+}
 
-    assert "register_blueprint(health.bp)" in (ROOT / "libs/wharf-common/src/wharf_common/web.py").read_text()
-    assert web.create_base_app  # the function that registers it
-    app = Flask(app_name)
-    app.register_blueprint(health.bp)
-    return {rule.rule for rule in app.url_map.iter_rules() if "GET" in (rule.methods or set())}
+
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Flask]:
+    """The real api and auth applications (every route they register), their dependencies down."""
+    from wharf_api import create_app as create_api
+    from wharf_api.settings import ApiSettings
+    from wharf_auth import create_app as create_auth
+    from wharf_auth.settings import AuthSettings
+    from wharf_common import devsecrets
+
+    secrets = tmp_path_factory.mktemp("secrets")
+    keys = secrets / devsecrets.SIGNING_KEYS_DIR
+    keys.mkdir(parents=True)
+    devsecrets.add_signing_key(secrets)
+    return {
+        "api": create_api(ApiSettings(**UNREACHABLE, auth_jwks_url="http://127.0.0.1:1/.well-known/jwks.json")),
+        "auth": create_auth(AuthSettings(**UNREACHABLE, signing_keys_dir=keys)),
+    }
 
 
 def _image_port(service: str) -> int:
@@ -110,18 +129,25 @@ def _http_probes(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: v["httpGet"] for k, v in container.items() if k.endswith("Probe") and "httpGet" in v}
 
 
-def test_app_probes_use_paths_and_ports_the_services_serve(overlay: Rendering) -> None:
+def test_app_probes_use_paths_and_ports_the_services_serve(overlay: Rendering, apps: dict[str, Flask]) -> None:
+    """Each probe asks the real application: liveness and startup answer 200 with Postgres and
+    Redis down (a database outage restarts nothing), readiness answers 503 (the pod leaves the
+    Service), and the port is the one gunicorn binds in that container (PORT)."""
     for name in ("api", "auth"):
         (c,) = overlay.workload(name).pod["containers"]
         ports = overlay.workload(name).ports()
-        served = _served_paths(name)
+        bound = int(overlay.env(c).get("PORT", _image_port(name)))
         probes = _http_probes(c)
+        assert set(probes) == {"startupProbe", "livenessProbe", "readinessProbe"}, f"{name}: {set(probes)}"
         assert probes["livenessProbe"]["path"] == "/healthz", "liveness checks the process only"
         assert probes["startupProbe"]["path"] == "/healthz"
         assert probes["readinessProbe"]["path"] == "/readyz", "readiness checks Postgres and Redis"
-        for probe in probes.values():
-            assert probe["path"] in served
-            assert ports[str(probe["port"])] == _image_port(name) == 8000
+        client = apps[name].test_client()
+        for kind, probe in probes.items():
+            assert probe.get("scheme", "HTTP") == "HTTP"
+            assert ports[str(probe["port"])] == bound, f"{name} {kind}: port {probe['port']} is not {bound}"
+            status = client.get(probe["path"]).status_code
+            assert status == (503 if kind == "readinessProbe" else 200), f"{name} {kind} {probe['path']}: {status}"
 
 
 def test_nginx_probes_and_port_match_its_templates(overlay: Rendering) -> None:
@@ -209,3 +235,42 @@ def test_every_configmap_and_volume_reference_resolves(overlay: Rendering) -> No
                 ref = item.get("valueFrom", {}).get("configMapKeyRef")
                 if ref:
                     assert ref["key"] in maps[ref["name"]]
+
+
+def _metrics_port_default() -> int:
+    """The port the metrics server of every api/auth pod listens on when METRICS_PORT is unset."""
+    lib = ROOT / "libs/wharf-common/src/wharf_common"
+    found = {
+        int(m[1])
+        for name in ("gunicorn_conf.py", "metrics_server.py")
+        for m in re.finditer(r'os\.environ\.get\("METRICS_PORT", "(\d+)"\)', (lib / name).read_text())
+    }
+    assert len(found) == 1, f"gunicorn_conf.py and metrics_server.py disagree on METRICS_PORT's default: {found}"
+    return found.pop()
+
+
+def _compose_scrape_ports() -> dict[str, int]:
+    """compose's Prometheus (profile observability): the port it scrapes on each api/auth replica."""
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    return {job["job_name"]: sd["port"] for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])}
+
+
+def test_monitoring_ports_are_declared_per_pod_and_on_no_service(overlay: Rendering) -> None:
+    """What compose's Prometheus scrapes on every replica, each pod declares (a cluster's Prometheus
+    discovers pod targets and PodMonitors by declared, named container ports), and no Service
+    carries it (a Service would show a random replica's counters)."""
+    scraped = _compose_scrape_ports()
+    assert set(scraped) == {"api", "auth"}
+    service_targets = {str(p["targetPort"]) for s in overlay.of_kind("Service") for p in s["spec"]["ports"]}
+    for name in ("api", "auth"):
+        workload = overlay.workload(name)
+        (c,) = workload.pod["containers"]
+        served = int(overlay.env(c).get("METRICS_PORT", _metrics_port_default()))
+        assert served == scraped[name], f"compose scrapes {name} on {scraped[name]}, the pod serves {served}"
+        assert workload.ports().get("metrics") == served, f"{overlay.name} {name}: metrics port not declared"
+        assert {"metrics", str(served)}.isdisjoint(service_targets)
+    nginx = overlay.workload("nginx")
+    (c,) = nginx.pod["containers"]
+    status = int(nginx_effective_settings(overlay.env(c))["NGINX_STATUS_PORT"])
+    assert nginx.ports().get("status") == status, f"{overlay.name} nginx: stub_status port not declared"
+    assert {"status", str(status)}.isdisjoint(service_targets)
