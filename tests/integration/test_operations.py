@@ -85,9 +85,23 @@ def test_a_user_journey_leaves_no_secret_in_any_log(stack: Stack, http: requests
         timeout=10,
     )
     assert changed.status_code == 204
-    http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": "wrong " + PASSWORD}, timeout=10)
+    last = f"journey-end-{uuid.uuid4().hex}"
+    http.post(
+        f"{stack.base_url}/auth/login",
+        json={"email": email, "password": "wrong " + PASSWORD},
+        headers={"X-Request-ID": last},
+        timeout=10,
+    )
 
-    logs = stack.compose("logs", "--no-color", "api", "auth", "nginx").stdout
+    # The services write INFO lines in batches (wharf_common.logs): wait for the journey's last
+    # line from auth and the create's from api.
+    created_line = f'"request_id": "{created.headers["X-Request-ID"]}"'
+    deadline = time.monotonic() + 10
+    while True:
+        logs = stack.compose("logs", "--no-color", "api", "auth", "nginx").stdout
+        if (f'"request_id": "{last}"' in logs and created_line in logs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     secrets = [PASSWORD, new_password, tokens["access_token"], tokens["refresh_token"], refreshed["access_token"]]
     secrets += [refreshed["refresh_token"], tokens["access_token"].split(".")[2]]
     for secret in secrets:

@@ -1,0 +1,85 @@
+"""The JSON log handler's batching: nothing lost, order kept, warnings never delayed."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from wharf_common.logs import BatchingStreamHandler, JsonFormatter
+
+
+@pytest.fixture
+def stream() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+def logger(stream: io.StringIO) -> Iterator[tuple[logging.Logger, BatchingStreamHandler]]:
+    handler = BatchingStreamHandler(stream, flush_seconds=0.2, max_bytes=2000)
+    handler.setFormatter(JsonFormatter("test"))
+    log = logging.getLogger(f"test.batching.{id(stream)}")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    yield log, handler
+    log.handlers.clear()
+
+
+def _messages(stream: io.StringIO) -> list[str]:
+    return [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+
+
+def test_info_lines_wait_for_the_flusher_then_all_arrive_in_order(logger, stream) -> None:
+    log, _ = logger
+    for n in range(5):
+        log.info("line %d", n)
+    assert stream.getvalue() == ""  # batched, not written one by one
+    deadline = time.monotonic() + 5
+    while len(_messages(stream)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _messages(stream) == [f"line {n}" for n in range(5)]
+
+
+def test_a_warning_is_written_at_once_after_what_came_before(logger, stream) -> None:
+    log, _ = logger
+    log.info("first")
+    log.warning("trouble")
+    assert _messages(stream) == ["first", "trouble"]
+
+
+def test_a_full_batch_is_written_without_waiting(logger, stream) -> None:
+    log, _ = logger
+    for n in range(40):  # ~150 bytes a line: past max_bytes (2000) well before the end
+        log.info("line %d", n)
+    written = _messages(stream)
+    assert written, "nothing written although the batch passed max_bytes"
+    assert written == [f"line {n}" for n in range(len(written))]
+
+
+def test_flush_writes_everything_pending(logger, stream) -> None:
+    log, handler = logger
+    log.info("pending")
+    handler.flush()
+    assert _messages(stream) == ["pending"]
+
+
+def test_a_forked_child_does_not_write_its_parents_pending_lines_again(tmp_path) -> None:
+    path = tmp_path / "log"
+    with path.open("w", encoding="utf-8") as out:
+        handler = BatchingStreamHandler(out, flush_seconds=60)
+        handler.setFormatter(JsonFormatter("test"))
+        record = logging.makeLogRecord({"msg": "before fork", "levelno": logging.INFO, "levelname": "INFO"})
+        handler.handle(record)
+        pid = os.fork()
+        if pid == 0:  # the child: write what it has, then leave without the parent's exit handlers
+            handler.flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        handler.flush()
+    assert [json.loads(line)["message"] for line in path.read_text().splitlines()] == ["before fork"]
