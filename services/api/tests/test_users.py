@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 
 from wharf_api.idempotency import _lock_id
 from wharf_api.models import User
-from wharf_common.db import get_session
+from wharf_common.db import CLIENT_GRACE_SECONDS, get_session
 
 
 def _count_users(app: Flask) -> int:
@@ -416,6 +416,78 @@ def test_postgres_down_is_503_and_recovers(
     while client.post("/users", json={"name": "B", "email": "b@example.com"}).status_code != 201:
         assert time.monotonic() < deadline, "did not recover within 10 s"
         time.sleep(0.2)
+
+
+def test_postgres_that_stops_answering_is_503_within_the_timeouts_and_recovers(
+    make_api: Callable[..., Flask],
+    postgres_address: tuple[str, int],
+    sign_up: Callable[..., Any],
+    tcp_proxy: Callable[..., Any],
+    authed: Callable[..., Any],
+) -> None:
+    """A hung server (connections open, nothing answered) enforces no statement_timeout: the
+    client abandons a call DB_STATEMENT_TIMEOUT_MS + CLIENT_GRACE_SECONDS after sending it, then a
+    new connection fails within DB_CONNECT_TIMEOUT: 503, never a request that waits for TCP."""
+    proxy = tcp_proxy(postgres_address)
+    hung = make_api(
+        database_url=f"postgresql://api@127.0.0.1:{proxy.port}/wharf",
+        db_statement_timeout_ms=500,
+        db_connect_timeout=2,
+        db_pool_timeout=1,
+    )
+    client = authed(sign_up("pghung@example.com"), hung)
+    cached = _create(client)
+    client.get(f"/users/{cached['id']}")
+
+    proxy.freeze()
+    bound = 0.5 + CLIENT_GRACE_SECONDS + 2 + 1.5  # abandoned call, failed reconnect, slack
+    for method, path, body in (
+        ("POST", "/users", {"name": "B", "email": "b@example.com"}),
+        ("GET", f"/users/{uuid.uuid4()}", None),
+        ("GET", "/users?limit=3", None),
+    ):
+        started = time.monotonic()
+        response = client.open(method, path, json=body)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503, (method, path, response.status_code)
+        assert response.mimetype == "application/problem+json"
+        assert response.headers["Retry-After"]
+        assert elapsed < bound, (method, path, elapsed)
+    assert client.get(f"/users/{cached['id']}").status_code == 200  # served from the cache
+
+    proxy.restore()
+    deadline = time.monotonic() + 10
+    while client.post("/users", json={"name": "B", "email": "b@example.com"}).status_code != 201:
+        assert time.monotonic() < deadline, "did not recover within 10 s"
+        time.sleep(0.2)
+
+
+def test_a_statement_past_its_timeout_is_503_not_a_hang(
+    make_api: Callable[..., Flask], app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any]
+) -> None:
+    impatient = make_api(db_statement_timeout_ms=300)
+    client = authed(sign_up("impatient@example.com"), impatient)
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    with app.extensions["wharf.db.engine"].connect() as holder:  # another transaction holds the row
+        holder.execute(text("SELECT 1 FROM api.users WHERE id = :id FOR UPDATE"), {"id": user["id"]})
+        started = time.monotonic()
+        blocked = client.patch(path, json={"name": "Blocked"})
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    assert blocked.status_code == 503
+    assert blocked.mimetype == "application/problem+json"
+    assert blocked.headers["Retry-After"]
+    assert elapsed < 0.3 + 1.5
+    assert client.patch(path, json={"name": "Unblocked"}).status_code == 200
+
+
+def test_pool_and_timeouts_come_from_the_settings(make_api: Callable[..., Flask]) -> None:
+    configured = make_api(db_pool_size=3, db_max_overflow=2, db_pool_timeout=1.5, db_statement_timeout_ms=1234)
+    pool = configured.extensions["wharf.db.engine"].pool
+    assert (pool.size(), pool._max_overflow, pool._timeout, pool._pre_ping) == (3, 2, 1.5, True)  # type: ignore[attr-defined]
+    with configured.app_context():
+        assert get_session().execute(text("SHOW statement_timeout")).scalar() == "1234ms"
 
 
 def test_postgres_down_alone_keeps_authentication_fresh_through_the_channel(
