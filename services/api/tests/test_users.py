@@ -418,6 +418,48 @@ def test_postgres_down_is_503_and_recovers(
         time.sleep(0.2)
 
 
+def test_redis_that_stops_answering_costs_one_short_timeout_per_back_off_pause(
+    make_api: Callable[..., Flask],
+    redis_container: Any,
+    sign_up: Callable[..., Any],
+    tcp_proxy: Callable[..., Any],
+    authed: Callable[..., Any],
+) -> None:
+    """Redis accepts connections but answers nothing: reads come from Postgres, a request waits for
+    Redis at most one short socket timeout, and only now and then (the breaker's pauses), so the
+    latency stays bounded while it hangs."""
+    proxy = tcp_proxy((redis_container.get_container_host_ip(), int(redis_container.get_exposed_port(6379))))
+    hung = make_api(redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    client = authed(sign_up("redishung@example.com"), hung)
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    client.get(path)
+    assert client.get(path).headers["X-Cache"] == "HIT"
+
+    proxy.freeze()
+    timeout = hung.config["SETTINGS"].redis_socket_timeout
+    durations = []
+    started = time.monotonic()
+    while time.monotonic() - started < 3.5:  # spans the first pauses (1 s, then 2 s)
+        before = time.monotonic()
+        response = client.get(path)
+        durations.append(time.monotonic() - before)
+        assert response.status_code == 200
+        assert response.headers["X-Cache"] == "MISS"
+        time.sleep(0.02)
+    assert max(durations) < 2 * timeout + 0.5
+    waited = [d for d in durations if d >= timeout * 0.8]
+    assert 1 <= len(waited) <= 3, (len(waited), len(durations))  # not one timeout per request
+    before = time.monotonic()
+    assert client.patch(path, json={"name": "Written while Redis hung"}).status_code == 200
+    assert time.monotonic() - before < 2 * timeout + 0.5
+
+    proxy.restore()
+    hung.extensions["wharf.api.cache"]._breaker.succeeded()  # skip the rest of the back-off pause
+    assert client.get(path).get_json()["name"] == "Written while Redis hung"
+    assert client.get(path).headers["X-Cache"] == "HIT"
+
+
 def test_postgres_that_stops_answering_is_503_within_the_timeouts_and_recovers(
     make_api: Callable[..., Flask],
     postgres_address: tuple[str, int],
