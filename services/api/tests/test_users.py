@@ -122,6 +122,14 @@ def test_expired_and_foreign_tokens_are_401(anonymous: FlaskClient, auth_app: Fl
     assert anonymous.get("/users", headers={"Authorization": f"Bearer {valid}"}).status_code == 200
 
 
+class _WithHeaders:
+    def __init__(self, client: FlaskClient, headers: dict[str, str]) -> None:
+        self.client, self.headers = client, headers
+
+    def get(self, path: str) -> Any:
+        return self.client.get(path, headers=self.headers)
+
+
 def _wait_for_status(client: Any, path: str, status: int, within: float) -> float:
     started = time.monotonic()
     while True:
@@ -203,6 +211,82 @@ def test_authorization_matrix(
     assert client.get(path).status_code == 404
     mine = _create(client, "Mine", "mine@example.com")
     assert client.delete(f"/users/{mine['id']}").status_code == 204
+
+
+OPERATIONS = ("list", "read", "create", "patch", "delete")
+EXPECTED_BY_CALLER = {
+    "owner": (200, 200, 201, 200, 204),
+    "admin": (200, 200, 201, 200, 204),
+    "other user": (200, 200, 201, 403, 403),
+    "no token": (401, 401, 401, 401, 401),
+    "expired token": (401, 401, 401, 401, 401),
+    "revoked token": (401, 401, 401, 401, 401),
+}
+
+
+def test_authorization_matrix_every_caller_on_every_operation(
+    client: Any,
+    app: Flask,
+    auth_app: Flask,
+    sign_up: Callable[..., Any],
+    password: str,
+) -> None:
+    """Each kind of caller on each operation, against a user the owner created. The expired and
+    the revoked tokens are the owner's own (the expired one even claims admin): still 401."""
+    settings = app.config["SETTINGS"]
+    other = sign_up("other@example.com")
+    admin = sign_up("admin@example.com", admin=True)
+    expired, _ = auth_app.extensions["wharf.auth.keyring"].sign_access_token(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        subject=client.account.id,
+        roles=["user", "admin"],
+        family_id=None,
+        ttl=-120,
+    )
+    auth = auth_app.test_client()
+    revoked = auth.post("/login", json={"email": client.account.email, "password": password}).get_json()
+    revoked_headers = {"Authorization": f"Bearer {revoked['access_token']}"}
+    assert client.get("/users", headers=revoked_headers).status_code == 200
+    assert auth.post("/logout", headers=revoked_headers).status_code == 204
+    headers_by_caller = {
+        "owner": client.account.headers,
+        "admin": admin.headers,
+        "other user": other.headers,
+        "no token": {},
+        "expired token": {"Authorization": f"Bearer {expired}"},
+        "revoked token": revoked_headers,
+    }
+    anonymous = app.test_client()
+    _wait_for_status(_WithHeaders(anonymous, revoked_headers), "/users", 401, within=2.0)
+
+    actual = {}
+    for number, (caller, headers) in enumerate(headers_by_caller.items()):
+        target = _create(client, f"Target {number}", f"target{number}@example.com")
+        path = f"/users/{target['id']}"
+        responses = {
+            "list": anonymous.get("/users", headers=headers),
+            "read": anonymous.get(path, headers=headers),
+            "create": anonymous.post("/users", json={"name": "New", "email": f"new{number}@ex.com"}, headers=headers),
+            "patch": anonymous.patch(path, json={"name": f"Changed by {caller}"}, headers=headers),
+            "delete": anonymous.delete(path, headers=headers),
+        }
+        actual[caller] = tuple(responses[operation].status_code for operation in OPERATIONS)
+        for operation, response in responses.items():
+            if response.status_code == 401:
+                assert response.headers["WWW-Authenticate"].startswith("Bearer"), (caller, operation)
+            if response.status_code >= 400:
+                assert response.mimetype == "application/problem+json", (caller, operation)
+        kept = client.get(path)
+        if responses["delete"].status_code != 204:  # refused writes changed nothing
+            assert kept.status_code == 200, caller
+            assert kept.get_json()["name"] == f"Target {number}", caller
+        else:
+            assert kept.status_code == 404, caller
+    assert actual == EXPECTED_BY_CALLER
+    created = sum(statuses[OPERATIONS.index("create")] == 201 for statuses in actual.values())
+    deleted = sum(statuses[OPERATIONS.index("delete")] == 204 for statuses in actual.values())
+    assert _count_users(app) == len(EXPECTED_BY_CALLER) + created - deleted  # refused creates wrote nothing
 
 
 # -- merge patch and conditional requests -------------------------------------------------------
