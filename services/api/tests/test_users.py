@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import threading
 import time
 import uuid
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from wharf_api.idempotency import _lock_id
 from wharf_api.models import User
@@ -368,6 +369,121 @@ def test_keyset_pagination_visits_every_row_once_under_concurrent_inserts(client
     assert len(seen) == len(set(seen)), "a row was returned twice"
     assert existing <= set(seen), "a row that existed before the walk was skipped"
     assert seen == sorted(seen, key=uuid.UUID)
+
+
+def _bulk_insert(app: Flask, count: int) -> list[str]:
+    """``count`` users straight into the table (one statement), analysed; their ids in id order."""
+    with app.app_context():
+        session = get_session()
+        session.execute(
+            text(
+                "INSERT INTO api.users (id, name, email, owner) SELECT gen_random_uuid(), 'bulk ' || n,"
+                " 'bulk' || n || '@example.com', 'seed' FROM generate_series(1, :count) AS n"
+            ),
+            {"count": count},
+        )
+        session.commit()
+        session.execute(text("ANALYZE api.users"))
+        session.commit()
+        return [str(u) for u in session.scalars(select(User.id).order_by(User.id))]
+
+
+def test_limit_default_and_bounds(client: Any, app: Flask) -> None:
+    ids = _bulk_insert(app, 23)
+    first = client.get("/users").get_json()
+    assert [u["id"] for u in first["items"]] == ids[:20]  # default 20
+    rest = client.get(f"/users?cursor={first['next_cursor']}").get_json()
+    assert [u["id"] for u in rest["items"]] == ids[20:]
+    assert rest["next_cursor"] is None
+    one = client.get("/users?limit=1").get_json()
+    assert [u["id"] for u in one["items"]] == ids[:1]
+    assert one["next_cursor"] is not None
+    exact = client.get("/users?limit=23").get_json()  # a page that ends exactly at the last row
+    assert len(exact["items"]) == 23
+    assert exact["next_cursor"] is None
+    assert len(client.get("/users?limit=100").get_json()["items"]) == 23
+
+
+def test_pagination_with_a_concurrent_writer_returns_every_row_exactly_once(
+    client: Any, app: Flask, authed: Callable[..., Any], sign_up: Callable[..., Any]
+) -> None:
+    """Another client creates users (through the api, so list pages are invalidated) the whole time
+    a walk runs: every row that existed before is returned exactly once, nothing is returned twice,
+    nothing appears that was never written, and pages stay in id order and within the limit."""
+    existing = set(_bulk_insert(app, 60))
+    writer = authed(sign_up("writer@example.com"))
+    written: list[str] = []
+    walking = threading.Event()
+    done = threading.Event()
+
+    def write() -> None:
+        walking.wait()
+        while not done.is_set():
+            written.append(_create(writer, f"late {len(written)}", f"late{len(written)}@example.com")["id"])
+
+    pages: list[list[str]] = []
+    with ThreadPoolExecutor(1) as pool:
+        writing = pool.submit(write)
+        cursor = None
+        walking.set()
+        while True:
+            time.sleep(0.01)  # let the writer in between pages as well
+            page = client.get("/users?limit=7" + (f"&cursor={cursor}" if cursor else "")).get_json()
+            pages.append([u["id"] for u in page["items"]])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        done.set()
+        writing.result(timeout=30)
+
+    seen = [user_id for page in pages for user_id in page]
+    assert len(written) >= 5, "the writer did not run during the walk"
+    assert all(len(page) <= 7 for page in pages)
+    assert len(seen) == len(set(seen)), "a row was returned twice"
+    assert existing <= set(seen), "a row that existed before the walk was skipped"
+    assert set(seen) <= existing | set(written), "a row was returned that was never written"
+    assert seen == sorted(seen, key=uuid.UUID)
+
+
+def _plan_of_list_query(app: Flask, client: Any, url: str) -> dict[str, Any]:
+    """The executed plan (EXPLAIN ANALYZE) of the users query the list route ran for ``url``."""
+    engine = app.extensions["wharf.db.engine"]
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if "FROM api.users" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        response = client.get(url)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert response.status_code == 200
+    assert response.headers["X-Cache"] == "MISS"
+    [(statement, parameters)] = statements
+    with engine.connect() as connection:
+        plan = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).scalar_one()
+    return plan[0]["Plan"]
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
+
+
+def test_a_deep_page_costs_what_the_first_page_costs(client: Any, app: Flask) -> None:
+    """Keyset pagination: page 1 and page 1,000 (of 20 rows) both read 21 index entries, never
+    the rows before them (no OFFSET, no sort of the whole table)."""
+    ids = _bulk_insert(app, 20_000)
+    deep_cursor = base64.urlsafe_b64encode(uuid.UUID(ids[19_979]).bytes).rstrip(b"=").decode()
+    for url in ("/users?limit=20", f"/users?limit=20&cursor={deep_cursor}"):
+        nodes = _nodes(_plan_of_list_query(app, client, url))
+        kinds = [node["Node Type"] for node in nodes]
+        assert "Seq Scan" not in kinds, (url, kinds)
+        assert "Sort" not in kinds, (url, kinds)
+        [scan] = [node for node in nodes if node["Node Type"] in {"Index Scan", "Index Only Scan"}]
+        assert scan["Actual Rows"] <= 21, (url, scan["Actual Rows"])
+    assert len(client.get(f"/users?limit=20&cursor={deep_cursor}").get_json()["items"]) == 20
 
 
 def test_bad_limit_or_cursor_is_422(client: Any) -> None:
