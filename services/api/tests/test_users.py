@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select, text
 
+from wharf_api.cache import list_key, user_key
 from wharf_api.idempotency import _lock_id
 from wharf_api.models import User
 from wharf_common.db import CLIENT_GRACE_SECONDS, get_session
@@ -519,6 +520,47 @@ def test_cache_aside_and_read_your_writes(client: Any) -> None:
     client.delete(f"/users/{second['id']}")
     assert second["id"] not in [u["id"] for u in client.get("/users").get_json()["items"]]
     assert client.get(f"/users/{second['id']}").status_code == 404
+
+
+def test_read_your_writes_on_cached_pages_and_cached_users(client: Any) -> None:
+    """Every write retires what was cached before it: a renamed user in a cached list page (any
+    limit, any cursor), a deleted user that was cached on its own and in a page."""
+    first = _create(client, "First", "first@example.com")
+    second = _create(client, "Second", "second@example.com")
+    path = f"/users/{first['id']}"
+    urls = (
+        "/users",
+        "/users?limit=1",
+        f"/users?limit=1&cursor={client.get('/users?limit=1').get_json()['next_cursor']}",
+    )
+    for url in (path, *urls):
+        client.get(url)
+        assert client.get(url).headers["X-Cache"] == "HIT", url
+
+    assert client.patch(path, json={"name": "Renamed"}).status_code == 200
+    for url in urls:
+        page = client.get(url)
+        assert page.headers["X-Cache"] == "MISS", url
+        names = {u["id"]: u["name"] for u in page.get_json()["items"]}
+        assert names.get(first["id"], "Renamed") == "Renamed", url
+    assert "Renamed" in [u["name"] for u in client.get("/users").get_json()["items"]]
+
+    for url in (path, *urls):
+        client.get(url)
+        assert client.get(url).headers["X-Cache"] == "HIT", url
+    assert client.delete(path).status_code == 204
+    assert client.get(path).status_code == 404
+    assert [u["id"] for u in client.get("/users").get_json()["items"]] == [second["id"]]
+
+
+def test_cache_entries_have_the_configured_ttl(client: Any, app: Flask) -> None:
+    user = _create(client)
+    client.get(f"/users/{user['id']}")
+    client.get("/users?limit=5")
+    redis = app.extensions["wharf.redis"]
+    ttl = app.config["SETTINGS"].cache_ttl_seconds
+    for key in (user_key(user["id"]), list_key(5, None)):
+        assert 0 < redis.ttl(key) <= ttl, key
 
 
 def test_cache_clear_command(client: Any, app: Flask) -> None:
