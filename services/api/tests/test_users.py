@@ -876,24 +876,64 @@ def test_same_key_in_flight_is_409(client: Any, app: Flask) -> None:
     )
 
 
+def test_same_key_while_the_first_request_is_still_running_is_409(
+    client: Any, app: Flask, authed: Callable[..., Any]
+) -> None:
+    """A real first request, held up inside its transaction (another session locks the key table):
+    a retry meanwhile is 409 at once; once the first finishes, a retry replays its response."""
+    body = {"name": "Slow", "email": "slow@example.com"}
+    headers = {"Idempotency-Key": "slow"}
+    engine = app.extensions["wharf.db.engine"]
+    waiting = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'api.idempotency_keys'::regclass")
+    with engine.connect() as holder, ThreadPoolExecutor(1) as pool:
+        holder.execute(text("LOCK TABLE api.idempotency_keys IN ACCESS EXCLUSIVE MODE"))
+        first = pool.submit(lambda: authed(client.account).post("/users", json=body, headers=headers))
+        deadline = time.monotonic() + 3
+        with engine.connect() as observer:
+            while observer.execute(waiting).scalar() == 0:
+                assert time.monotonic() < deadline, "the first request never reached the key table"
+                time.sleep(0.02)
+        retry = client.post("/users", json=body, headers=headers)
+        holder.rollback()
+        original = first.result(timeout=10)
+    assert retry.status_code == 409
+    assert retry.get_json()["type"] == "https://wharf.dev/problems/idempotency-key-in-use"
+    assert original.status_code == 201
+    assert "Idempotent-Replayed" not in original.headers
+    replayed = client.post("/users", json=body, headers=headers)
+    assert replayed.status_code == 201
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.get_data() == original.get_data()
+    assert _count_users(app) == 1
+
+
 def test_concurrent_requests_with_one_key_create_one_row(app: Flask, client: Any, authed: Callable[..., Any]) -> None:
     barrier = threading.Barrier(8)
 
-    def attempt(_: int) -> int:
+    def attempt(_: int) -> tuple[int, bytes]:
         local = authed(client.account)
         barrier.wait()
         body = {"name": "Once", "email": "once@example.com"}
-        return local.post("/users", json=body, headers={"Idempotency-Key": "race"}).status_code
+        response = local.post("/users", json=body, headers={"Idempotency-Key": "race"})
+        return response.status_code, response.get_data()
 
     with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(attempt, range(8)))
+        results = list(pool.map(attempt, range(8)))
+    statuses = [status for status, _ in results]
     assert set(statuses) <= {201, 409}
     assert 201 in statuses
+    assert len({body for status, body in results if status == 201}) == 1  # replays are the original
     assert _count_users(app) == 1
 
 
 def test_idempotency_keys_expire(client: Any, app: Flask) -> None:
     _create(client, headers={"Idempotency-Key": "old"})
+    with app.app_context():
+        session = get_session()
+        session.execute(text("UPDATE api.idempotency_keys SET created_at = now() - interval '23 hours'"))
+        session.commit()
+    kept = client.post("/users", json={"name": "Ada", "email": "ada@example.com"}, headers={"Idempotency-Key": "old"})
+    assert kept.headers["Idempotent-Replayed"] == "true"  # still within 24 h
     with app.app_context():
         session = get_session()
         session.execute(text("UPDATE api.idempotency_keys SET created_at = now() - interval '25 hours'"))
