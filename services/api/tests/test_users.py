@@ -51,6 +51,23 @@ def test_create_then_read(client: Any) -> None:
     assert listed["next_cursor"] is None
 
 
+def test_seed_routes_keep_their_meaning(client: Any) -> None:
+    """The routes the service started with answer as they did (now with a token): list, read (404
+    for a missing user), create (201; 4xx without a name)."""
+    listed = client.get("/users")
+    assert listed.status_code == 200
+    assert listed.get_json() == {"items": [], "next_cursor": None}
+    assert client.get(f"/users/{uuid.uuid4()}").status_code == 404
+    created = client.post("/users", json={"name": "Seed", "email": "seed@example.com"})
+    assert created.status_code == 201
+    assert client.get(created.headers["Location"]).get_json()["name"] == "Seed"
+    for nameless in ({"email": "n1@example.com"}, {"name": "", "email": "n2@example.com"}, {"name": None}):
+        refused = client.post("/users", json=nameless)
+        assert refused.status_code == 422, nameless
+        assert "name" in {e["field"] for e in refused.get_json()["errors"]}
+    assert [u["name"] for u in client.get("/users").get_json()["items"]] == ["Seed"]
+
+
 def test_missing_user_is_404_problem(client: Any) -> None:
     for user_id in (str(uuid.uuid4()), "not-a-uuid", "..%2F..%2Fetc%2Fpasswd"):
         for method in ("GET", "PATCH", "DELETE"):
@@ -960,6 +977,7 @@ def test_openapi_document_declares_every_status(anonymous: FlaskClient) -> None:
     assert declared[("/users/{user_id}", "get")] >= {"200", "304", "401", "404", "503"}
     assert declared[("/users/{user_id}", "patch")] >= {"200", "400", "401", "403", "404", "409", "412", "415", "422"}
     assert declared[("/users/{user_id}", "delete")] >= {"204", "401", "403", "404", "412"}
+    assert all("503" in statuses for statuses in declared.values())  # Postgres down, on every route
     assert all(op["security"] == [{"bearerAuth": []}] for op in operations.values())
     assert "UserCreate" in document["components"]["schemas"]
 
