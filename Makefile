@@ -96,7 +96,7 @@ admin: ## Grant the admin role to an existing account: make admin EMAIL=someone@
 	@test -n "$(EMAIL)" || { echo "usage: make admin EMAIL=someone@example.com" >&2; exit 2; }
 	@$(COMPOSE) exec auth flask grant-admin "$(EMAIL)"
 
-rotate-keys: ## Add a new token signing key (old keys keep verifying, then retire after an hour)
+rotate-keys: ## Add a token signing key: published now, signs after SIGNING_KEY_ACTIVATION_SECONDS; old keys keep verifying, retire after an hour
 	@$(COMPOSE) run --rm --no-deps dev-secrets python -m wharf_common.devsecrets /secrets --rotate-signing-key
 
 migrate: ## Run both services' database migrations now (they also run on every `make up`)

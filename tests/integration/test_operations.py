@@ -7,11 +7,15 @@ import re
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from wharf_common.devsecrets import KEY_NAME_FORMAT
 
 from .conftest import PASSWORD, ROOT, Stack, register, sign_in
 
@@ -175,32 +179,60 @@ def _all_accept(stack: Stack, http: requests.Session, headers: dict[str, str]) -
     return True
 
 
+def _kid(headers: dict[str, str]) -> str:
+    return jwt.get_unverified_header(headers["Authorization"].split()[1])["kid"]
+
+
 def test_make_rotate_keys_signs_with_a_new_key_while_old_tokens_keep_verifying(
     stack: Stack, http: requests.Session
 ) -> None:
+    """The new key is published at once and signs only SIGNING_KEY_ACTIVATION_SECONDS after the time
+    in its name, by which time every api worker has it or may fetch it: no token is ever refused."""
+    activation = int(stack.env.get("SIGNING_KEY_ACTIVATION_SECONDS") or 10)  # compose's default
     jwks_url = f"{stack.base_url}/auth/.well-known/jwks.json"
     email = register(stack, http)
     before = sign_in(stack, http, email)
-    old_kid = jwt.get_unverified_header(before["Authorization"].split()[1])["kid"]
+    old_kid = _kid(before)
     kids_before = {k["kid"] for k in http.get(jwks_url, timeout=10).json()["keys"]}
     assert old_kid in kids_before
     assert _all_accept(stack, http, before)
+    # An unknown kid makes an api worker refetch the JWKS: the api workers fetch just before the
+    # rotation, the case in which a key that signed at once was refused for JWKS_MIN_REFRESH_SECONDS.
+    unknown = jwt.encode(
+        {}, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": "x" * 43, "typ": "at+jwt"}
+    )
+    for _ in range(8):
+        refused = http.get(
+            f"{stack.base_url}/api/users?limit=1", headers={"Authorization": f"Bearer {unknown}"}, timeout=10
+        )
+        assert refused.status_code == 401
 
     rotated = _make(stack, "rotate-keys")
-    assert "signing key added" in rotated.stdout
+    added = re.search(r"signing key added: \S+/(\S+)\.pem", rotated.stdout)
+    assert added, rotated.stdout
+    activated_at = datetime.strptime(added.group(1), KEY_NAME_FORMAT).replace(tzinfo=UTC).timestamp() + activation
 
     kids_after = {k["kid"] for k in http.get(jwks_url, timeout=10).json()["keys"]}
-    (new_kid,) = kids_after - kids_before  # published next to the previous keys
+    (new_kid,) = kids_after - kids_before  # published at once, next to the previous keys
     assert kids_before <= kids_after
-    after = sign_in(stack, http, email)
-    assert jwt.get_unverified_header(after["Authorization"].split()[1])["kid"] == new_kid
-    # A token signed by the previous key keeps working everywhere, at once and throughout.
-    assert _all_accept(stack, http, before)
-    # The new key's tokens: auth reads its own keys; api fetches the JWKS on an unknown kid (bounded).
-    deadline = time.monotonic() + 20
-    while not _all_accept(stack, http, after):
-        assert time.monotonic() < deadline, "a token signed by the new key is not accepted everywhere"
-        time.sleep(1)
+    # Until the activation the previous key signs; then the new one, at the latest a second later.
+    signed_by_old_after_rotation = 0
+    while True:
+        started = time.time()
+        after = sign_in(stack, http, email)
+        finished = time.time()
+        if _kid(after) == new_kid:
+            assert finished >= activated_at, "the new key signed before its activation"
+            break
+        assert _kid(after) == old_kid
+        assert started < activated_at + 1, "the new key does not sign after its activation"
+        signed_by_old_after_rotation += 1
+        assert _all_accept(stack, http, after)
+        time.sleep(0.5)
+    assert signed_by_old_after_rotation, "make rotate-keys took longer than the activation delay: nothing was checked"
+    # The new key's first token is accepted by every replica of auth and api at once, and a token
+    # signed by the previous key before the rotation keeps working everywhere.
+    assert _all_accept(stack, http, after)
     assert _all_accept(stack, http, before)
 
 

@@ -113,11 +113,15 @@ def test_a_setting_on_one_side_only_fails_the_parity_check(
 
 
 # Values Kubernetes needs set differently from compose's defaults, each with its reason
-# (k8s/README.md, "The edge (nginx) in a cluster"). Every other default is compose's.
+# (k8s/README.md, "The edge (nginx) in a cluster" and "Rotate keys and passwords"). Every other
+# default is compose's.
+ROTATED_SECRET_REACHES_PODS_LATE = "the kubelet updates a mounted Secret in each pod up to a minute or so later"
 K8S_OWN_VALUES = {
     ("nginx", "NGINX_HTTPS_REDIRECT_PORT"): "the Service's HTTPS port 443, not the host's 8443",
     ("nginx", "NGINX_UPSTREAM_DISCOVERY"): "reload: Services have a stable ClusterIP; no Docker DNS",
     ("nginx", "NGINX_DNS_INTERVAL"): "with reload, the watcher only notices a re-created Service",
+    ("auth", "SIGNING_KEY_ACTIVATION_SECONDS"): ROTATED_SECRET_REACHES_PODS_LATE,
+    ("auth-migrate", "SIGNING_KEY_ACTIVATION_SECONDS"): ROTATED_SECRET_REACHES_PODS_LATE,  # same ConfigMap
 }
 
 

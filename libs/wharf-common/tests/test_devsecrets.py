@@ -38,7 +38,7 @@ def test_rotation_adds_a_newer_key_and_retires_only_long_superseded_ones(tmp_pat
     (first,) = sorted(set(keys_dir.glob("*.pem")) - {ancient, superseded_just_now})
 
     added = devsecrets.add_signing_key(tmp_path)
-    assert sorted(keys_dir.glob("*.pem"))[-1].name == Path(added).name  # the newest name signs
+    assert sorted(keys_dir.glob("*.pem"))[-1].name == Path(added).name  # the newest name: it signs once activated
     retired = devsecrets.retire_signing_keys(tmp_path, timedelta(hours=1))
     # Only `ancient` was superseded long ago (in 2020); the others must keep verifying.
     assert retired == [ancient.name]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,13 +14,24 @@ from sqlalchemy import text
 from wharf_auth import create_app
 from wharf_auth.settings import AuthSettings
 from wharf_common.db import get_session
+from wharf_common.tokens import public_jwk
 
 
-def write_signing_key(directory: Path, name: str) -> Ed25519PrivateKey:
+def write_signing_key(directory: Path, name: str) -> str:
+    """A new Ed25519 key file ``name`` in ``directory``; returns its kid. The directory's mtime moves
+    on even where timestamps are coarse, so a running KeyRing re-reads it."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    before = directory.stat().st_mtime
     (directory / name).write_bytes(pem)
-    return key
+    os.utime(directory, (before + 1, before + 1))
+    return public_jwk(key.public_key())["kid"]
+
+
+@pytest.fixture
+def signing_key_writer() -> Callable[[Path, str], str]:
+    """``write_signing_key`` for tests (they cannot import this module)."""
+    return write_signing_key
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import socket
 import statistics
@@ -691,29 +690,98 @@ def test_access_token_verifies_against_published_jwks(client: FlaskClient) -> No
     assert claims["exp"] - claims["nbf"] == 900
 
 
-def test_key_rotation_by_adding_a_file(make_app: Callable[..., Flask], app: Flask, tmp_path: Path) -> None:
+class Clock:
+    """The wall clock a KeyRing compares key publication times with; a test moves it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def key_name(at: float) -> str:
+    """The file name ``make rotate-keys`` gives a key made at ``at`` (devsecrets.KEY_NAME_FORMAT)."""
+    from datetime import UTC, datetime
+
+    from wharf_common.devsecrets import KEY_NAME_FORMAT
+
+    return datetime.fromtimestamp(at, UTC).strftime(KEY_NAME_FORMAT) + ".pem"
+
+
+def client_with_clock(make_app: Callable[..., Flask], keys_dir: Path, clock: Clock, activation: int) -> FlaskClient:
+    app = make_app(signing_keys_dir=keys_dir, signing_key_activation_seconds=activation)
+    app.extensions["wharf.auth.keyring"].clock = clock
+    return app.test_client()
+
+
+def signed_by(token: str) -> str:
     import jwt as pyjwt
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    def add_key(name: str) -> None:
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        (tmp_path / name).write_bytes(pem)
+    return pyjwt.get_unverified_header(token)["kid"]
 
-    add_key("20260101T000000Z.pem")
-    client = make_app(signing_keys_dir=tmp_path).test_client()
+
+def test_a_new_key_is_published_at_once_and_signs_only_after_the_activation_delay(
+    make_app: Callable[..., Flask], app: Flask, tmp_path: Path, signing_key_writer: Callable[[Path, str], str]
+) -> None:
+    from wharf_common.tokens import JwksCache, TokenVerifier
+
+    rotated_at = float(int(time.time()))  # key names have one-second resolution
+    old_kid = signing_key_writer(tmp_path, key_name(rotated_at - 86_400))
+    clock = Clock(rotated_at - 1)
+    client = client_with_clock(make_app, tmp_path, clock, activation=10)
     register(client)
     old = login(client).get_json()["access_token"]
-    add_key("20270101T000000Z.pem")
-    os.utime(tmp_path, (time.time() + 5, time.time() + 5))  # a new mtime even on coarse filesystems
-    keys = client.get("/.well-known/jwks.json").get_json()["keys"]
-    assert len(keys) == 2
-    new = login(client).get_json()["access_token"]
-    assert pyjwt.get_unverified_header(new)["kid"] == keys[1]["kid"] != pyjwt.get_unverified_header(old)["kid"]
-    assert client.get("/me", headers=bearer(old)).status_code == 200
-    assert client.get("/me", headers=bearer(new)).status_code == 200
+    assert signed_by(old) == old_kid
+    # A verifier like api's (refetch on an unknown kid at most every 5 s) fetches the JWKS just
+    # before the rotation: the case that used to reject the new key's first tokens.
+    verifier = TokenVerifier(
+        JwksCache(lambda: client.get("/.well-known/jwks.json").get_json(), min_refresh_interval=5, clock=clock),
+        issuer="wharf-auth",
+        audience="wharf",
+    )
+    assert verifier.verify(old)["sub"]
+
+    clock.now = rotated_at
+    new_kid = signing_key_writer(tmp_path, key_name(rotated_at))
+    assert [k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]] == [old_kid, new_kid]
+    clock.now = rotated_at + 9.9
+    before_activation = login(client).get_json()["access_token"]
+    assert signed_by(before_activation) == old_kid
+    assert verifier.verify(before_activation)["sub"]
+
+    clock.now = rotated_at + 10  # activated by time alone: nothing changed on disk
+    after = login(client).get_json()["access_token"]
+    assert signed_by(after) == new_kid
+    assert verifier.verify(after)["sub"]  # its one refetch on the unknown kid is allowed by now
+    for token in (old, before_activation, after):  # the old key's tokens keep verifying
+        assert client.get("/me", headers=bearer(token)).status_code == 200
+        assert verifier.verify(token)["sub"]
+
+
+def test_a_single_fresh_key_signs_at_once(
+    make_app: Callable[..., Flask], app: Flask, tmp_path: Path, signing_key_writer: Callable[[Path, str], str]
+) -> None:
+    made_at = float(int(time.time()))
+    kid = signing_key_writer(tmp_path, key_name(made_at))
+    client = client_with_clock(make_app, tmp_path, Clock(made_at), activation=10)
+    register(client)
+    token = login(client).get_json()["access_token"]
+    assert signed_by(token) == kid
+    assert client.get("/me", headers=bearer(token)).status_code == 200
+
+
+def test_signing_key_activation_must_be_a_number_of_seconds_within_bounds(
+    auth_settings_kwargs: dict[str, object],
+) -> None:
+    from pydantic import ValidationError
+
+    from wharf_auth.settings import AuthSettings
+
+    assert AuthSettings(**auth_settings_kwargs).signing_key_activation_seconds == 10
+    for wrong in (-1, 3601, "soon"):
+        with pytest.raises(ValidationError, match="signing_key_activation_seconds"):
+            AuthSettings(**auth_settings_kwargs, signing_key_activation_seconds=wrong)
 
 
 def test_missing_signing_keys_is_a_configuration_error(make_app: Callable[..., Flask], tmp_path: Path) -> None:

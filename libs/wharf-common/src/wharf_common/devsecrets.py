@@ -30,7 +30,8 @@ PASSWORDS = (
     "api/db_password",
     "api/redis_password",
 )
-# Ed25519 signing keys of the auth service (SIGNING_KEYS_DIR); the newest file name signs.
+# Ed25519 signing keys of the auth service (SIGNING_KEYS_DIR): all are published, and the newest one
+# signs once SIGNING_KEY_ACTIVATION_SECONDS have passed since the UTC time in its name.
 SIGNING_KEYS_DIR = "auth/signing-keys"
 KEY_NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 REDIS_ACL = "redis/users.acl"
@@ -76,7 +77,8 @@ def redis_acl(auth_password: str, api_password: str) -> str:
 
 
 def add_signing_key(directory: Path) -> str:
-    """A new Ed25519 key named by its UTC creation time: it becomes the one that signs."""
+    """A new Ed25519 key named by its UTC creation time: auth publishes it at once and signs with it
+    once its SIGNING_KEY_ACTIVATION_SECONDS have passed (counted from the time in the name)."""
     while True:
         name = f"{SIGNING_KEYS_DIR}/{datetime.now(UTC).strftime(KEY_NAME_FORMAT)}.pem"
         if not (directory / name).exists():
@@ -178,7 +180,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", default="/secrets", type=Path)
     parser.add_argument(
-        "--rotate-signing-key", action="store_true", help="add a new signing key that signs from now on"
+        "--rotate-signing-key",
+        action="store_true",
+        help="add a new signing key: auth publishes it at once and signs with it SIGNING_KEY_ACTIVATION_SECONDS "
+        "after the time in its name",
     )
     parser.add_argument(
         "--retire-after",
@@ -186,7 +191,7 @@ def main() -> None:
         default=3600,
         metavar="SECONDS",
         help="with --rotate-signing-key: remove keys superseded longer ago than this (default 3600, which "
-        "exceeds the access-token lifetime plus the JWKS cache time)",
+        "exceeds the signing-key activation delay plus the access-token lifetime plus the JWKS cache time)",
     )
     args = parser.parse_args()
     created = generate(args.directory)

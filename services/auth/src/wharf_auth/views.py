@@ -422,7 +422,7 @@ def init_app(app: Flask, settings: AuthSettings) -> None:
     from wharf_common.tokens import JwksCache
 
     try:
-        keyring = KeyRing(settings.signing_keys_dir)
+        keyring = KeyRing(settings.signing_keys_dir, activation_seconds=settings.signing_key_activation_seconds)
     except SigningKeyError as exc:  # a configuration error: one line, then exit like load_settings
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(CONFIG_ERROR_EXIT_CODE) from None
