@@ -47,8 +47,13 @@ def list_key(limit: int, cursor: str | None) -> str:
 
 
 class UserCache:
-    def __init__(self, client: redis.Redis, ttl: int, breaker: Breaker | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, ttl: int, breaker: Breaker | None = None, reader: redis.Redis | None = None
+    ) -> None:
         self._redis = client
+        # Where single users and the generation are read: a client-side caching client
+        # (wharf_common.cache.make_tracking_redis) answers repeated reads from memory.
+        self._reader = reader or client
         self._ttl = ttl
         self.enabled = ttl > 0
         self._breaker = breaker or Breaker()
@@ -73,12 +78,19 @@ class UserCache:
 
     # -- single users ---------------------------------------------------------------------------
 
-    def get_user(self, user_id: str) -> tuple[bytes | None, bytes]:
-        """The cached document (or None) and the generation to pass to :meth:`fill_user`."""
+    def get_user(self, user_id: str) -> bytes | None:
+        """The cached document, or None: then read the generation (:meth:`generation`) before the
+        database, and pass it to :meth:`fill_user`."""
         if not self.enabled:
-            return None, b"0"
-        found = self._call(lambda: self._redis.mget(user_key(user_id), GENERATION_KEY), [None, None])
-        return found[0], found[1] or b"0"
+            return None
+        return self._call(lambda: self._reader.get(user_key(user_id)), None)
+
+    def generation(self) -> bytes:
+        """The current generation. A locally cached copy may be one write behind while that write's
+        invalidation is in flight: then the fill's compare-and-set fails, so it is never filled stale."""
+        if not self.enabled:
+            return b"0"
+        return self._call(lambda: self._reader.get(GENERATION_KEY), None) or b"0"
 
     def fill_user(self, user_id: str, document: bytes, generation: bytes) -> None:
         if not self.enabled:
