@@ -99,7 +99,9 @@ def connection_settings(provisioned_database: tuple[str, int], redis_url: str) -
 
 class TcpProxy:
     """A TCP relay to a real server, for fault injection: ``cut()`` drops every connection and
-    refuses new ones (the server looks down), ``restore()`` lets traffic through again."""
+    refuses new ones (the server looks down), ``freeze()`` keeps every connection open and accepts
+    new ones but relays nothing (the server hangs, as under ``docker pause``: the kernel still
+    acknowledges, nothing answers), ``restore()`` lets traffic through again."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self._target = target
@@ -108,6 +110,8 @@ class TcpProxy:
         self.accepted = 0  # connection attempts, refused ones included
         self._open = threading.Event()
         self._open.set()
+        self._flowing = threading.Event()  # cleared while frozen: bytes wait in the relay
+        self._flowing.set()
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -127,6 +131,7 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # the 5 s bound the connect only: an idle connection stays open
             with self._lock:
                 self._connections.update({client, upstream})
             for a, b in ((client, upstream), (upstream, client)):
@@ -135,6 +140,7 @@ class TcpProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
@@ -152,11 +158,16 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def freeze(self) -> None:
+        self._flowing.clear()
+
     def restore(self) -> None:
         self._open.set()
+        self._flowing.set()
 
     def close(self) -> None:
         self.cut()
+        self._flowing.set()  # frozen relays see their sockets closed and end
         self._listener.close()
 
 

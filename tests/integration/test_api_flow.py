@@ -50,6 +50,26 @@ def test_users_resource_through_nginx(stack: Stack, http: requests.Session) -> N
     assert http.get(stack.base_url + location, headers=headers, timeout=10).status_code == 404
 
 
+def test_seed_routes_keep_their_meaning_through_nginx(stack: Stack, http: requests.Session) -> None:
+    """The acceptance line: GET /api/users, GET /api/users/<id> (404 for a missing one),
+    POST /api/users (201; 4xx without a name), each with a token from auth."""
+    api = f"{stack.base_url}/api/users"
+    headers = sign_in(stack, http)
+    listed = http.get(api, headers=headers, timeout=10)
+    assert listed.status_code == 200
+    assert set(listed.json()) == {"items", "next_cursor"}
+    missing = http.get(f"{api}/{uuid.uuid4()}", headers=headers, timeout=10)
+    assert missing.status_code == 404
+    assert missing.headers["Content-Type"] == "application/problem+json"
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    created = http.post(api, json={"name": "Seed", "email": email}, headers=headers, timeout=10)
+    assert created.status_code == 201, created.text
+    assert http.get(stack.base_url + created.headers["Location"], headers=headers, timeout=10).json()["name"] == "Seed"
+    nameless = http.post(api, json={"email": f"x{email}"}, headers=headers, timeout=10)
+    assert nameless.status_code == 422
+    assert "name" in {e["field"] for e in nameless.json()["errors"]}
+
+
 def test_idempotent_create_through_nginx(stack: Stack, http: requests.Session) -> None:
     headers = {**sign_in(stack, http), "Idempotency-Key": uuid.uuid4().hex}
     body = {"name": "Once", "email": f"{uuid.uuid4().hex[:10]}@example.com"}

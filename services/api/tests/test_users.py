@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import threading
 import time
 import uuid
@@ -10,11 +11,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
+from wharf_api.cache import list_key, user_key
 from wharf_api.idempotency import _lock_id
 from wharf_api.models import User
-from wharf_common.db import get_session
+from wharf_common.db import CLIENT_GRACE_SECONDS, get_session
 
 
 def _count_users(app: Flask) -> int:
@@ -47,6 +49,23 @@ def test_create_then_read(client: Any) -> None:
     listed = client.get("/users").get_json()
     assert [u["id"] for u in listed["items"]] == [body["id"]]
     assert listed["next_cursor"] is None
+
+
+def test_seed_routes_keep_their_meaning(client: Any) -> None:
+    """The routes the service started with answer as they did (now with a token): list, read (404
+    for a missing user), create (201; 4xx without a name)."""
+    listed = client.get("/users")
+    assert listed.status_code == 200
+    assert listed.get_json() == {"items": [], "next_cursor": None}
+    assert client.get(f"/users/{uuid.uuid4()}").status_code == 404
+    created = client.post("/users", json={"name": "Seed", "email": "seed@example.com"})
+    assert created.status_code == 201
+    assert client.get(created.headers["Location"]).get_json()["name"] == "Seed"
+    for nameless in ({"email": "n1@example.com"}, {"name": "", "email": "n2@example.com"}, {"name": None}):
+        refused = client.post("/users", json=nameless)
+        assert refused.status_code == 422, nameless
+        assert "name" in {e["field"] for e in refused.get_json()["errors"]}
+    assert [u["name"] for u in client.get("/users").get_json()["items"]] == ["Seed"]
 
 
 def test_missing_user_is_404_problem(client: Any) -> None:
@@ -120,6 +139,14 @@ def test_expired_and_foreign_tokens_are_401(anonymous: FlaskClient, auth_app: Fl
     for token in (expired, wrong_audience, wrong_issuer, valid[:-4] + "AAAA"):
         assert anonymous.get("/users", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     assert anonymous.get("/users", headers={"Authorization": f"Bearer {valid}"}).status_code == 200
+
+
+class _WithHeaders:
+    def __init__(self, client: FlaskClient, headers: dict[str, str]) -> None:
+        self.client, self.headers = client, headers
+
+    def get(self, path: str) -> Any:
+        return self.client.get(path, headers=self.headers)
 
 
 def _wait_for_status(client: Any, path: str, status: int, within: float) -> float:
@@ -205,6 +232,82 @@ def test_authorization_matrix(
     assert client.delete(f"/users/{mine['id']}").status_code == 204
 
 
+OPERATIONS = ("list", "read", "create", "patch", "delete")
+EXPECTED_BY_CALLER = {
+    "owner": (200, 200, 201, 200, 204),
+    "admin": (200, 200, 201, 200, 204),
+    "other user": (200, 200, 201, 403, 403),
+    "no token": (401, 401, 401, 401, 401),
+    "expired token": (401, 401, 401, 401, 401),
+    "revoked token": (401, 401, 401, 401, 401),
+}
+
+
+def test_authorization_matrix_every_caller_on_every_operation(
+    client: Any,
+    app: Flask,
+    auth_app: Flask,
+    sign_up: Callable[..., Any],
+    password: str,
+) -> None:
+    """Each kind of caller on each operation, against a user the owner created. The expired and
+    the revoked tokens are the owner's own (the expired one even claims admin): still 401."""
+    settings = app.config["SETTINGS"]
+    other = sign_up("other@example.com")
+    admin = sign_up("admin@example.com", admin=True)
+    expired, _ = auth_app.extensions["wharf.auth.keyring"].sign_access_token(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        subject=client.account.id,
+        roles=["user", "admin"],
+        family_id=None,
+        ttl=-120,
+    )
+    auth = auth_app.test_client()
+    revoked = auth.post("/login", json={"email": client.account.email, "password": password}).get_json()
+    revoked_headers = {"Authorization": f"Bearer {revoked['access_token']}"}
+    assert client.get("/users", headers=revoked_headers).status_code == 200
+    assert auth.post("/logout", headers=revoked_headers).status_code == 204
+    headers_by_caller = {
+        "owner": client.account.headers,
+        "admin": admin.headers,
+        "other user": other.headers,
+        "no token": {},
+        "expired token": {"Authorization": f"Bearer {expired}"},
+        "revoked token": revoked_headers,
+    }
+    anonymous = app.test_client()
+    _wait_for_status(_WithHeaders(anonymous, revoked_headers), "/users", 401, within=2.0)
+
+    actual = {}
+    for number, (caller, headers) in enumerate(headers_by_caller.items()):
+        target = _create(client, f"Target {number}", f"target{number}@example.com")
+        path = f"/users/{target['id']}"
+        responses = {
+            "list": anonymous.get("/users", headers=headers),
+            "read": anonymous.get(path, headers=headers),
+            "create": anonymous.post("/users", json={"name": "New", "email": f"new{number}@ex.com"}, headers=headers),
+            "patch": anonymous.patch(path, json={"name": f"Changed by {caller}"}, headers=headers),
+            "delete": anonymous.delete(path, headers=headers),
+        }
+        actual[caller] = tuple(responses[operation].status_code for operation in OPERATIONS)
+        for operation, response in responses.items():
+            if response.status_code == 401:
+                assert response.headers["WWW-Authenticate"].startswith("Bearer"), (caller, operation)
+            if response.status_code >= 400:
+                assert response.mimetype == "application/problem+json", (caller, operation)
+        kept = client.get(path)
+        if responses["delete"].status_code != 204:  # refused writes changed nothing
+            assert kept.status_code == 200, caller
+            assert kept.get_json()["name"] == f"Target {number}", caller
+        else:
+            assert kept.status_code == 404, caller
+    assert actual == EXPECTED_BY_CALLER
+    created = sum(statuses[OPERATIONS.index("create")] == 201 for statuses in actual.values())
+    deleted = sum(statuses[OPERATIONS.index("delete")] == 204 for statuses in actual.values())
+    assert _count_users(app) == len(EXPECTED_BY_CALLER) + created - deleted  # refused creates wrote nothing
+
+
 # -- merge patch and conditional requests -------------------------------------------------------
 
 
@@ -286,6 +389,121 @@ def test_keyset_pagination_visits_every_row_once_under_concurrent_inserts(client
     assert seen == sorted(seen, key=uuid.UUID)
 
 
+def _bulk_insert(app: Flask, count: int) -> list[str]:
+    """``count`` users straight into the table (one statement), analysed; their ids in id order."""
+    with app.app_context():
+        session = get_session()
+        session.execute(
+            text(
+                "INSERT INTO api.users (id, name, email, owner) SELECT gen_random_uuid(), 'bulk ' || n,"
+                " 'bulk' || n || '@example.com', 'seed' FROM generate_series(1, :count) AS n"
+            ),
+            {"count": count},
+        )
+        session.commit()
+        session.execute(text("ANALYZE api.users"))
+        session.commit()
+        return [str(u) for u in session.scalars(select(User.id).order_by(User.id))]
+
+
+def test_limit_default_and_bounds(client: Any, app: Flask) -> None:
+    ids = _bulk_insert(app, 23)
+    first = client.get("/users").get_json()
+    assert [u["id"] for u in first["items"]] == ids[:20]  # default 20
+    rest = client.get(f"/users?cursor={first['next_cursor']}").get_json()
+    assert [u["id"] for u in rest["items"]] == ids[20:]
+    assert rest["next_cursor"] is None
+    one = client.get("/users?limit=1").get_json()
+    assert [u["id"] for u in one["items"]] == ids[:1]
+    assert one["next_cursor"] is not None
+    exact = client.get("/users?limit=23").get_json()  # a page that ends exactly at the last row
+    assert len(exact["items"]) == 23
+    assert exact["next_cursor"] is None
+    assert len(client.get("/users?limit=100").get_json()["items"]) == 23
+
+
+def test_pagination_with_a_concurrent_writer_returns_every_row_exactly_once(
+    client: Any, app: Flask, authed: Callable[..., Any], sign_up: Callable[..., Any]
+) -> None:
+    """Another client creates users (through the api, so list pages are invalidated) the whole time
+    a walk runs: every row that existed before is returned exactly once, nothing is returned twice,
+    nothing appears that was never written, and pages stay in id order and within the limit."""
+    existing = set(_bulk_insert(app, 60))
+    writer = authed(sign_up("writer@example.com"))
+    written: list[str] = []
+    walking = threading.Event()
+    done = threading.Event()
+
+    def write() -> None:
+        walking.wait()
+        while not done.is_set():
+            written.append(_create(writer, f"late {len(written)}", f"late{len(written)}@example.com")["id"])
+
+    pages: list[list[str]] = []
+    with ThreadPoolExecutor(1) as pool:
+        writing = pool.submit(write)
+        cursor = None
+        walking.set()
+        while True:
+            time.sleep(0.01)  # let the writer in between pages as well
+            page = client.get("/users?limit=7" + (f"&cursor={cursor}" if cursor else "")).get_json()
+            pages.append([u["id"] for u in page["items"]])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        done.set()
+        writing.result(timeout=30)
+
+    seen = [user_id for page in pages for user_id in page]
+    assert len(written) >= 5, "the writer did not run during the walk"
+    assert all(len(page) <= 7 for page in pages)
+    assert len(seen) == len(set(seen)), "a row was returned twice"
+    assert existing <= set(seen), "a row that existed before the walk was skipped"
+    assert set(seen) <= existing | set(written), "a row was returned that was never written"
+    assert seen == sorted(seen, key=uuid.UUID)
+
+
+def _plan_of_list_query(app: Flask, client: Any, url: str) -> dict[str, Any]:
+    """The executed plan (EXPLAIN ANALYZE) of the users query the list route ran for ``url``."""
+    engine = app.extensions["wharf.db.engine"]
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if "FROM api.users" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        response = client.get(url)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert response.status_code == 200
+    assert response.headers["X-Cache"] == "MISS"
+    [(statement, parameters)] = statements
+    with engine.connect() as connection:
+        plan = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).scalar_one()
+    return plan[0]["Plan"]
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
+
+
+def test_a_deep_page_costs_what_the_first_page_costs(client: Any, app: Flask) -> None:
+    """Keyset pagination: page 1 and page 1,000 (of 20 rows) both read 21 index entries, never
+    the rows before them (no OFFSET, no sort of the whole table)."""
+    ids = _bulk_insert(app, 20_000)
+    deep_cursor = base64.urlsafe_b64encode(uuid.UUID(ids[19_979]).bytes).rstrip(b"=").decode()
+    for url in ("/users?limit=20", f"/users?limit=20&cursor={deep_cursor}"):
+        nodes = _nodes(_plan_of_list_query(app, client, url))
+        kinds = [node["Node Type"] for node in nodes]
+        assert "Seq Scan" not in kinds, (url, kinds)
+        assert "Sort" not in kinds, (url, kinds)
+        [scan] = [node for node in nodes if node["Node Type"] in {"Index Scan", "Index Only Scan"}]
+        assert scan["Actual Rows"] <= 21, (url, scan["Actual Rows"])
+    assert len(client.get(f"/users?limit=20&cursor={deep_cursor}").get_json()["items"]) == 20
+
+
 def test_bad_limit_or_cursor_is_422(client: Any) -> None:
     bad = ["limit=0", "limit=101", "limit=abc", "limit=-1", "limit=1e3", "limit=%C2%B2", "limit=" + "9" * 5000]
     for query in (*bad, "cursor=nope", "cursor=" + "A" * 40):
@@ -319,6 +537,47 @@ def test_cache_aside_and_read_your_writes(client: Any) -> None:
     client.delete(f"/users/{second['id']}")
     assert second["id"] not in [u["id"] for u in client.get("/users").get_json()["items"]]
     assert client.get(f"/users/{second['id']}").status_code == 404
+
+
+def test_read_your_writes_on_cached_pages_and_cached_users(client: Any) -> None:
+    """Every write retires what was cached before it: a renamed user in a cached list page (any
+    limit, any cursor), a deleted user that was cached on its own and in a page."""
+    first = _create(client, "First", "first@example.com")
+    second = _create(client, "Second", "second@example.com")
+    path = f"/users/{first['id']}"
+    urls = (
+        "/users",
+        "/users?limit=1",
+        f"/users?limit=1&cursor={client.get('/users?limit=1').get_json()['next_cursor']}",
+    )
+    for url in (path, *urls):
+        client.get(url)
+        assert client.get(url).headers["X-Cache"] == "HIT", url
+
+    assert client.patch(path, json={"name": "Renamed"}).status_code == 200
+    for url in urls:
+        page = client.get(url)
+        assert page.headers["X-Cache"] == "MISS", url
+        names = {u["id"]: u["name"] for u in page.get_json()["items"]}
+        assert names.get(first["id"], "Renamed") == "Renamed", url
+    assert "Renamed" in [u["name"] for u in client.get("/users").get_json()["items"]]
+
+    for url in (path, *urls):
+        client.get(url)
+        assert client.get(url).headers["X-Cache"] == "HIT", url
+    assert client.delete(path).status_code == 204
+    assert client.get(path).status_code == 404
+    assert [u["id"] for u in client.get("/users").get_json()["items"]] == [second["id"]]
+
+
+def test_cache_entries_have_the_configured_ttl(client: Any, app: Flask) -> None:
+    user = _create(client)
+    client.get(f"/users/{user['id']}")
+    client.get("/users?limit=5")
+    redis = app.extensions["wharf.redis"]
+    ttl = app.config["SETTINGS"].cache_ttl_seconds
+    for key in (user_key(user["id"]), list_key(5, None)):
+        assert 0 < redis.ttl(key) <= ttl, key
 
 
 def test_cache_clear_command(client: Any, app: Flask) -> None:
@@ -416,6 +675,120 @@ def test_postgres_down_is_503_and_recovers(
     while client.post("/users", json={"name": "B", "email": "b@example.com"}).status_code != 201:
         assert time.monotonic() < deadline, "did not recover within 10 s"
         time.sleep(0.2)
+
+
+def test_redis_that_stops_answering_costs_one_short_timeout_per_back_off_pause(
+    make_api: Callable[..., Flask],
+    redis_container: Any,
+    sign_up: Callable[..., Any],
+    tcp_proxy: Callable[..., Any],
+    authed: Callable[..., Any],
+) -> None:
+    """Redis accepts connections but answers nothing: reads come from Postgres, a request waits for
+    Redis at most one short socket timeout, and only now and then (the breaker's pauses), so the
+    latency stays bounded while it hangs."""
+    proxy = tcp_proxy((redis_container.get_container_host_ip(), int(redis_container.get_exposed_port(6379))))
+    hung = make_api(redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    client = authed(sign_up("redishung@example.com"), hung)
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    client.get(path)
+    assert client.get(path).headers["X-Cache"] == "HIT"
+
+    proxy.freeze()
+    timeout = hung.config["SETTINGS"].redis_socket_timeout
+    durations = []
+    started = time.monotonic()
+    while time.monotonic() - started < 3.5:  # spans the first pauses (1 s, then 2 s)
+        before = time.monotonic()
+        response = client.get(path)
+        durations.append(time.monotonic() - before)
+        assert response.status_code == 200
+        assert response.headers["X-Cache"] == "MISS"
+        time.sleep(0.02)
+    assert max(durations) < 2 * timeout + 0.5
+    waited = [d for d in durations if d >= timeout * 0.8]
+    assert 1 <= len(waited) <= 3, (len(waited), len(durations))  # not one timeout per request
+    before = time.monotonic()
+    assert client.patch(path, json={"name": "Written while Redis hung"}).status_code == 200
+    assert time.monotonic() - before < 2 * timeout + 0.5
+
+    proxy.restore()
+    hung.extensions["wharf.api.cache"]._breaker.succeeded()  # skip the rest of the back-off pause
+    assert client.get(path).get_json()["name"] == "Written while Redis hung"
+    assert client.get(path).headers["X-Cache"] == "HIT"
+
+
+def test_postgres_that_stops_answering_is_503_within_the_timeouts_and_recovers(
+    make_api: Callable[..., Flask],
+    postgres_address: tuple[str, int],
+    sign_up: Callable[..., Any],
+    tcp_proxy: Callable[..., Any],
+    authed: Callable[..., Any],
+) -> None:
+    """A hung server (connections open, nothing answered) enforces no statement_timeout: the
+    client abandons a call DB_STATEMENT_TIMEOUT_MS + CLIENT_GRACE_SECONDS after sending it, then a
+    new connection fails within DB_CONNECT_TIMEOUT: 503, never a request that waits for TCP."""
+    proxy = tcp_proxy(postgres_address)
+    hung = make_api(
+        database_url=f"postgresql://api@127.0.0.1:{proxy.port}/wharf",
+        db_statement_timeout_ms=500,
+        db_connect_timeout=2,
+        db_pool_timeout=1,
+    )
+    client = authed(sign_up("pghung@example.com"), hung)
+    cached = _create(client)
+    client.get(f"/users/{cached['id']}")
+
+    proxy.freeze()
+    bound = 0.5 + CLIENT_GRACE_SECONDS + 2 + 1.5  # abandoned call, failed reconnect, slack
+    for method, path, body in (
+        ("POST", "/users", {"name": "B", "email": "b@example.com"}),
+        ("GET", f"/users/{uuid.uuid4()}", None),
+        ("GET", "/users?limit=3", None),
+    ):
+        started = time.monotonic()
+        response = client.open(method, path, json=body)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503, (method, path, response.status_code)
+        assert response.mimetype == "application/problem+json"
+        assert response.headers["Retry-After"]
+        assert elapsed < bound, (method, path, elapsed)
+    assert client.get(f"/users/{cached['id']}").status_code == 200  # served from the cache
+
+    proxy.restore()
+    deadline = time.monotonic() + 10
+    while client.post("/users", json={"name": "B", "email": "b@example.com"}).status_code != 201:
+        assert time.monotonic() < deadline, "did not recover within 10 s"
+        time.sleep(0.2)
+
+
+def test_a_statement_past_its_timeout_is_503_not_a_hang(
+    make_api: Callable[..., Flask], app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any]
+) -> None:
+    impatient = make_api(db_statement_timeout_ms=300)
+    client = authed(sign_up("impatient@example.com"), impatient)
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    with app.extensions["wharf.db.engine"].connect() as holder:  # another transaction holds the row
+        holder.execute(text("SELECT 1 FROM api.users WHERE id = :id FOR UPDATE"), {"id": user["id"]})
+        started = time.monotonic()
+        blocked = client.patch(path, json={"name": "Blocked"})
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    assert blocked.status_code == 503
+    assert blocked.mimetype == "application/problem+json"
+    assert blocked.headers["Retry-After"]
+    assert elapsed < 0.3 + 1.5
+    assert client.patch(path, json={"name": "Unblocked"}).status_code == 200
+
+
+def test_pool_and_timeouts_come_from_the_settings(make_api: Callable[..., Flask]) -> None:
+    configured = make_api(db_pool_size=3, db_max_overflow=2, db_pool_timeout=1.5, db_statement_timeout_ms=1234)
+    pool = configured.extensions["wharf.db.engine"].pool
+    assert (pool.size(), pool._max_overflow, pool._timeout, pool._pre_ping) == (3, 2, 1.5, True)  # type: ignore[attr-defined]
+    with configured.app_context():
+        assert get_session().execute(text("SHOW statement_timeout")).scalar() == "1234ms"
 
 
 def test_postgres_down_alone_keeps_authentication_fresh_through_the_channel(
@@ -520,24 +893,64 @@ def test_same_key_in_flight_is_409(client: Any, app: Flask) -> None:
     )
 
 
+def test_same_key_while_the_first_request_is_still_running_is_409(
+    client: Any, app: Flask, authed: Callable[..., Any]
+) -> None:
+    """A real first request, held up inside its transaction (another session locks the key table):
+    a retry meanwhile is 409 at once; once the first finishes, a retry replays its response."""
+    body = {"name": "Slow", "email": "slow@example.com"}
+    headers = {"Idempotency-Key": "slow"}
+    engine = app.extensions["wharf.db.engine"]
+    waiting = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'api.idempotency_keys'::regclass")
+    with engine.connect() as holder, ThreadPoolExecutor(1) as pool:
+        holder.execute(text("LOCK TABLE api.idempotency_keys IN ACCESS EXCLUSIVE MODE"))
+        first = pool.submit(lambda: authed(client.account).post("/users", json=body, headers=headers))
+        deadline = time.monotonic() + 3
+        with engine.connect() as observer:
+            while observer.execute(waiting).scalar() == 0:
+                assert time.monotonic() < deadline, "the first request never reached the key table"
+                time.sleep(0.02)
+        retry = client.post("/users", json=body, headers=headers)
+        holder.rollback()
+        original = first.result(timeout=10)
+    assert retry.status_code == 409
+    assert retry.get_json()["type"] == "https://wharf.dev/problems/idempotency-key-in-use"
+    assert original.status_code == 201
+    assert "Idempotent-Replayed" not in original.headers
+    replayed = client.post("/users", json=body, headers=headers)
+    assert replayed.status_code == 201
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.get_data() == original.get_data()
+    assert _count_users(app) == 1
+
+
 def test_concurrent_requests_with_one_key_create_one_row(app: Flask, client: Any, authed: Callable[..., Any]) -> None:
     barrier = threading.Barrier(8)
 
-    def attempt(_: int) -> int:
+    def attempt(_: int) -> tuple[int, bytes]:
         local = authed(client.account)
         barrier.wait()
         body = {"name": "Once", "email": "once@example.com"}
-        return local.post("/users", json=body, headers={"Idempotency-Key": "race"}).status_code
+        response = local.post("/users", json=body, headers={"Idempotency-Key": "race"})
+        return response.status_code, response.get_data()
 
     with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(attempt, range(8)))
+        results = list(pool.map(attempt, range(8)))
+    statuses = [status for status, _ in results]
     assert set(statuses) <= {201, 409}
     assert 201 in statuses
+    assert len({body for status, body in results if status == 201}) == 1  # replays are the original
     assert _count_users(app) == 1
 
 
 def test_idempotency_keys_expire(client: Any, app: Flask) -> None:
     _create(client, headers={"Idempotency-Key": "old"})
+    with app.app_context():
+        session = get_session()
+        session.execute(text("UPDATE api.idempotency_keys SET created_at = now() - interval '23 hours'"))
+        session.commit()
+    kept = client.post("/users", json={"name": "Ada", "email": "ada@example.com"}, headers={"Idempotency-Key": "old"})
+    assert kept.headers["Idempotent-Replayed"] == "true"  # still within 24 h
     with app.app_context():
         session = get_session()
         session.execute(text("UPDATE api.idempotency_keys SET created_at = now() - interval '25 hours'"))
@@ -564,6 +977,7 @@ def test_openapi_document_declares_every_status(anonymous: FlaskClient) -> None:
     assert declared[("/users/{user_id}", "get")] >= {"200", "304", "401", "404", "503"}
     assert declared[("/users/{user_id}", "patch")] >= {"200", "400", "401", "403", "404", "409", "412", "415", "422"}
     assert declared[("/users/{user_id}", "delete")] >= {"204", "401", "403", "404", "412"}
+    assert all("503" in statuses for statuses in declared.values())  # Postgres down, on every route
     assert all(op["security"] == [{"bearerAuth": []}] for op in operations.values())
     assert "UserCreate" in document["components"]["schemas"]
 

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2.extensions
 from flask import Flask, g
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
@@ -24,6 +34,114 @@ def database_url(settings: CommonSettings) -> URL:
 # Engines created in this process, so a forked worker can drop inherited connections.
 _ENGINES: list[Engine] = []
 
+# How long past statement_timeout a call may stay unanswered before the client gives up on it:
+# the server normally cancels the statement itself well within this.
+CLIENT_GRACE_SECONDS = 2.0
+
+
+class Watchdog:
+    """Shuts down the socket of a database call that is still unanswered after its deadline.
+
+    ``statement_timeout`` is enforced by the server; a server that no longer answers at all (a
+    frozen process, a paused container, a host gone without a reset) enforces nothing, and libpq
+    would wait until TCP gives up, many minutes later. Shutting the socket down makes the blocked
+    call fail at once as a lost connection, which SQLAlchemy invalidates and the services answer
+    with 503. One thread per process, started by the first guarded call (so after a fork too).
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self._interval = interval
+        self._calls: dict[int, tuple[float, int]] = {}  # call number -> (deadline, socket fd)
+        self._numbers = itertools.count()
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+
+    @contextlib.contextmanager
+    def guard(self, fd: int, seconds: float) -> Iterator[None]:
+        if self._pid != os.getpid():
+            self._start()
+        number = next(self._numbers)
+        with self._lock:
+            self._calls[number] = (time.monotonic() + seconds, fd)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls.pop(number, None)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+        threading.Thread(target=self._watch, name="db-watchdog", daemon=True).start()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child has no watchdog thread yet, and a lock its parent's thread may have held."""
+        self._lock = threading.Lock()
+        self._calls = {}
+        self._pid = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            now = time.monotonic()
+            # Under the lock: a guarded call cannot end (and its socket be closed and the fd
+            # reused) while its socket is being shut down.
+            with self._lock:
+                for number, (deadline, fd) in list(self._calls.items()):
+                    if deadline <= now:
+                        del self._calls[number]
+                        _shut_down(fd)
+
+
+def _shut_down(fd: int) -> None:
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+WATCHDOG = Watchdog()
+os.register_at_fork(after_in_child=WATCHDOG.after_fork_in_child)
+
+
+class _GuardedCursor(psycopg2.extensions.cursor):
+    def execute(self, query: Any, vars: Any = None) -> None:
+        with _guard(self.connection):
+            super().execute(query, vars)
+
+    def executemany(self, query: Any, vars_list: Any) -> None:
+        with _guard(self.connection):
+            super().executemany(query, vars_list)
+
+
+class _GuardedConnection(psycopg2.extensions.connection):
+    """A psycopg2 connection whose every round trip is bounded by :data:`WATCHDOG`."""
+
+    deadline_seconds: float = 0.0
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) < 2 and kwargs.get("cursor_factory") is None:
+            kwargs["cursor_factory"] = _GuardedCursor
+        return super().cursor(*args, **kwargs)
+
+    def commit(self) -> None:
+        with _guard(self):
+            super().commit()
+
+    def rollback(self) -> None:
+        with _guard(self):
+            super().rollback()
+
+
+def _guard(connection: Any) -> contextlib.AbstractContextManager[None]:
+    if connection.closed or not isinstance(connection, _GuardedConnection):
+        return contextlib.nullcontext()  # psycopg2 itself reports the closed connection
+    return WATCHDOG.guard(connection.fileno(), connection.deadline_seconds)
+
+
+def guarded_connection_class(deadline_seconds: float) -> type[psycopg2.extensions.connection]:
+    return type("GuardedConnection", (_GuardedConnection,), {"deadline_seconds": deadline_seconds})
+
 
 def make_engine(settings: CommonSettings) -> Engine:
     engine = create_engine(
@@ -39,6 +157,10 @@ def make_engine(settings: CommonSettings) -> Engine:
             # Bound every statement so a stuck query cannot hold a worker forever.
             # UTC timestamps whatever the server's default, so representations (and ETags) are stable.
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC",
+            # ...and a server that stops answering altogether cannot hold one either.
+            "connection_factory": guarded_connection_class(
+                settings.db_statement_timeout_ms / 1000 + CLIENT_GRACE_SECONDS
+            ),
         },
     )
     _count_pool_use(engine)
