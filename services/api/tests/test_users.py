@@ -610,6 +610,25 @@ def test_cache_ttl_zero_reads_postgres_but_still_invalidates(
     assert after.get_json()["name"] == "Changed elsewhere"
 
 
+def test_a_copy_held_in_another_replicas_memory_is_never_served_after_a_write(
+    client: Any, make_api: Callable[..., Flask], authed: Callable[..., Any]
+) -> None:
+    """Each replica answers repeated reads from its own memory (Redis client-side caching): a write
+    through one replica must reach the others' memory before the writer answers."""
+    other = authed(client.account, make_api())
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    for replica in (client, other):
+        replica.get(path)
+        assert replica.get(path).headers["X-Cache"] == "HIT"
+    for n in range(30):
+        writer, reader = (client, other) if n % 2 else (other, client)
+        assert writer.patch(path, json={"name": f"Name {n}"}).status_code == 200
+        fresh = reader.get(path)
+        assert fresh.get_json()["name"] == f"Name {n}", f"write {n} read stale from the other replica"
+        assert reader.get(path).headers["X-Cache"] == "HIT"  # and cached again
+
+
 def test_redis_down_serves_from_postgres_and_recovers(
     make_api: Callable[..., Flask],
     redis_container: object,
