@@ -65,6 +65,7 @@ def api_settings(connection_settings: Callable[[str], dict[str, object]], auth_u
 def _shut_down(app: Flask) -> None:
     app.extensions["wharf.authn"].revocations.stop()
     app.extensions["wharf.db.engine"].dispose()
+    app.extensions["wharf.api.cache"].close()
 
 
 @pytest.fixture(scope="session")

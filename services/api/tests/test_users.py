@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select, text
 
-from wharf_api.cache import list_key, user_key
+from wharf_api.cache import CONFIRM_SECONDS, list_key, user_key
 from wharf_api.idempotency import _lock_id
 from wharf_api.models import User
 from wharf_common.db import CLIENT_GRACE_SECONDS, get_session
@@ -608,6 +608,52 @@ def test_cache_ttl_zero_reads_postgres_but_still_invalidates(
     after = client.get(path)  # the caching replica must not serve the old copy
     assert after.headers["X-Cache"] == "MISS"
     assert after.get_json()["name"] == "Changed elsewhere"
+
+
+def test_a_copy_held_in_another_replicas_memory_is_never_served_after_a_write(
+    client: Any, make_api: Callable[..., Flask], authed: Callable[..., Any]
+) -> None:
+    """Each replica answers repeated reads from its own memory (Redis client-side caching): a write
+    through one replica must reach the others' memory before the writer answers."""
+    other = authed(client.account, make_api())
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    for replica in (client, other):
+        replica.get(path)
+        assert replica.get(path).headers["X-Cache"] == "HIT"
+    for n in range(30):
+        writer, reader = (client, other) if n % 2 else (other, client)
+        assert writer.patch(path, json={"name": f"Name {n}"}).status_code == 200
+        fresh = reader.get(path)
+        assert fresh.get_json()["name"] == f"Name {n}", f"write {n} read stale from the other replica"
+        assert reader.get(path).headers["X-Cache"] == "HIT"  # and cached again
+
+
+def test_a_replica_cut_off_from_redis_stops_serving_its_copies_within_a_second(
+    client: Any,
+    make_api: Callable[..., Flask],
+    redis_container: object,
+    tcp_proxy: Callable[..., object],
+    authed: Callable[..., Any],
+) -> None:
+    """A connection that goes silent without closing brings no invalidations: the copies in memory
+    must stop being served within CONFIRM_SECONDS, not live on until the connection is declared dead."""
+    host = redis_container.get_container_host_ip()  # type: ignore[attr-defined]
+    proxy = tcp_proxy((host, int(redis_container.get_exposed_port(6379))))  # type: ignore[attr-defined]
+    isolated = authed(client.account, make_api(redis_url=f"redis://127.0.0.1:{proxy.port}/0"))  # type: ignore[attr-defined]
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    isolated.get(path)
+    assert isolated.get(path).headers["X-Cache"] == "HIT"
+    proxy.freeze()  # type: ignore[attr-defined]
+    try:
+        assert client.patch(path, json={"name": "Changed while cut off"}).status_code == 200
+        time.sleep(CONFIRM_SECONDS + 0.2)
+        after = isolated.get(path)
+        assert after.get_json()["name"] == "Changed while cut off"
+        assert after.headers["X-Cache"] == "MISS"
+    finally:
+        proxy.restore()  # type: ignore[attr-defined]
 
 
 def test_redis_down_serves_from_postgres_and_recovers(

@@ -4,24 +4,48 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
+from redis.cache import CacheConfig
 
 from wharf_common.settings import CommonSettings
 
 
+def _connection_options(settings: CommonSettings) -> dict[str, Any]:
+    return {
+        "username": settings.redis_username,
+        "password": settings.redis_password.get_secret_value() if settings.redis_password else None,
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": settings.redis_socket_timeout,
+        "health_check_interval": 30,
+        "client_name": settings.service_name,
+        "decode_responses": False,
+    }
+
+
 def make_redis(settings: CommonSettings) -> redis.Redis:
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    return redis.Redis.from_url(
+    return redis.Redis.from_url(str(settings.redis_url), **_connection_options(settings))
+
+
+def make_tracking_redis(settings: CommonSettings, max_entries: int) -> redis.Redis:
+    """A client whose reads (GET) are answered from this process's memory until Redis says the key
+    changed: server-assisted client-side caching (RESP3 ``CLIENT TRACKING``), as redis-py implements it.
+
+    Before a cached value is used, the invalidations Redis has pushed on the connection that read it
+    are processed, and a lost connection empties the whole local cache. One connection, shared by the
+    process's threads in turn: redis-py drains invalidations from the connection that filled an entry,
+    which must then not be in the middle of another thread's command.
+    """
+    pool = redis.BlockingConnectionPool.from_url(
         str(settings.redis_url),
-        username=settings.redis_username,
-        password=password,
-        socket_timeout=settings.redis_socket_timeout,
-        socket_connect_timeout=settings.redis_socket_timeout,
-        health_check_interval=30,
-        client_name=settings.service_name,
-        decode_responses=False,
+        max_connections=1,
+        timeout=settings.redis_socket_timeout,
+        protocol=3,
+        cache_config=CacheConfig(max_size=max_entries),
+        **_connection_options(settings),
     )
+    return redis.Redis(connection_pool=pool)
 
 
 class Breaker:

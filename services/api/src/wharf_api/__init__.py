@@ -12,6 +12,7 @@ from wharf_api.cache import UserCache
 from wharf_api.models import SCHEMA
 from wharf_api.settings import ApiSettings
 from wharf_common import authn, db, migrations, openapi
+from wharf_common.cache import make_tracking_redis
 from wharf_common.revocation import RevocationSet, load_from_database
 from wharf_common.settings import load_settings
 from wharf_common.tokens import JwksCache, TokenVerifier, url_fetcher
@@ -46,7 +47,11 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     app = create_base_app(__name__, settings)
     migrations.init_app(app, Path(__file__).parent / "migrations", SCHEMA)
     authn.init_app(app, _authenticator(app, settings))
-    app.extensions["wharf.api.cache"] = UserCache(app.extensions["wharf.redis"], settings.cache_ttl_seconds)
+    app.extensions["wharf.api.cache"] = UserCache(
+        app.extensions["wharf.redis"],
+        settings.cache_ttl_seconds,
+        reader=make_tracking_redis(settings, max_entries=10_000) if settings.cache_ttl_seconds else None,
+    )
     app.register_blueprint(users.bp)
     cli.init_app(app)
 

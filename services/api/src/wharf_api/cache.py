@@ -15,6 +15,7 @@ filled) but keeps invalidating, so replicas that do cache never serve what this 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,6 +26,7 @@ from wharf_common.cache import Breaker
 log = logging.getLogger(__name__)
 
 GENERATION_KEY = "api:users:gen"
+CONFIRM_SECONDS = 1.0  # longest a worker answers from memory without hearing from Redis
 MAX_PENDING = 10_000
 T = TypeVar("T")
 
@@ -47,8 +49,14 @@ def list_key(limit: int, cursor: str | None) -> str:
 
 
 class UserCache:
-    def __init__(self, client: redis.Redis, ttl: int, breaker: Breaker | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, ttl: int, breaker: Breaker | None = None, reader: redis.Redis | None = None
+    ) -> None:
         self._redis = client
+        # Where single users and the generation are read: a client-side caching client
+        # (wharf_common.cache.make_tracking_redis) answers repeated reads from memory.
+        self._reader = reader or client
+        self._confirmed_at = -CONFIRM_SECONDS  # when the reader's connection last answered
         self._ttl = ttl
         self.enabled = ttl > 0
         self._breaker = breaker or Breaker()
@@ -71,14 +79,37 @@ class UserCache:
         self._breaker.succeeded()
         return result
 
+    def close(self) -> None:
+        """Close the reader's own connection (the shared client belongs to the app)."""
+        if self._reader is not self._redis:
+            self._reader.connection_pool.disconnect()
+
     # -- single users ---------------------------------------------------------------------------
 
-    def get_user(self, user_id: str) -> tuple[bytes | None, bytes]:
-        """The cached document (or None) and the generation to pass to :meth:`fill_user`."""
+    def get_user(self, user_id: str) -> bytes | None:
+        """The cached document, or None: then read the generation (:meth:`generation`) before the
+        database, and pass it to :meth:`fill_user`."""
         if not self.enabled:
-            return None, b"0"
-        found = self._call(lambda: self._redis.mget(user_key(user_id), GENERATION_KEY), [None, None])
-        return found[0], found[1] or b"0"
+            return None
+        return self._call(lambda: self._read_user(user_id), None)
+
+    def _read_user(self, user_id: str) -> bytes | None:
+        # A copy in memory is only as fresh as the connection that would bring its invalidation.
+        # A connection that went silent without closing (a partition, a frozen Redis) brings none:
+        # so at least once per CONFIRM_SECONDS, a round trip proves it still answers. If it does
+        # not, the breaker opens and reads go to Postgres: memory is never trusted for longer.
+        now = time.monotonic()
+        if self._reader is not self._redis and now - self._confirmed_at > CONFIRM_SECONDS:
+            self._reader.ping()
+            self._confirmed_at = now
+        return self._reader.get(user_key(user_id))
+
+    def generation(self) -> bytes:
+        """The current generation. A locally cached copy may be one write behind while that write's
+        invalidation is in flight: then the fill's compare-and-set fails, so it is never filled stale."""
+        if not self.enabled:
+            return b"0"
+        return self._call(lambda: self._reader.get(GENERATION_KEY), None) or b"0"
 
     def fill_user(self, user_id: str, document: bytes, generation: bytes) -> None:
         if not self.enabled:

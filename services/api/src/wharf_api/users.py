@@ -170,9 +170,10 @@ def list_users() -> Response:
 @require_auth
 def get_user(user_id: str) -> Response:
     key = str(_user_id(user_id))
-    document, generation = _cache().get_user(key)
+    document = _cache().get_user(key)
     state = _looked_up("user", hit=document is not None)
     if document is None:
+        generation = _cache().generation()
         user = get_session().get(User, uuid.UUID(key))
         if user is None:
             raise _not_found()
