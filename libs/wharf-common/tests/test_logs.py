@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -83,3 +84,19 @@ def test_a_forked_child_does_not_write_its_parents_pending_lines_again(tmp_path)
         os.waitpid(pid, 0)
         handler.flush()
     assert [json.loads(line)["message"] for line in path.read_text().splitlines()] == ["before fork"]
+
+
+def test_a_closed_stream_neither_raises_into_the_caller_nor_stops_the_flusher(monkeypatch) -> None:
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # handleError stays quiet
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream, flush_seconds=0.05)
+    handler.setFormatter(JsonFormatter("test"))
+    log = logging.getLogger("test.batching.closed")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.info("pending")
+    stream.close()
+    log.warning("written to a closed stream")  # must not raise
+    time.sleep(0.2)  # the flusher meets the closed stream several times
+    assert any(t.name == "log-flusher" and t.is_alive() for t in threading.enumerate())
+    log.handlers.clear()

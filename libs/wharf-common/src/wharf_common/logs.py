@@ -90,7 +90,10 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
             self._pending.append(line)
             self._pending_bytes += len(line)
             if record.levelno >= logging.WARNING or self._pending_bytes >= self.max_bytes:
-                self._write_pending()
+                try:
+                    self._write_pending()
+                except Exception:  # like StreamHandler.emit: reported, never raised into the caller
+                    self.handleError(record)
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
