@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -54,6 +54,22 @@ class Workload:
     def container(self, name: str) -> dict[str, Any]:
         (found,) = [c for c in self.containers() if c["name"] == name]
         return found
+
+    def secret_files(self, container: dict[str, Any]) -> set[str]:
+        """Paths of the files and (trailing /) directories mounted from secrets into ``container``."""
+        volumes = {v["name"]: v for v in self.pod.get("volumes", [])}
+        out: set[str] = set()
+        for mount in container.get("volumeMounts", []):
+            secret = volumes.get(mount["name"], {}).get("secret")  # claim templates are not secrets
+            if secret is None:
+                continue
+            if "subPath" in mount:
+                out.add(mount["mountPath"])
+            elif "items" in secret:
+                out |= {str(PurePosixPath(mount["mountPath"]) / item["path"]) for item in secret["items"]}
+            else:  # every key of the secret: a directory of files
+                out.add(mount["mountPath"].rstrip("/") + "/")
+        return out
 
     def ports(self) -> dict[str, int]:
         """Container ports by name (and by number as a string)."""

@@ -186,29 +186,13 @@ def _compose_secret_files(service: dict[str, Any]) -> set[str]:
     return out
 
 
-def _k8s_secret_files(workload: Workload, container: dict[str, Any]) -> set[str]:
-    volumes = {v["name"]: v for v in workload.pod.get("volumes", [])}
-    out: set[str] = set()
-    for mount in container.get("volumeMounts", []):
-        secret = volumes.get(mount["name"], {}).get("secret")  # claim templates are not secrets
-        if secret is None:
-            continue
-        if "subPath" in mount:
-            out.add(mount["mountPath"])
-        elif "items" in secret:
-            out |= {str(PurePosixPath(mount["mountPath"]) / item["path"]) for item in secret["items"]}
-        else:  # every key of the secret: a directory of files
-            out.add(mount["mountPath"].rstrip("/") + "/")
-    return out
-
-
 def test_same_secret_files(compose: dict[str, dict[str, Any]], overlay: Rendering) -> None:
     for name in COUNTERPARTS:
         if name == "postgres" and not overlay.has("StatefulSet", "postgres"):
             continue
         workload, c = _container(overlay, name)
         want = _compose_secret_files(compose[name]) - K8S_WITHHELD_SECRETS.get(name, set())
-        assert _k8s_secret_files(workload, c) == want, name
+        assert workload.secret_files(c) == want, name
 
 
 def test_same_replicas_and_grace_by_default(

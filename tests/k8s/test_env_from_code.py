@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import os
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -53,29 +53,12 @@ def _settings_env_names(cls: type[CommonSettings]) -> set[str]:
     return fields | {f"{name}_FILE" for name in fields}
 
 
-def _secret_files(workload: Workload, container: dict[str, Any]) -> set[str]:
-    """Paths of the files and (trailing /) directories mounted from secrets into the container."""
-    volumes = {v["name"]: v for v in workload.pod.get("volumes", [])}
-    out = set()
-    for mount in container.get("volumeMounts", []):
-        secret = volumes.get(mount["name"], {}).get("secret")
-        if secret is None:
-            continue
-        if "subPath" in mount:
-            out.add(mount["mountPath"])
-        elif "items" in secret:
-            out |= {str(PurePosixPath(mount["mountPath"]) / i["path"]) for i in secret["items"]}
-        else:
-            out.add(mount["mountPath"].rstrip("/") + "/")
-    return out
-
-
 def _runnable_env(overlay: Rendering, workload: Workload, container: dict[str, Any], tmp_path: Path) -> dict[str, str]:
     """The container's environment with secret files replaced by local stand-ins.
 
     Every ``*_FILE`` must name a file that a secret volume mounts into this very container.
     """
-    mounted = _secret_files(workload, container)
+    mounted = workload.secret_files(container)
     env: dict[str, str] = {}
     for name, value in overlay.env(container).items():
         if isinstance(value, dict):
@@ -117,7 +100,7 @@ def test_app_containers_set_only_names_the_code_reads_and_start_with_them(
             assert f"{field.upper()}_FILE" in names, f"{service}: {field} is not provided"
             assert getattr(settings, field) is not None
     # Paths the settings default to under /run/secrets (e.g. SIGNING_KEYS_DIR) are mounted.
-    mounted = _secret_files(workload, container)
+    mounted = workload.secret_files(container)
     for field in cls.model_fields:
         value = getattr(settings, field)
         if isinstance(value, Path) and str(value).startswith("/run/secrets"):
@@ -225,6 +208,6 @@ def test_nginx_settings_pass_the_entrypoint_checks(overlay: Rendering) -> None:
     if effective["NGINX_HTTPS_REDIRECT"] == "on":
         assert effective["NGINX_TLS"] == "on", "NGINX_HTTPS_REDIRECT=on needs NGINX_TLS=on"
     if effective["NGINX_TLS"] == "on":
-        mounted = _secret_files(workload, container)
+        mounted = workload.secret_files(container)
         for name in ("NGINX_TLS_CERT", "NGINX_TLS_KEY"):
             assert effective[name] in mounted, f"NGINX_TLS=on: {name}={effective[name]} is not mounted"
