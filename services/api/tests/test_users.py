@@ -723,6 +723,36 @@ def test_postgres_down_is_503_and_recovers(
         time.sleep(0.2)
 
 
+def test_postgres_going_away_after_a_read_keeps_the_answer_and_drops_the_connection(
+    make_api: Callable[..., Flask], app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any]
+) -> None:
+    """Postgres stops between a request's last query and its end (CI saw it during `docker compose
+    stop postgres`): the rollback at teardown fails, which must neither replace the finished answer
+    with a bare 500 nor leave the dead connection checked out of the pool."""
+    cut = make_api(db_pool_size=1, db_max_overflow=0, db_pool_timeout=1)
+    client = authed(sign_up("teardown@example.com"), cut)
+    _create(client)
+    engine = cut.extensions["wharf.db.engine"]
+    terminated: list[int] = []
+
+    def terminate_after_the_read(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if not terminated and statement.lstrip().upper().startswith("SELECT") and "api.users" in statement:
+            terminated.append(cursor.connection.get_backend_pid())
+            with app.extensions["wharf.db.engine"].connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": terminated[0]})
+
+    event.listen(engine, "after_cursor_execute", terminate_after_the_read)
+    try:
+        response = client.get("/users?limit=5")
+    finally:
+        event.remove(engine, "after_cursor_execute", terminate_after_the_read)
+    assert terminated, "the list query never ran"
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(response.get_json()["items"]) == 1
+    assert engine.pool.checkedout() == 0
+    assert client.post("/users", json={"name": "B", "email": "b@example.com"}).status_code == 201  # pool of one
+
+
 def test_redis_that_stops_answering_costs_one_short_timeout_per_back_off_pause(
     make_api: Callable[..., Flask],
     redis_container: Any,

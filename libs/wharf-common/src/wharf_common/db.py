@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -15,12 +16,14 @@ import psycopg2.extensions
 from flask import Flask, g
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wharf_common import metrics
 from wharf_common.problems import Problem
 from wharf_common.settings import CommonSettings
+
+log = logging.getLogger(__name__)
 
 
 def database_url(settings: CommonSettings) -> URL:
@@ -189,8 +192,16 @@ def init_app(app: Flask, engine: Engine) -> None:
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
         session: Session | None = g.pop("db_session", None)
-        if session is not None:
+        if session is None:
+            return
+        try:
             session.close()
+        except DBAPIError as error:
+            # The answer is already made; what failed is the rollback of a transaction with nothing
+            # left to keep (Postgres went away after the request's last query). Letting it escape
+            # would turn that answer into the server's bare 500, so the connection is dropped instead.
+            log.warning("closing the request's database session failed: %s", type(error.orig).__name__)
+            session.invalidate()
 
 
 def get_session() -> Session:
