@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import json as stdlib_json
 import logging
+import re
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -18,6 +21,9 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://wharf.dev/problems/"
 
 log = logging.getLogger(__name__)
+
+# What an incoming X-Request-ID must look like to be kept (otherwise the service makes its own).
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 
 
 def slug_for(status: int) -> str:
@@ -107,3 +113,52 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
         return problem_response(Problem(500, "An unexpected error occurred."))
+
+
+class LastResort:
+    """WSGI middleware: an exception that escapes Flask's own handling (a teardown callback, a
+    middleware) still leaves as a problem+json 500, never as the WSGI server's bare HTML page.
+
+    Flask calls ``start_response`` before its teardown runs, and a second call would not replace
+    those headers in gunicorn (it appends), so the call is held back until the app has returned.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        held: list[Any] = []
+
+        def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+            held[:] = [status, headers, exc_info]
+            return _no_write
+
+        try:
+            chunks = self.app(environ, hold)
+        except Exception:
+            log.exception("unhandled error outside the request handlers")
+            return _last_resort_answer(environ, start_response)
+        start_response(*held)
+        return chunks
+
+
+def _no_write(_data: bytes) -> None:
+    raise NotImplementedError("LastResort does not support the legacy write() callable")
+
+
+def _last_resort_answer(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + "internal-server-error",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "An unexpected error occurred.",
+    }
+    headers = [("Content-Type", PROBLEM_MEDIA_TYPE)]
+    request_id = environ.get("HTTP_X_REQUEST_ID", "")
+    if REQUEST_ID_PATTERN.match(request_id):
+        body["request_id"] = request_id
+        headers.append(("X-Request-ID", request_id))
+    payload = stdlib_json.dumps(body).encode()
+    headers.append(("Content-Length", str(len(payload))))
+    start_response("500 Internal Server Error", headers)
+    return [payload]

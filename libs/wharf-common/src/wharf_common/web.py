@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 
@@ -13,11 +12,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from wharf_common import db, health, metrics
 from wharf_common.cache import make_redis
 from wharf_common.logs import configure_logging
-from wharf_common.problems import register_error_handlers
+from wharf_common.problems import REQUEST_ID_PATTERN, LastResort, register_error_handlers
 from wharf_common.settings import CommonSettings
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 
 
 QUIET_ROUTES = {"/healthz", "/readyz"}  # probed every few seconds: logged at DEBUG only
@@ -27,7 +25,7 @@ request_log = logging.getLogger("wharf.request")
 def _assign_request_id() -> None:
     g.started = time.perf_counter()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
 
 
 def _finish(response: Response) -> Response:
@@ -66,7 +64,7 @@ def create_base_app(import_name: str, settings: CommonSettings) -> Flask:
     )
     # Exactly one trusted hop: nginx. Its X-Forwarded-For entry is the client address and
     # X-Forwarded-Prefix the public path prefix (/api, /auth) it strips.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_prefix=1)  # type: ignore[method-assign]
+    app.wsgi_app = LastResort(ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_prefix=1))  # type: ignore[method-assign]
     app.before_request(_assign_request_id)
     app.after_request(_finish)
     register_error_handlers(app)
