@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import Any, TextIO
 
 from flask import g, has_request_context
@@ -75,8 +76,10 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
         self._pending: list[str] = []
         self._pending_bytes = 0
         self._flusher_pid = 0  # the process whose flusher thread runs (threads do not survive fork)
-        # A forked child must not write what its parent already had pending: the parent writes it first.
-        os.register_at_fork(before=self.flush)
+        # A forked child must not write what its parent already had pending: the parent writes it
+        # first. (Weakly: the hook must not keep a discarded handler, or its closed stream, alive.)
+        this = weakref.ref(self)
+        os.register_at_fork(before=lambda: (handler := this()) is not None and handler.flush_quietly())
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -109,11 +112,14 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
         self._flusher_pid = os.getpid()
         threading.Thread(target=self._flush_forever, name="log-flusher", daemon=True).start()
 
+    def flush_quietly(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # stdout closed or broken: nowhere to report it
+            self.flush()
+
     def _flush_forever(self) -> None:
         while True:
             time.sleep(self.flush_seconds)
-            with contextlib.suppress(OSError, ValueError):  # stdout closed or broken: nowhere to report it
-                self.flush()
+            self.flush_quietly()
 
 
 def configure_logging(service: str, level: str) -> None:

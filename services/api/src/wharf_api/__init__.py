@@ -8,11 +8,11 @@ from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
 from wharf_api import cli, users
-from wharf_api.cache import UserCache
+from wharf_api.cache import CONFIRM_SECONDS, UserCache
 from wharf_api.models import SCHEMA
 from wharf_api.settings import ApiSettings
 from wharf_common import authn, db, migrations, openapi
-from wharf_common.cache import make_tracking_redis
+from wharf_common.cache import tracked_copies
 from wharf_common.revocation import RevocationSet, load_from_database
 from wharf_common.settings import load_settings
 from wharf_common.tokens import JwksCache, TokenVerifier, url_fetcher
@@ -50,7 +50,9 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     app.extensions["wharf.api.cache"] = UserCache(
         app.extensions["wharf.redis"],
         settings.cache_ttl_seconds,
-        reader=make_tracking_redis(settings, max_entries=10_000) if settings.cache_ttl_seconds else None,
+        copies=tracked_copies(settings, max_entries=10_000, confirm_seconds=CONFIRM_SECONDS)
+        if settings.cache_ttl_seconds
+        else None,
     )
     app.register_blueprint(users.bp)
     cli.init_app(app)

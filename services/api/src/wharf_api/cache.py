@@ -15,18 +15,17 @@ filled) but keeps invalidating, so replicas that do cache never serve what this 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import redis
 
-from wharf_common.cache import Breaker
+from wharf_common.cache import Breaker, TrackedCopies
 
 log = logging.getLogger(__name__)
 
 GENERATION_KEY = "api:users:gen"
-CONFIRM_SECONDS = 1.0  # longest a worker answers from memory without hearing from Redis
+CONFIRM_SECONDS = 1.0  # longest a worker answers from memory without hearing from Redis (TrackedCopies)
 MAX_PENDING = 10_000
 T = TypeVar("T")
 
@@ -50,13 +49,13 @@ def list_key(limit: int, cursor: str | None) -> str:
 
 class UserCache:
     def __init__(
-        self, client: redis.Redis, ttl: int, breaker: Breaker | None = None, reader: redis.Redis | None = None
+        self, client: redis.Redis, ttl: int, breaker: Breaker | None = None, copies: TrackedCopies | None = None
     ) -> None:
         self._redis = client
-        # Where single users and the generation are read: a client-side caching client
-        # (wharf_common.cache.make_tracking_redis) answers repeated reads from memory.
-        self._reader = reader or client
-        self._confirmed_at = -CONFIRM_SECONDS  # when the reader's connection last answered
+        # Where single users and the generation are read: copies in this process's memory, kept
+        # while Redis says they are current (wharf_common.cache.TrackedCopies); else Redis itself.
+        self._read: Callable[[str], bytes | None] = copies.get if copies is not None else client.get
+        self._copies = copies
         self._ttl = ttl
         self.enabled = ttl > 0
         self._breaker = breaker or Breaker()
@@ -80,9 +79,9 @@ class UserCache:
         return result
 
     def close(self) -> None:
-        """Close the reader's own connection (the shared client belongs to the app)."""
-        if self._reader is not self._redis:
-            self._reader.connection_pool.disconnect()
+        """Close the copies' own connection (the shared client belongs to the app)."""
+        if self._copies is not None:
+            self._copies.close()
 
     # -- single users ---------------------------------------------------------------------------
 
@@ -91,25 +90,14 @@ class UserCache:
         database, and pass it to :meth:`fill_user`."""
         if not self.enabled:
             return None
-        return self._call(lambda: self._read_user(user_id), None)
-
-    def _read_user(self, user_id: str) -> bytes | None:
-        # A copy in memory is only as fresh as the connection that would bring its invalidation.
-        # A connection that went silent without closing (a partition, a frozen Redis) brings none:
-        # so at least once per CONFIRM_SECONDS, a round trip proves it still answers. If it does
-        # not, the breaker opens and reads go to Postgres: memory is never trusted for longer.
-        now = time.monotonic()
-        if self._reader is not self._redis and now - self._confirmed_at > CONFIRM_SECONDS:
-            self._reader.ping()
-            self._confirmed_at = now
-        return self._reader.get(user_key(user_id))
+        return self._call(lambda: self._read(user_key(user_id)), None)
 
     def generation(self) -> bytes:
         """The current generation. A locally cached copy may be one write behind while that write's
         invalidation is in flight: then the fill's compare-and-set fails, so it is never filled stale."""
         if not self.enabled:
             return b"0"
-        return self._call(lambda: self._reader.get(GENERATION_KEY), None) or b"0"
+        return self._call(lambda: self._read(GENERATION_KEY), None) or b"0"
 
     def fill_user(self, user_id: str, document: bytes, generation: bytes) -> None:
         if not self.enabled:
@@ -157,6 +145,8 @@ class UserCache:
             pipe.delete(user_key(user_id))
         pipe.incr(GENERATION_KEY)
         pipe.execute()
+        if self._copies is not None:  # this worker's next read must not even race Redis's push
+            self._copies.forget(GENERATION_KEY, *(user_key(user_id) for user_id in user_ids))
         return True
 
     def _remember(self, user_id: str) -> None:
