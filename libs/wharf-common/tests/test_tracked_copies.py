@@ -52,19 +52,24 @@ def key() -> str:
     return f"test:copies:{uuid.uuid4()}"
 
 
-def _proxied(redis_container: Any, tcp_proxy: Callable[..., Any]) -> tuple[Any, str]:
-    host = redis_container.get_container_host_ip()
-    proxy = tcp_proxy((host, int(redis_container.get_exposed_port(6379))))
-    return proxy, f"redis://127.0.0.1:{proxy.port}/0"
-
-
-def test_a_repeated_read_is_answered_from_memory(
+@pytest.fixture
+def holding_v1(
     make_copies: Callable[..., TrackedCopies], writer: redis.Redis, key: str, redis_container: Any, tcp_proxy: Any
-) -> None:
-    proxy, url = _proxied(redis_container, tcp_proxy)
-    copies = make_copies(url)
-    writer.set(key, b"v1")
-    assert copies.get(key) == b"v1"
+) -> Callable[..., tuple[Any, TrackedCopies]]:
+    """Copies reaching Redis through a fault-injecting relay, holding ``key`` = v1 in memory."""
+
+    def make(**options: Any) -> tuple[Any, TrackedCopies]:
+        proxy = tcp_proxy((redis_container.get_container_host_ip(), int(redis_container.get_exposed_port(6379))))
+        copies = make_copies(f"redis://127.0.0.1:{proxy.port}/0", **options)
+        writer.set(key, b"v1")
+        assert copies.get(key) == b"v1"
+        return proxy, copies
+
+    return make
+
+
+def test_a_repeated_read_is_answered_from_memory(holding_v1: Callable[..., Any], key: str) -> None:
+    proxy, copies = holding_v1()
     proxy.freeze()  # Redis can no longer answer: only memory can
     started = time.monotonic()
     assert copies.get(key) == b"v1"
@@ -100,13 +105,8 @@ def test_an_absent_key_is_not_kept(make_copies: Callable[..., TrackedCopies], wr
     assert copies.get(key) == b"filled"
 
 
-def test_forget_drops_a_copy_at_once(
-    make_copies: Callable[..., TrackedCopies], writer: redis.Redis, key: str, redis_container: Any, tcp_proxy: Any
-) -> None:
-    proxy, url = _proxied(redis_container, tcp_proxy)
-    copies = make_copies(url)
-    writer.set(key, b"v1")
-    assert copies.get(key) == b"v1"
+def test_forget_drops_a_copy_at_once(holding_v1: Callable[..., Any], writer: redis.Redis, key: str) -> None:
+    proxy, copies = holding_v1()
     proxy.freeze()  # the invalidation of the next write cannot arrive
     writer.set(key, b"v2")
     copies.forget(key)
@@ -115,12 +115,9 @@ def test_forget_drops_a_copy_at_once(
 
 
 def test_a_silent_connection_stops_the_copies_after_confirm_seconds_and_recovers(
-    make_copies: Callable[..., TrackedCopies], writer: redis.Redis, key: str, redis_container: Any, tcp_proxy: Any
+    holding_v1: Callable[..., Any], writer: redis.Redis, key: str
 ) -> None:
-    proxy, url = _proxied(redis_container, tcp_proxy)
-    copies = make_copies(url, confirm_seconds=0.3)
-    writer.set(key, b"v1")
-    assert copies.get(key) == b"v1"
+    proxy, copies = holding_v1(confirm_seconds=0.3)
     proxy.freeze()
     writer.set(key, b"v2")  # the invalidation is stuck in the frozen connection
     time.sleep(0.4)
@@ -130,13 +127,8 @@ def test_a_silent_connection_stops_the_copies_after_confirm_seconds_and_recovers
     assert copies.get(key) == b"v2"
 
 
-def test_a_lost_connection_empties_the_copies(
-    make_copies: Callable[..., TrackedCopies], writer: redis.Redis, key: str, redis_container: Any, tcp_proxy: Any
-) -> None:
-    proxy, url = _proxied(redis_container, tcp_proxy)
-    copies = make_copies(url)
-    writer.set(key, b"v1")
-    assert copies.get(key) == b"v1"
+def test_a_lost_connection_empties_the_copies(holding_v1: Callable[..., Any], writer: redis.Redis, key: str) -> None:
+    proxy, copies = holding_v1()
     proxy.cut()
     writer.set(key, b"v2")  # written while the connection is gone: its invalidation is lost
     with pytest.raises(redis.ConnectionError):
