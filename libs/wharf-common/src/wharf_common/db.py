@@ -167,8 +167,23 @@ def make_engine(settings: CommonSettings) -> Engine:
         },
     )
     _count_pool_use(engine)
+    event.listen(engine, "checkin", _end_autocommit)
     _ENGINES.append(engine)
     return engine
+
+
+def _autocommit(_session: Session, _transaction: Any, connection: Any) -> None:
+    """Run a read session's statements on their own. Set on the driver, not with SQLAlchemy's
+    ``isolation_level="AUTOCOMMIT"``: for psycopg2 that sends ``SET default_transaction_isolation``
+    at checkout and again at checkin, two round trips for the two it saves. (No statement has run
+    yet: psycopg2 sends its BEGIN with the first one.)"""
+    connection.connection.dbapi_connection.autocommit = True
+
+
+def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:
+    """Back in the pool, every connection is transactional again (a read session left it in autocommit)."""
+    if dbapi_connection is not None and not dbapi_connection.closed and dbapi_connection.autocommit:
+        dbapi_connection.autocommit = False
 
 
 def _count_pool_use(engine: Engine) -> None:
@@ -184,33 +199,53 @@ def dispose_engines_after_fork() -> None:
 
 
 def init_app(app: Flask, engine: Engine) -> None:
-    """One session per request in ``flask.g``, closed (and rolled back if left open) at teardown."""
-    factory = sessionmaker(engine, expire_on_commit=False)
+    """Sessions per request in ``flask.g`` (:func:`get_session`, :func:`read_session`), closed (and
+    rolled back if left open) at teardown."""
     app.extensions["wharf.db.engine"] = engine
-    app.extensions["wharf.db.sessionmaker"] = factory
+    app.extensions["wharf.db.sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
+    reads = sessionmaker(engine, expire_on_commit=False)
+    event.listen(reads, "after_begin", _autocommit)
+    app.extensions["wharf.db.read_sessionmaker"] = reads
 
     @app.teardown_appcontext
-    def _close_session(_exc: BaseException | None) -> None:
-        session: Session | None = g.pop("db_session", None)
-        if session is None:
-            return
-        try:
-            session.close()
-        except DBAPIError as error:
-            # The answer is already made; what failed is the rollback of a transaction with nothing
-            # left to keep (Postgres went away after the request's last query). Letting it escape
-            # would turn that answer into the server's bare 500, so the connection is dropped instead.
-            log.warning("closing the request's database session failed: %s", type(error.orig).__name__)
-            session.invalidate()
+    def _close_sessions(_exc: BaseException | None) -> None:
+        for name in ("db_session", "db_read_session"):
+            session: Session | None = g.pop(name, None)
+            if session is not None:
+                _close(session)
+
+
+def _close(session: Session) -> None:
+    try:
+        session.close()
+    except DBAPIError as error:
+        # The answer is already made; what failed is the rollback of a transaction with nothing
+        # left to keep (Postgres went away after the request's last query). Letting it escape
+        # would turn that answer into the server's bare 500, so the connection is dropped instead.
+        log.warning("closing the request's database session failed: %s", type(error.orig).__name__)
+        session.invalidate()
 
 
 def get_session() -> Session:
-    session = g.get("db_session")
+    """The request's session: its statements form one transaction, until it commits or rolls back."""
+    return _session("db_session", "wharf.db.sessionmaker")
+
+
+def read_session() -> Session:
+    """A session for a request that only reads, one statement at a time: each runs on its own
+    (autocommit), without the BEGIN and ROLLBACK round trips a transaction adds, which were two
+    of the four round trips of an uncached single-row read. Never for writes, nor for reads that
+    must see one snapshot together."""
+    return _session("db_read_session", "wharf.db.read_sessionmaker")
+
+
+def _session(name: str, factory: str) -> Session:
+    session: Session | None = g.get(name)
     if session is None:
         from flask import current_app
 
-        session = current_app.extensions["wharf.db.sessionmaker"]()
-        g.db_session = session
+        session = current_app.extensions[factory]()
+        setattr(g, name, session)
     return session
 
 

@@ -18,6 +18,8 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    # Server defaults come back with the INSERT (RETURNING), not with a SELECT after it.
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - read once by SQLAlchemy, never mutated
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100))

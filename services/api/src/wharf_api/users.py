@@ -19,7 +19,7 @@ from wharf_api.models import User
 from wharf_api.settings import ApiSettings
 from wharf_common import metrics
 from wharf_common.authn import Principal, current_principal, require_auth
-from wharf_common.db import get_session
+from wharf_common.db import get_session, read_session
 from wharf_common.openapi import Parameter, operation
 from wharf_common.openapi import Response as Doc
 from wharf_common.problems import Problem
@@ -145,7 +145,7 @@ def list_users() -> Response:
     query = select(User).order_by(User.id).limit(limit + 1)
     if after is not None:
         query = query.where(User.id > after)
-    rows = get_session().scalars(query).all()
+    rows = read_session().scalars(query).all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
     document = json_bytes({"items": [u.to_json() for u in page], "next_cursor": next_cursor})
@@ -174,7 +174,7 @@ def get_user(user_id: str) -> Response:
     state = _looked_up("user", hit=document is not None)
     if document is None:
         generation = _cache().generation()
-        user = get_session().get(User, uuid.UUID(key))
+        user = read_session().get(User, uuid.UUID(key))
         if user is None:
             raise _not_found()
         document = json_bytes(user.to_json())
@@ -292,8 +292,7 @@ def create_user() -> Response:
     user = User(id=uuid.uuid4(), name=body.name, email=body.email, owner=principal.subject)
     session.add(user)
     try:
-        session.flush()  # server defaults (timestamps) are needed for the response
-        session.refresh(user)
+        session.flush()  # INSERT ... RETURNING the server defaults (timestamps) the response needs
         document = json_bytes(user.to_json())
         location = url_for("users.get_user", user_id=str(user.id))
         if key is not None and request_hash is not None:
