@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from wharf_common.logs import BatchingStreamHandler, JsonFormatter
+from wharf_common.logs import BatchingStreamHandler, JsonFormatter, log_fields
 
 
 @pytest.fixture
@@ -100,3 +100,37 @@ def test_a_closed_stream_neither_raises_into_the_caller_nor_stops_the_flusher(mo
     time.sleep(0.2)  # the flusher meets the closed stream several times
     assert any(t.name == "log-flusher" and t.is_alive() for t in threading.enumerate())
     log.handlers.clear()
+
+
+def test_log_fields_writes_the_line_logger_log_would(logger, stream) -> None:
+    log, handler = logger
+    fields = {"method": "GET", "route": "/users", "status": 200, "duration_ms": 1.5}
+    log.info("GET /users 200", extra=fields)
+    log_fields(log, logging.INFO, "GET /users 200", fields)
+    handler.flush()
+    through_logging, direct = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert direct.pop("time")
+    assert through_logging.pop("time")
+    assert direct == through_logging
+    assert list(direct) == list(through_logging)  # same members, same order
+
+
+def test_log_fields_respects_levels(logger, stream) -> None:
+    log, handler = logger
+    log_fields(log, logging.DEBUG, "below the logger's level", {})
+    handler.setLevel(logging.WARNING)
+    log_fields(log, logging.INFO, "below the handler's level", {})
+    log_fields(log, logging.WARNING, "kept", {})  # and written at once
+    assert _messages(stream) == ["kept"]
+
+
+def test_log_fields_gives_other_handlers_the_record(logger, stream) -> None:
+    log, handler = logger
+    records: list[logging.LogRecord] = []
+    capture = logging.Handler()
+    capture.emit = records.append  # type: ignore[method-assign]
+    log.addHandler(capture)
+    log_fields(log, logging.INFO, "seen by both", {"route": "/users"})
+    handler.flush()
+    assert _messages(stream) == ["seen by both"]
+    assert [(r.getMessage(), r.route) for r in records] == [("seen by both", "/users")]  # type: ignore[attr-defined]

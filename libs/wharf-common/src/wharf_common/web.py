@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from wharf_common import db, health, metrics
 from wharf_common.cache import make_redis
-from wharf_common.logs import configure_logging
+from wharf_common.logs import configure_logging, log_fields
 from wharf_common.problems import REQUEST_ID_PATTERN, LastResort, register_error_handlers
 from wharf_common.settings import CommonSettings
 
@@ -38,20 +38,15 @@ def _finish(response: Response) -> Response:
     route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
     metrics.child(metrics.REQUEST_SECONDS, request.method, route, str(response.status_code)).observe(duration)
     level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
-    request_log.log(
-        level,
-        "%s %s %s",
-        request.method,
-        route,
-        response.status_code,
-        extra={
-            "method": request.method,
-            "route": route,
-            "status": response.status_code,
-            "duration_ms": round(duration * 1000, 2),
-            "client_ip": request.remote_addr,
-        },
-    )
+    method, status = request.method, response.status_code
+    fields = {
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": round(duration * 1000, 2),
+        "client_ip": request.remote_addr,
+    }
+    log_fields(request_log, level, f"{method} {route} {status}", fields)
     return response
 
 
