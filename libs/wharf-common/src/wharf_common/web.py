@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-import types
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -50,29 +47,10 @@ def _finish(response: Response) -> Response:
     return response
 
 
-class WharfFlask(Flask):
-    """Flask, with one per-request cost removed: whether a view or hook is a coroutine function is
-    decided once per function, not on every call (``inspect`` runs 4+ times per request: ~8 us of
-    the ~120 a cached read took in one worker). Plain functions only: a bound method may belong to
-    an object made for one request (class-based views), which must not be kept."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._synchronous: dict[Callable[..., Any], Callable[..., Any]] = {}
-
-    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        if type(func) is not types.FunctionType:
-            return super().ensure_sync(func)
-        synchronous = self._synchronous.get(func)
-        if synchronous is None:
-            synchronous = self._synchronous[func] = super().ensure_sync(func)
-        return synchronous
-
-
 def create_base_app(import_name: str, settings: CommonSettings) -> Flask:
     """A Flask app with the shared wiring; the service adds its own blueprints."""
     configure_logging(settings.service_name, settings.log_level)
-    app = WharfFlask(import_name)
+    app = Flask(import_name)
     app.config.update(
         SETTINGS=settings,
         RETRY_AFTER_SECONDS=settings.retry_after_seconds,
