@@ -225,9 +225,15 @@ def test_request_id_echoed_and_logged_by_nginx_and_the_service(stack: Stack, htt
 
 
 def test_access_log_on_stdout_errors_on_stderr(stack: Stack, http: requests.Session) -> None:
-    http.get(stack.base_url + "/nope-" + uuid.uuid4().hex, timeout=5)
-    stdout, stderr = _nginx_logs(stack)
-    assert _json_lines(stdout), "no JSON access log lines on stdout"
+    path = "/nope-" + uuid.uuid4().hex
+    http.get(stack.base_url + path, timeout=5)
+    deadline = time.monotonic() + 10  # lines are written in batches (NGINX_ACCESS_LOG_FLUSH)
+    while True:
+        stdout, stderr = _nginx_logs(stack)
+        if [e for e in _json_lines(stdout) if e.get("path") == path] or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert [e for e in _json_lines(stdout) if e.get("path") == path], "no JSON access log line on stdout"
     assert not _json_lines(stderr), "access log lines on stderr"
     assert all(not line.startswith("{") for line in stderr.splitlines())
 
@@ -585,6 +591,23 @@ def test_upstream_connections_are_kept_alive(lab: Lab, edge: Edge) -> None:
     assert len(connections) <= 4, connections
 
 
+def test_access_log_lines_are_batched_and_written_by_a_graceful_stop(lab: Lab) -> None:
+    edge = lab.start_edge(NGINX_ACCESS_LOG_FLUSH="60s")
+    path = f"/api/who/{uuid.uuid4().hex}"
+    assert requests.get(edge.base_url + path, timeout=5).status_code == 200
+    time.sleep(0.5)
+    assert not [e for e in _json_lines(edge.logs()[0]) if e.get("path") == path], "written at once, not batched"
+    docker("stop", edge.container)  # nginx's graceful stop writes what it holds
+    assert [e for e in _json_lines(edge.logs()[0]) if e.get("path") == path]
+
+
+def test_access_log_lines_are_written_at_once_when_batching_is_off(lab: Lab) -> None:
+    edge = lab.start_edge(NGINX_ACCESS_LOG_FLUSH="off")
+    path = f"/api/who/{uuid.uuid4().hex}"
+    assert requests.get(edge.base_url + path, timeout=5).status_code == 200
+    assert edge.logged(path)["status"] == 200
+
+
 def test_no_upstream_header_reveals_a_version(lab: Lab, edge: Edge) -> None:
     # The stub sends `Server: BaseHTTP/0.6 Python/3...` and `X-Powered-By: Stub/1.2.3` every time.
     for response in (
@@ -831,6 +854,7 @@ def test_maintenance_503_https_redirect_and_hsts(lab: Lab, tmp_path: Path) -> No
         ("NGINX_TLS", "maybe", "NGINX_TLS"),
         ("NGINX_REAL_IP_FROM", "everyone", "NGINX_REAL_IP_FROM"),
         ("API_UPSTREAM", "api", "API_UPSTREAM"),
+        ("NGINX_ACCESS_LOG_FLUSH", "sometimes", "NGINX_ACCESS_LOG_FLUSH"),
     ],
 )
 def test_a_bad_setting_stops_the_container(setting: str, value: str, message: str) -> None:
