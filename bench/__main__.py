@@ -6,6 +6,7 @@ Run from the repository root with the test virtualenv: ``.venv/bin/python -m ben
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -116,6 +117,9 @@ def main() -> int:
 def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> int:
     started = time.monotonic()
     foot = bring_up(stack)
+    config = dataclasses.replace(config, **stack.load_urls())
+    load_through = "the nginx containers' own addresses" if config.edge_url else "the published ports"
+    log(f"load goes to {config.load_url} and {config.ceiling_load_url} ({load_through})")
     argon2 = footprint.argon2_rate(stack)
     log(f"argon2id: {argon2['hashes_per_second_per_core']} hashes/s on one core")
 
@@ -161,6 +165,7 @@ def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> 
             "warmup": config.warmup,
             "connections": config.connections,
             "threads": config.threads,
+            "load_through": load_through,
         },
         "main_rows": rows,
         "scale_rows": list(config.scale_rows),

@@ -49,6 +49,10 @@ class BenchConfig:
     results_dir: Path
     update_readme: bool
     keep_stack: bool
+    # Where load goes: the two nginx containers' own addresses when this host reaches them (see
+    # BenchStack.load_urls); None: their published ports.
+    edge_url: str | None = None
+    ceiling_edge_url: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -57,6 +61,14 @@ class BenchConfig:
     @property
     def ceiling_url(self) -> str:
         return f"http://127.0.0.1:{self.ceiling_port}"
+
+    @property
+    def load_url(self) -> str:
+        return self.edge_url or self.base_url
+
+    @property
+    def ceiling_load_url(self) -> str:
+        return self.ceiling_edge_url or self.ceiling_url
 
     @property
     def main_rows(self) -> int:

@@ -62,12 +62,12 @@ def _opts(mode: str, data: Path | None = None, tokens: Path | None = None) -> di
 def references(config: BenchConfig, files: DataFiles) -> list[Scenario]:
     """The two ceilings every other figure is compared with, behind the same nginx configuration."""
     return [
-        Scenario("nginx_healthz", "nginx answering /healthz itself", config.base_url, _opts("paths", files.healthz)),
+        Scenario("nginx_healthz", "nginx answering /healthz itself", config.load_url, _opts("paths", files.healthz)),
         # The same requests (token included, ignored) as the cached GET, to an app that does nothing.
         Scenario(
             CEILING,
             "Framework ceiling: bare Flask GET /api/users/<id>",
-            config.ceiling_url,
+            config.ceiling_load_url,
             _opts("get", files.cached_ids, files.tokens),
         ),
     ]
@@ -81,7 +81,7 @@ def ceiling_again(config: BenchConfig, files: DataFiles) -> Scenario:
 
 def cached(config: BenchConfig, files: DataFiles, rows: int, first: Path, deep: Path) -> list[Scenario]:
     """The api with its cache on (the default), and the auth service."""
-    base, tokens = config.base_url, files.tokens
+    base, tokens = config.load_url, files.tokens
     return [
         Scenario("get_cached", "GET /api/users/<id>, cache hits", base, _opts("get", files.cached_ids, tokens), rows),
         Scenario(
@@ -105,7 +105,7 @@ def cached(config: BenchConfig, files: DataFiles, rows: int, first: Path, deep: 
 
 def uncached(config: BenchConfig, files: DataFiles, rows: int, ids: Path, first: Path, deep: Path) -> list[Scenario]:
     """The api with CACHE_TTL_SECONDS=0: every read goes to Postgres (the scale runs)."""
-    base, tokens = config.base_url, files.tokens
+    base, tokens = config.load_url, files.tokens
     return [
         Scenario("get_uncached", "GET /api/users/<id>, cache off", base, _opts("get", ids, tokens), rows),
         Scenario(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -111,6 +112,35 @@ class BenchStack:
     def container_ids(self, services: tuple[str, ...]) -> list[str]:
         """Full ids of every running container (replicas included) of ``services``."""
         return self.compose("ps", "--quiet", *services).split() if services else []
+
+    def load_urls(self) -> dict[str, str]:
+        """``edge_url``/``ceiling_edge_url``: each nginx's own address on its compose network, for the
+        ones this host can connect to directly (Docker on Linux; not Docker Desktop).
+
+        A published port on 127.0.0.1 goes through Docker's userland proxy, which copies every byte
+        in a process of its own: ~80 us of CPU per request on the 2-core benchmark machine, charged
+        to the same cores as the stack, and no part of it (a client on another host, or a cluster's
+        ingress, never meets it)."""
+        found = {}
+        for key, service in (("edge_url", "nginx"), ("ceiling_edge_url", "nginx-ceiling")):
+            address = self._reachable_address(self.container_id(service), 8080)
+            if address is not None:
+                found[key] = f"http://{address}:8080"
+        return found
+
+    @staticmethod
+    def _reachable_address(container: str, port: int) -> str | None:
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        result = subprocess.run(
+            ["docker", "inspect", "-f", template, container], capture_output=True, text=True, timeout=30
+        )
+        for address in result.stdout.split() if result.returncode == 0 else []:
+            try:
+                socket.create_connection((address, port), timeout=1).close()
+            except OSError:
+                continue
+            return address
+        return None
 
     def secret(self, relative: str) -> str:
         return (self.secrets_dir / relative).read_text(encoding="utf-8").strip()
