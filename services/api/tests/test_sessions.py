@@ -1,4 +1,4 @@
-"""The two kinds of request session (wharf_common.db) against the real Postgres."""
+"""The request's session and read connection (wharf_common.db) against the real Postgres."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import psycopg2.extensions
 from flask import Flask
 from sqlalchemy import text
 
-from wharf_common.db import get_session, read_session
+from wharf_common.db import get_session, read_connection
 
 IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 IN_TRANSACTION = psycopg2.extensions.TRANSACTION_STATUS_INTRANS
@@ -18,18 +18,23 @@ def _driver_connection(session: object) -> psycopg2.extensions.connection:
     return session.connection().connection.dbapi_connection  # type: ignore[attr-defined]
 
 
+def _driver_of_reads(connection: object) -> psycopg2.extensions.connection:
+    return connection.connection.dbapi_connection  # type: ignore[attr-defined]
+
+
 def _two_clock_readings(session: object) -> tuple[object, object]:
     first = session.execute(text("SELECT now()")).scalar()  # type: ignore[attr-defined]
     session.execute(text("SELECT pg_sleep(0.01)"))  # type: ignore[attr-defined]
     return first, session.execute(text("SELECT now()")).scalar()  # type: ignore[attr-defined]
 
 
-def test_a_read_session_runs_each_statement_on_its_own(app: Flask) -> None:
+def test_a_read_connection_runs_each_statement_on_its_own(app: Flask) -> None:
     with app.test_request_context():
-        session = read_session()
-        first, second = _two_clock_readings(session)
+        reads = read_connection()
+        first, second = _two_clock_readings(reads)
         assert first != second  # now() is the transaction's start: each statement had its own
-        assert _driver_connection(session).info.transaction_status == IDLE  # no BEGIN was sent
+        assert _driver_of_reads(reads).info.transaction_status == IDLE  # no BEGIN was sent
+        assert read_connection() is reads  # one per request
 
 
 def test_the_request_session_is_one_transaction(app: Flask) -> None:
@@ -40,12 +45,15 @@ def test_the_request_session_is_one_transaction(app: Flask) -> None:
         assert _driver_connection(session).info.transaction_status == IN_TRANSACTION
 
 
-def test_a_connection_a_read_session_used_is_transactional_again_in_the_pool(make_api: Callable[..., Flask]) -> None:
+def test_a_connection_used_for_reads_is_back_in_the_pool_and_transactional_again(
+    make_api: Callable[..., Flask],
+) -> None:
     single = make_api(db_pool_size=1, db_max_overflow=0)
     with single.test_request_context():
-        reads = read_session()
+        reads = read_connection()
         reads.execute(text("SELECT 1"))
-        used = _driver_connection(reads)
+        used = _driver_of_reads(reads)
+    assert single.extensions["wharf.db.engine"].pool.checkedout() == 0
     with single.test_request_context():  # the same (only) connection, now for a transaction
         session = get_session()
         assert _driver_connection(session) is used

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, LargeBinary, MetaData, String, func
+from sqlalchemy import DateTime, Integer, LargeBinary, MetaData, Row, String, Table, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "api"
@@ -30,14 +30,23 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "name": self.name,
-            "email": self.email,
-            "owner": self.owner,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
+        return user_json(self)
+
+
+# The table itself, for reads in SQLAlchemy Core (rows, not ORM objects; see wharf_common.db.read_connection).
+USERS: Table = User.__table__  # type: ignore[assignment]
+
+
+def user_json(user: User | Row[Any]) -> dict[str, Any]:
+    """The representation of a user, as an ORM object or a Core row of USERS (the same attributes)."""
+    return {
+        "id": str(user.id),
+        "name": user.name,
+        "email": user.email,
+        "owner": user.owner,
+        "created_at": user.created_at.isoformat(),
+        "updated_at": user.updated_at.isoformat(),
+    }
 
 
 class IdempotencyKey(Base):

@@ -9,17 +9,17 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, request, url_for
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from wharf_api import idempotency
 from wharf_api.cache import UserCache
 from wharf_api.documents import etag_of, json_bytes
-from wharf_api.models import User
+from wharf_api.models import USERS, User, user_json
 from wharf_api.settings import ApiSettings
 from wharf_common import metrics
 from wharf_common.authn import Principal, current_principal, require_auth
-from wharf_common.db import get_session, read_session
+from wharf_common.db import get_session, read_connection
 from wharf_common.openapi import Parameter, operation
 from wharf_common.openapi import Response as Doc
 from wharf_common.problems import Problem
@@ -142,18 +142,20 @@ def list_users() -> Response:
     cached, generation = _cache().get_page(limit, cursor)
     if cached is not None:
         return _json_response(cached, cache=_looked_up("page", hit=True))
-    query = select(User).order_by(User.id).limit(limit + 1)
+    query = select(USERS).order_by(USERS.c.id).limit(limit + 1)
     if after is not None:
-        query = query.where(User.id > after)
-    rows = read_session().scalars(query).all()
+        query = query.where(USERS.c.id > after)
+    rows = read_connection().execute(query).all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
-    document = json_bytes({"items": [u.to_json() for u in page], "next_cursor": next_cursor})
+    document = json_bytes({"items": [user_json(row) for row in page], "next_cursor": next_cursor})
     _cache().fill_page(limit, cursor, document, generation)
     return _json_response(document, cache=_looked_up("page", hit=False))
 
 
 # -- single users -------------------------------------------------------------------------------
+
+USER_BY_ID = select(USERS).where(USERS.c.id == bindparam("id"))
 
 
 @bp.get("/<user_id>")
@@ -174,10 +176,10 @@ def get_user(user_id: str) -> Response:
     state = _looked_up("user", hit=document is not None)
     if document is None:
         generation = _cache().generation()
-        user = read_session().get(User, uuid.UUID(key))
-        if user is None:
+        row = read_connection().execute(USER_BY_ID, {"id": uuid.UUID(key)}).one_or_none()
+        if row is None:
             raise _not_found()
-        document = json_bytes(user.to_json())
+        document = json_bytes(user_json(row))
         _cache().fill_user(key, document, generation)
     response = _json_response(document, cache=state, etag=True)
     return response.make_conditional(request) if request.if_none_match else response
