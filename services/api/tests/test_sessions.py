@@ -1,4 +1,4 @@
-"""The request's session and read connection (wharf_common.db) against the real Postgres."""
+"""The request's session and autocommit connection (wharf_common.db) against the real Postgres."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import psycopg2.extensions
 from flask import Flask
 from sqlalchemy import text
 
-from wharf_common.db import get_session, read_connection
+from wharf_common.db import autocommit_connection, get_session
 
 IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 IN_TRANSACTION = psycopg2.extensions.TRANSACTION_STATUS_INTRANS
@@ -28,13 +28,13 @@ def _two_clock_readings(session: object) -> tuple[object, object]:
     return first, session.execute(text("SELECT now()")).scalar()  # type: ignore[attr-defined]
 
 
-def test_a_read_connection_runs_each_statement_on_its_own(app: Flask) -> None:
+def test_a_autocommit_connection_runs_each_statement_on_its_own(app: Flask) -> None:
     with app.test_request_context():
-        reads = read_connection()
+        reads = autocommit_connection()
         first, second = _two_clock_readings(reads)
         assert first != second  # now() is the transaction's start: each statement had its own
         assert _driver_of_reads(reads).info.transaction_status == IDLE  # no BEGIN was sent
-        assert read_connection() is reads  # one per request
+        assert autocommit_connection() is reads  # one per request
 
 
 def test_the_request_session_is_one_transaction(app: Flask) -> None:
@@ -50,7 +50,7 @@ def test_a_connection_used_for_reads_is_back_in_the_pool_and_transactional_again
 ) -> None:
     single = make_api(db_pool_size=1, db_max_overflow=0)
     with single.test_request_context():
-        reads = read_connection()
+        reads = autocommit_connection()
         reads.execute(text("SELECT 1"))
         used = _driver_of_reads(reads)
     assert single.extensions["wharf.db.engine"].pool.checkedout() == 0

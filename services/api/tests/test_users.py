@@ -99,9 +99,13 @@ def test_control_characters_are_422_not_500(client: Any) -> None:
 
 def test_duplicate_email_is_409(client: Any) -> None:
     _create(client, "A", "dup@example.com")
-    response = client.post("/users", json={"name": "B", "email": "DUP@example.com"})
-    assert response.status_code == 409
-    assert response.get_json()["type"] == "https://wharf.dev/problems/conflict"
+    for headers in ({}, {"Idempotency-Key": "dup-1"}):  # one statement on its own; or a transaction
+        response = client.post("/users", json={"name": "B", "email": "DUP@example.com"}, headers=headers)
+        assert response.status_code == 409
+        assert response.get_json()["type"] == "https://wharf.dev/problems/conflict"
+    # The refused create kept nothing under its key: another body may use it.
+    again = client.post("/users", json={"name": "C", "email": "c@example.com"}, headers={"Idempotency-Key": "dup-1"})
+    assert again.status_code == 201
 
 
 def test_body_must_be_json(client: Any) -> None:

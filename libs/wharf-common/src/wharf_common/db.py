@@ -173,7 +173,7 @@ def make_engine(settings: CommonSettings) -> Engine:
 
 
 def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:
-    """Back in the pool, every connection is transactional again (a read connection left it in autocommit)."""
+    """Back in the pool, every connection is transactional again (an autocommit connection left it so)."""
     if dbapi_connection is not None and not dbapi_connection.closed and dbapi_connection.autocommit:
         dbapi_connection.autocommit = False
 
@@ -191,14 +191,14 @@ def dispose_engines_after_fork() -> None:
 
 
 def init_app(app: Flask, engine: Engine) -> None:
-    """A session (:func:`get_session`) and a read connection (:func:`read_connection`) per request
+    """A session (:func:`get_session`) and an autocommit connection (:func:`autocommit_connection`) per request
     in ``flask.g``, closed (and rolled back if left open) at teardown."""
     app.extensions["wharf.db.engine"] = engine
     app.extensions["wharf.db.sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
 
     @app.teardown_appcontext
     def _close_sessions(_exc: BaseException | None) -> None:
-        for name in ("db_session", "db_read_connection"):
+        for name in ("db_session", "db_autocommit_connection"):
             used: Session | Connection | None = g.pop(name, None)
             if used is not None:
                 _close(used)
@@ -224,21 +224,22 @@ def get_session() -> Session:
     return session
 
 
-def read_connection() -> Connection:
-    """The request's connection for statements that only read, one at a time, in SQLAlchemy Core.
+def autocommit_connection() -> Connection:
+    """The request's connection for statements that each stand alone, in SQLAlchemy Core: reads,
+    and a write that is one statement (it commits as it runs).
 
-    Each statement runs on its own (driver autocommit), without the BEGIN and ROLLBACK round trips
-    a transaction adds: two of the four of an uncached single-row read. Set on the driver, not with
+    Driver autocommit: no BEGIN and ROLLBACK (or COMMIT) round trips around the statement, two of
+    the four of an uncached single-row read. Set on the driver, not with
     ``isolation_level="AUTOCOMMIT"``, which for psycopg2 sends ``SET default_transaction_isolation``
     at checkout and at checkin. Core rows, not ORM objects: no unit of work, identity map or
-    instance state, ~400 -> ~200 us of CPU for a single-row read in one worker. Never for writes,
-    nor for reads that must see one snapshot together."""
-    connection: Connection | None = g.get("db_read_connection")
+    instance state, ~400 -> ~200 us of CPU for a single-row read in one worker. Never for
+    statements that must commit or see one snapshot together: those take :func:`get_session`."""
+    connection: Connection | None = g.get("db_autocommit_connection")
     if connection is None:
         connection = current_app.extensions["wharf.db.engine"].connect()
         # No statement has run yet: psycopg2 would send its BEGIN with the first one.
         connection.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
-        g.db_read_connection = connection
+        g.db_autocommit_connection = connection
     return connection
 
 

@@ -33,7 +33,7 @@ class User(Base):
         return user_json(self)
 
 
-# The table itself, for reads in SQLAlchemy Core (rows, not ORM objects; see wharf_common.db.read_connection).
+# The table itself, for reads in SQLAlchemy Core (rows, not ORM objects; see wharf_common.db.autocommit_connection).
 USERS: Table = User.__table__  # type: ignore[assignment]
 
 

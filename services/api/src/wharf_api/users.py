@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, request, url_for
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from wharf_api import idempotency
@@ -19,7 +19,7 @@ from wharf_api.models import USERS, User, user_json
 from wharf_api.settings import ApiSettings
 from wharf_common import metrics
 from wharf_common.authn import Principal, current_principal, require_auth
-from wharf_common.db import get_session, read_connection
+from wharf_common.db import autocommit_connection, get_session
 from wharf_common.openapi import Parameter, operation
 from wharf_common.openapi import Response as Doc
 from wharf_common.problems import Problem
@@ -145,7 +145,7 @@ def list_users() -> Response:
     query = select(USERS).order_by(USERS.c.id).limit(limit + 1)
     if after is not None:
         query = query.where(USERS.c.id > after)
-    rows = read_connection().execute(query).all()
+    rows = autocommit_connection().execute(query).all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
     document = json_bytes({"items": [user_json(row) for row in page], "next_cursor": next_cursor})
@@ -176,7 +176,7 @@ def get_user(user_id: str) -> Response:
     state = _looked_up("user", hit=document is not None)
     if document is None:
         generation = _cache().generation()
-        row = read_connection().execute(USER_BY_ID, {"id": uuid.UUID(key)}).one_or_none()
+        row = autocommit_connection().execute(USER_BY_ID, {"id": uuid.UUID(key)}).one_or_none()
         if row is None:
             raise _not_found()
         document = json_bytes(user_json(row))
@@ -260,6 +260,12 @@ def delete_user(user_id: str) -> Response:
 # -- create -------------------------------------------------------------------------------------
 
 
+# Core, not an ORM object through the unit of work (~200 us of CPU less per create in one worker);
+# RETURNING brings the server defaults (timestamps) the response needs.
+INSERT_USER = insert(USERS).returning(*USERS.c)
+EMAIL_TAKEN = "A user with this email already exists."
+
+
 @bp.post("")
 @operation(
     "Create a user (safe to retry with an Idempotency-Key)",
@@ -284,26 +290,38 @@ def create_user() -> Response:
     principal = current_principal()
     key = idempotency.key_from_request()
     body = parse_body(UserCreate)
-    session = get_session()
-    request_hash = None
-    if key is not None:
-        request_hash = idempotency.fingerprint(request.get_data())
-        replay = idempotency.begin(session, principal.subject, key, request_hash)
-        if replay is not None:
-            return replay
-    user = User(id=uuid.uuid4(), name=body.name, email=body.email, owner=principal.subject)
-    session.add(user)
-    try:
-        session.flush()  # INSERT ... RETURNING the server defaults (timestamps) the response needs
-        document = json_bytes(user.to_json())
-        location = url_for("users.get_user", user_id=str(user.id))
-        if key is not None and request_hash is not None:
-            idempotency.record(session, principal.subject, key, request_hash, 201, document, location)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Problem(409, "A user with this email already exists.", slug="conflict") from None
-    _cache().invalidate(str(user.id))
+    values = {"id": uuid.uuid4(), "name": body.name, "email": body.email, "owner": principal.subject}
+    if key is None:
+        # One statement, committed on its own: no BEGIN and COMMIT round trips.
+        try:
+            user = autocommit_connection().execute(INSERT_USER, values).one()
+        except IntegrityError:
+            raise Problem(409, EMAIL_TAKEN, slug="conflict") from None
+        document, location = json_bytes(user_json(user)), url_for("users.get_user", user_id=str(user.id))
+    else:
+        created = _create_once(principal, key, values)
+        if isinstance(created, Response):
+            return created  # the first answer to this key, replayed
+        document, location = created
+    _cache().invalidate(str(values["id"]))
     response = _json_response(document, 201, etag=True)
     response.headers["Location"] = location
     return response
+
+
+def _create_once(principal: Principal, key: str, values: dict[str, object]) -> Response | tuple[bytes, str]:
+    """Insert and record the answer under the Idempotency-Key in one transaction, or replay it."""
+    session = get_session()
+    request_hash = idempotency.fingerprint(request.get_data())
+    replay = idempotency.begin(session, principal.subject, key, request_hash)
+    if replay is not None:
+        return replay
+    try:
+        user = session.execute(INSERT_USER, values).one()
+        document, location = json_bytes(user_json(user)), url_for("users.get_user", user_id=str(user.id))
+        idempotency.record(session, principal.subject, key, request_hash, 201, document, location)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Problem(409, EMAIL_TAKEN, slug="conflict") from None
+    return document, location
