@@ -1,4 +1,4 @@
-"""SQLAlchemy engine, per-request sessions and read connections for a service that owns one Postgres schema."""
+"""SQLAlchemy engine, per-request sessions and autocommit connections for a service that owns one Postgres schema."""
 
 from __future__ import annotations
 
