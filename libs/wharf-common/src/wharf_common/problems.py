@@ -52,17 +52,21 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem_response(problem: Problem) -> Response:
+def problem_body(problem: Problem, request_id: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": TYPE_BASE + problem.slug,
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
     }
-    request_id = g.get("request_id")
     if request_id:
         body["request_id"] = request_id
     body.update(problem.extra)
+    return body
+
+
+def problem_response(problem: Problem) -> Response:
+    body = problem_body(problem, g.get("request_id"))
     response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_MEDIA_TYPE)
     response.headers.update(problem.headers)
     return response
@@ -147,18 +151,14 @@ def _no_write(_data: bytes) -> None:
 
 
 def _last_resort_answer(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    body: dict[str, Any] = {
-        "type": TYPE_BASE + "internal-server-error",
-        "title": "Internal Server Error",
-        "status": 500,
-        "detail": "An unexpected error occurred.",
-    }
     headers = [("Content-Type", PROBLEM_MEDIA_TYPE)]
     request_id = environ.get("HTTP_X_REQUEST_ID", "")
     if REQUEST_ID_PATTERN.match(request_id):
-        body["request_id"] = request_id
         headers.append(("X-Request-ID", request_id))
-    payload = stdlib_json.dumps(body).encode()
+    else:
+        request_id = ""
+    # No app context out here: the standard library's json, not Flask's.
+    payload = stdlib_json.dumps(problem_body(Problem(500, "An unexpected error occurred."), request_id)).encode()
     headers.append(("Content-Length", str(len(payload))))
     start_response("500 Internal Server Error", headers)
     return [payload]
