@@ -33,9 +33,9 @@ def _finish(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     duration = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-    metrics.child(metrics.REQUEST_SECONDS, request.method, route, str(response.status_code)).observe(duration)
-    level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
     method, status = request.method, response.status_code
+    metrics.child(metrics.REQUEST_SECONDS, method, route, str(status)).observe(duration)
+    level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
     fields = {
         "method": method,
         "route": route,
