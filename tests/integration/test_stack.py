@@ -49,6 +49,68 @@ def test_every_service_is_healthy_or_completed(stack: Stack) -> None:
     assert len(replicas) == 4  # two of each by default
 
 
+# A stand-in for the service inside its own container: on a free port, answers one connection with
+# the status line given (or, with "silent", accepts and never answers), and prints the port first.
+STUB_SERVER = """
+import socket, sys, time
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+connection, _ = server.accept()
+connection.recv(1024)
+if sys.argv[1] == "silent":
+    time.sleep(10)
+else:
+    connection.sendall(sys.argv[1].encode() + b"\\r\\nContent-Length: 0\\r\\n\\r\\n")
+"""
+# Runs the image's own check ("$@") with PORT pointed at the stub; prints when it started and ended.
+AGAINST_STUB = (
+    'exec 4< <(python -c "$STUB" "$ANSWER"); read -r port <&4; '
+    'started=$EPOCHREALTIME; PORT=$port "$@"; status=$?; echo "$started $EPOCHREALTIME"; exit $status'
+)
+
+
+def _image_healthcheck(container_id: str) -> list[str]:
+    test: list[str] = _inspect(container_id)["Config"]["Healthcheck"]["Test"]  # type: ignore[index]
+    assert test[0] == "CMD", test
+    return test[1:]
+
+
+@pytest.mark.parametrize("service", ["api", "auth"])
+@pytest.mark.parametrize(
+    ("answer", "healthy"),
+    [
+        ("HTTP/1.0 200 OK", True),
+        ("HTTP/1.1 200 OK", True),
+        ("HTTP/1.0 503 Service Unavailable", False),
+        ("HTTP/1.0 404 NOT FOUND", False),
+        ("silent", False),
+    ],
+)
+def test_app_healthcheck_passes_only_on_a_200(stack: Stack, service: str, answer: str, healthy: bool) -> None:
+    container = stack.container_id(service)
+    check = _image_healthcheck(container)
+    result = subprocess.run(
+        ["docker", "exec", "-e", f"STUB={STUB_SERVER}", "-e", f"ANSWER={answer}", container,
+         "bash", "-c", AGAINST_STUB, "stub", *check],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert (result.returncode == 0) == healthy, (answer, result)
+    started, ended = map(float, result.stdout.split())
+    assert ended - started < 3, "a silent service must fail the check within its 3 s timeout, not hang it"
+
+
+@pytest.mark.parametrize("service", ["api", "auth", "nginx"])
+def test_healthcheck_fails_when_nothing_listens(stack: Stack, service: str) -> None:
+    container = stack.container_id(service)
+    check = _image_healthcheck(container)
+    port_variable = "NGINX_PORT" if service == "nginx" else "PORT"
+    result = subprocess.run(
+        ["docker", "exec", "-e", f"{port_variable}=1", container, *check],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert result.returncode != 0, result
+
+
 def test_only_nginx_publishes_a_port(stack: Stack) -> None:
     for c in stack.containers():
         published = [p for p in c.get("Publishers") or [] if p.get("PublishedPort")]
