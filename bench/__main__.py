@@ -19,6 +19,9 @@ from bench.report import Measurement
 from bench.scenarios import DataFiles, Scenario
 from bench.stack import BenchStack, StackError
 
+# Long enough for several rounds of every container's health check (every 2-3 s).
+IDLE_CPU_SECONDS = 15
+
 
 def log(message: str) -> None:
     print(f"[bench] {message}", flush=True)
@@ -81,6 +84,7 @@ def bring_up(stack: BenchStack) -> dict[str, object]:
     log(f"warm make up: {warm:.1f} s to healthy (first: {first:.1f} s)")
     time.sleep(5)  # let start-up work settle before reading idle memory
     memory = footprint.idle_memory(stack)
+    idle_cpu = footprint.idle_cpu(stack, IDLE_CPU_SECONDS)
     tag = os.environ.get("WHARF_TAG", "dev")
     prefix = os.environ.get("WHARF_IMAGE_PREFIX", "wharf")
     images = footprint.image_sizes([f"{prefix}/{name}:{tag}" for name in ("api", "auth", "nginx")])
@@ -90,6 +94,8 @@ def bring_up(stack: BenchStack) -> dict[str, object]:
         "first_up_seconds": round(first, 1),
         "image_sizes": images,
         "idle_memory": memory,
+        "idle_cpu_ms_per_second": idle_cpu,
+        "idle_cpu_seconds": IDLE_CPU_SECONDS,
     }
 
 

@@ -1,4 +1,4 @@
-"""What the stack costs at rest: image sizes, idle memory per container, and the machine it ran on."""
+"""What the stack costs at rest: image sizes, idle memory and CPU per container, and the machine it ran on."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import os
 import platform
 import re
 import subprocess
+import time
 from datetime import UTC, datetime
 
+from bench import cpu
 from bench.stack import BenchStack
 
 _UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
@@ -53,6 +55,46 @@ def idle_memory(stack: BenchStack) -> dict[str, int]:
     for line in out.splitlines():
         name, _, mem = line.partition("\t")
         usage[name.removeprefix(stack.config.project + "-")] = parse_size(mem.split("/")[0])
+    return usage
+
+
+WHOLE_MACHINE = "whole machine"
+
+
+def idle_cpu(stack: BenchStack, seconds: float) -> dict[str, float]:
+    """Milliseconds of CPU per second each running container of the project spends with no traffic
+    (its health checks, timers and background threads), over ``seconds``; empty where the cgroup
+    files cannot be read."""
+    names = {c["ID"]: c["Name"].removeprefix(stack.config.project + "-") for c in stack.containers()}
+    full_ids = stack.compose("ps", "--quiet").split()
+    before, machine_before = cpu.snapshot(full_ids), busy_cpu_ms()
+    time.sleep(seconds)
+    after, machine_after = cpu.snapshot(full_ids), busy_cpu_ms()
+    usage = per_second(before, after, seconds, names)
+    if usage:
+        # Docker's own daemons run each health check (an exec in the container): part of the cost.
+        usage[WHOLE_MACHINE] = round((machine_after - machine_before) / seconds, 1)
+    return usage
+
+
+def busy_cpu_ms() -> float:
+    """CPU milliseconds the whole machine has spent busy since boot (/proc/stat, every core)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def per_second(
+    before: dict[str, int] | None, after: dict[str, int] | None, seconds: float, names: dict[str, str]
+) -> dict[str, float]:
+    """CPU ms per second by container name, from two cgroup snapshots (full ids) and short id -> name."""
+    if before is None or after is None:
+        return {}
+    usage = {}
+    for full_id, spent in after.items():
+        name = next((n for short, n in names.items() if full_id.startswith(short)), full_id[:12])
+        usage[name] = round((spent - before.get(full_id, spent)) / 1e6 / seconds, 1)
     return usage
 
 

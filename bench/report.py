@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.footprint import WHOLE_MACHINE
 from bench.scenarios import CEILING, Scenario
 from bench.wrk import WrkResult
 
@@ -181,6 +182,16 @@ def markdown(data: dict[str, Any]) -> str:
     lines.append(
         "- idle memory: " + ", ".join(f"{name} {_mib(size)}" for name, size in sorted(footprint["idle_memory"].items()))
     )
+    idle_cpu = dict(footprint.get("idle_cpu_ms_per_second") or {})
+    if idle_cpu:
+        machine = idle_cpu.pop(WHOLE_MACHINE, None)
+        lines.append(
+            f"- idle CPU, ms per second over {footprint['idle_cpu_seconds']} s with no traffic (health checks "
+            "included): "
+            + ", ".join(f"{name} {ms:g}" for name, ms in sorted(idle_cpu.items()))
+            + f"; {sum(idle_cpu.values()):.1f} for the containers"
+            + ("" if machine is None else f", {machine:g} for the {WHOLE_MACHINE} (Docker's daemons included)")
+        )
     lines += ["", "**Targets** (issue 8)", ""]
     for t in data["targets"]:
         lines.append(f"- {'met' if t['met'] else 'MISSED'}: {t['description']} ({t['measured']})")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from bench.cpu import ms_per_request
-from bench.footprint import parse_size
+from bench.footprint import WHOLE_MACHINE, busy_cpu_ms, parse_size, per_second
 from bench.report import (
     README_BEGIN,
     README_END,
@@ -50,13 +51,34 @@ def test_docker_sizes(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
+def test_idle_cpu_per_second_by_container_name() -> None:
+    names = {"aaaaaaaaaaaa": "api-1", "bbbbbbbbbbbb": "nginx-1"}
+    before = {"a" * 64: 1_000_000_000, "b" * 64: 5_000_000_000}
+    after = {"a" * 64: 1_150_000_000, "b" * 64: 5_600_000_000, "c" * 64: 30_000_000}  # c started meanwhile
+    assert per_second(before, after, 15, names) == {"api-1": 10.0, "nginx-1": 40.0, "c" * 12: 0.0}
+    assert per_second(None, after, 15, names) == {}
+
+
+def test_busy_cpu_of_the_machine_is_within_what_its_cores_could_spend() -> None:
+    first = busy_cpu_ms()
+    sum(range(2_000_000))  # some CPU of our own
+    uptime_ms = float(Path("/proc/uptime").read_text().split()[0]) * 1000
+    assert 0 < first <= busy_cpu_ms() <= uptime_ms * (os.cpu_count() or 1)
+
+
 def _measurement(key: str, rps: float, *, p99: float = 10.0, errors: int = 0, rows: int | None = None) -> Measurement:
     result = WrkResult(requests=int(rps * 10), seconds=10, p50_ms=1, p90_ms=5, p99_ms=p99, errors={"status": errors})
     return Measurement.of(Scenario(key, key.replace("_", " "), "http://x", rows=rows), 64, result)
 
 
 MACHINE = {"date": "today", "cpu": "cpu", "cores": 2, "memory_gib": 24, "docker": "20", "load_average_at_start": "0"}
-FOOTPRINT = {"warm_up_seconds": 12.3, "image_sizes": {"wharf/api:dev": 190_000_000}, "idle_memory": {"api-1": 2**26}}
+FOOTPRINT = {
+    "warm_up_seconds": 12.3,
+    "image_sizes": {"wharf/api:dev": 190_000_000},
+    "idle_memory": {"api-1": 2**26},
+    "idle_cpu_ms_per_second": {"api-1": 7.5, "nginx-1": 20.0, WHOLE_MACHINE: 250.0},
+    "idle_cpu_seconds": 15,
+}
 
 
 def _data(measurements: list[Measurement]) -> dict[str, object]:
@@ -86,6 +108,10 @@ def test_ratios_targets_and_the_markdown_table() -> None:
     assert "| 1,000 | 420 (10.0 ms) |" in table  # the scale table; 1,000 rows is not in the main one
     assert "| post |  | 64 | 350 | 1 | 5 | 10.0 | 2 | 0.35 |" in table
     assert "MISSED: zero errors in every scenario (2 errors)" in table
+    assert (
+        "- idle CPU, ms per second over 15 s with no traffic (health checks included): api-1 7.5, nginx-1 20; "
+        "27.5 for the containers, 250 for the whole machine (Docker's daemons included)"
+    ) in table
 
 
 def test_ratios_are_to_the_mean_of_the_ceiling_runs() -> None:
