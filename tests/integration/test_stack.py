@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from .conftest import Stack, psql_as_api, sign_in
+from .conftest import Stack, docker, psql_as_api, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -89,10 +89,10 @@ def _image_healthcheck(container_id: str) -> list[str]:
 def test_app_healthcheck_passes_only_on_a_200(stack: Stack, service: str, answer: str, healthy: bool) -> None:
     container = stack.container_id(service)
     check = _image_healthcheck(container)
-    result = subprocess.run(
-        ["docker", "exec", "-e", f"STUB={STUB_SERVER}", "-e", f"ANSWER={answer}", container,
-         "bash", "-c", AGAINST_STUB, "stub", *check],
-        capture_output=True, text=True, check=False, timeout=30,
+    result = docker(
+        "exec", "-e", f"STUB={STUB_SERVER}", "-e", f"ANSWER={answer}", container,
+        "bash", "-c", AGAINST_STUB, "stub", *check,
+        check=False, timeout=30,
     )  # fmt: skip
     assert (result.returncode == 0) == healthy, (answer, result)
     started, ended = map(float, result.stdout.split())
@@ -104,10 +104,7 @@ def test_healthcheck_fails_when_nothing_listens(stack: Stack, service: str) -> N
     container = stack.container_id(service)
     check = _image_healthcheck(container)
     port_variable = "NGINX_PORT" if service == "nginx" else "PORT"
-    result = subprocess.run(
-        ["docker", "exec", "-e", f"{port_variable}=1", container, *check],
-        capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
+    result = docker("exec", "-e", f"{port_variable}=1", container, *check, check=False, timeout=30)
     assert result.returncode != 0, result
 
 
