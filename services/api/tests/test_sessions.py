@@ -14,11 +14,8 @@ IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 IN_TRANSACTION = psycopg2.extensions.TRANSACTION_STATUS_INTRANS
 
 
-def _driver_connection(session: object) -> psycopg2.extensions.connection:
-    return session.connection().connection.dbapi_connection  # type: ignore[attr-defined]
-
-
-def _driver_of_reads(connection: object) -> psycopg2.extensions.connection:
+def _driver(connection: object) -> psycopg2.extensions.connection:
+    """The psycopg2 connection under a SQLAlchemy Connection (a session's: ``session.connection()``)."""
     return connection.connection.dbapi_connection  # type: ignore[attr-defined]
 
 
@@ -28,12 +25,12 @@ def _two_clock_readings(session: object) -> tuple[object, object]:
     return first, session.execute(text("SELECT now()")).scalar()  # type: ignore[attr-defined]
 
 
-def test_a_autocommit_connection_runs_each_statement_on_its_own(app: Flask) -> None:
+def test_the_autocommit_connection_runs_each_statement_on_its_own(app: Flask) -> None:
     with app.test_request_context():
         reads = autocommit_connection()
         first, second = _two_clock_readings(reads)
         assert first != second  # now() is the transaction's start: each statement had its own
-        assert _driver_of_reads(reads).info.transaction_status == IDLE  # no BEGIN was sent
+        assert _driver(reads).info.transaction_status == IDLE  # no BEGIN was sent
         assert autocommit_connection() is reads  # one per request
 
 
@@ -42,7 +39,7 @@ def test_the_request_session_is_one_transaction(app: Flask) -> None:
         session = get_session()
         first, second = _two_clock_readings(session)
         assert first == second
-        assert _driver_connection(session).info.transaction_status == IN_TRANSACTION
+        assert _driver(session.connection()).info.transaction_status == IN_TRANSACTION
 
 
 def test_a_connection_used_for_reads_is_back_in_the_pool_and_transactional_again(
@@ -52,10 +49,10 @@ def test_a_connection_used_for_reads_is_back_in_the_pool_and_transactional_again
     with single.test_request_context():
         reads = autocommit_connection()
         reads.execute(text("SELECT 1"))
-        used = _driver_of_reads(reads)
+        used = _driver(reads)
     assert single.extensions["wharf.db.engine"].pool.checkedout() == 0
     with single.test_request_context():  # the same (only) connection, now for a transaction
         session = get_session()
-        assert _driver_connection(session) is used
+        assert _driver(session.connection()) is used
         first, second = _two_clock_readings(session)
         assert first == second
