@@ -8,6 +8,8 @@ import psycopg2
 import pytest
 from psycopg2 import errors
 
+from wharf_common.provision import RETIRED_ROLES
+
 
 def _connect(settings: dict[str, object]) -> psycopg2.extensions.connection:
     from sqlalchemy.engine import make_url
@@ -45,3 +47,38 @@ def test_role_cannot_use_the_other_schema(
         with owner, owner.cursor() as cursor:
             cursor.execute(f"DROP TABLE {other}.probe")
         owner.close()
+
+
+@pytest.mark.parametrize(("role", "other"), [("api", "auth"), ("auth", "api")])
+def test_postgres_grants_no_privilege_on_the_other_schema(
+    connection_settings: Callable[[str], dict[str, object]], role: str, other: str
+) -> None:
+    """Asked of Postgres itself (membership in other roles included): no right on the schema or
+    on any table, sequence or function in it, and no role of an earlier release left behind."""
+    connection = _connect(connection_settings(role))
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT has_schema_privilege(%(role)s, %(schema)s, 'USAGE'),"
+                " has_schema_privilege(%(role)s, %(schema)s, 'CREATE')",
+                {"role": role, "schema": other},
+            )
+            assert cursor.fetchone() == (False, False)
+            cursor.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %(schema)s AND ("
+                "  has_table_privilege(%(role)s, c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')"
+                "  OR (c.relkind = 'S' AND has_sequence_privilege(%(role)s, c.oid, 'USAGE,SELECT,UPDATE')))",
+                {"role": role, "schema": other},
+            )
+            assert cursor.fetchall() == []
+            cursor.execute(
+                "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
+                " WHERE m.member = %(role)s::regrole",
+                {"role": role},
+            )
+            assert cursor.fetchall() == []  # a member of no other role
+            cursor.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (list(RETIRED_ROLES),))
+            assert cursor.fetchone() == (0,)
+    finally:
+        connection.close()

@@ -53,7 +53,7 @@ def test_a_push_survives_a_resync_that_started_before_it(clock: Clock) -> None:
     revocations = make(rows, clock, sync_interval=3600)
     try:
         revocations.add(Revocation("jti", "pushed", 9e9))
-        revocations.sync()  # Postgres does not show it yet (the query raced the commit)
+        revocations.sync()  # auth does not show it yet (the read raced the commit)
         assert revocations.is_revoked(claims(jti="pushed"))
         clock.now += 10
         rows.append(Revocation("jti", "pushed", 9e9))

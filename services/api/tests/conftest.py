@@ -23,6 +23,9 @@ from werkzeug.test import TestResponse
 
 from wharf_api import create_app
 from wharf_api.settings import ApiSettings
+from wharf_auth import extensions as auth_extensions
+from wharf_common import authn
+from wharf_common import extensions as common
 from wharf_common.db import get_session
 
 PASSWORD = "correct horse battery staple 42"
@@ -57,15 +60,13 @@ def auth_url(auth_app: Flask) -> Iterator[str]:
 def api_settings(connection_settings: Callable[[str], dict[str, object]], auth_url: str) -> ApiSettings:
     return ApiSettings(
         **connection_settings("api"),
-        auth_jwks_url=f"{auth_url}/.well-known/jwks.json",
-        revocation_sync_seconds=1.0,
+        auth_url=auth_url,
     )
 
 
 def _shut_down(app: Flask) -> None:
-    app.extensions["wharf.authn"].revocations.stop()
-    app.extensions["wharf.db.engine"].dispose()
-    app.extensions["wharf.api.cache"].close()
+    authn.authenticator(app).revocations.stop()  # type: ignore[union-attr]
+    common.of(app).engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -99,11 +100,11 @@ def _clean(api: Flask, auth: Flask) -> None:
         session = get_session()
         session.execute(text("TRUNCATE auth.accounts, auth.refresh_tokens, auth.revocations CASCADE"))
         session.commit()
-    redis = api.extensions["wharf.redis"]
+    redis = common.of(api).redis
     keys = list(redis.scan_iter("api:*")) + list(redis.scan_iter("auth:*"))
     if keys:
         redis.delete(*keys)
-    auth.extensions["wharf.auth.limiter"].local._entries.clear()
+    auth_extensions.of(auth).limiter.local.clear()
 
 
 @pytest.fixture

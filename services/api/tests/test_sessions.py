@@ -8,6 +8,7 @@ import psycopg2.extensions
 from flask import Flask
 from sqlalchemy import text
 
+from wharf_common import extensions as common
 from wharf_common.db import autocommit_connection, get_session
 
 IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -50,7 +51,7 @@ def test_a_connection_used_for_reads_is_back_in_the_pool_and_transactional_again
         reads = autocommit_connection()
         reads.execute(text("SELECT 1"))
         used = _driver(reads)
-    assert single.extensions["wharf.db.engine"].pool.checkedout() == 0
+    assert common.of(single).engine.pool.checkedout() == 0
     with single.test_request_context():  # the same (only) connection, now for a transaction
         session = get_session()
         assert _driver(session.connection()) is used

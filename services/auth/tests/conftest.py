@@ -11,8 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from wharf_auth import create_app
+from wharf_auth import create_app, extensions
 from wharf_auth.settings import AuthSettings
+from wharf_common import extensions as common
 from wharf_common.db import get_session
 from wharf_common.tokens import public_jwk
 
@@ -65,11 +66,11 @@ def clean(app: Flask) -> None:
         session = get_session()
         session.execute(text("TRUNCATE auth.accounts, auth.refresh_tokens, auth.revocations CASCADE"))
         session.commit()
-    redis = app.extensions["wharf.redis"]
+    redis = common.of(app).redis
     keys = list(redis.scan_iter("auth:*"))
     if keys:
         redis.delete(*keys)
-    app.extensions["wharf.auth.limiter"].local._entries.clear()
+    extensions.of(app).limiter.local.clear()
 
 
 @pytest.fixture
@@ -96,5 +97,5 @@ def make_app(auth_settings_kwargs: dict[str, object], migrated_app: Flask) -> It
 
     yield build
     for app in apps:
-        app.extensions["wharf.db.engine"].dispose()
-        app.extensions["wharf.redis"].close()
+        common.of(app).engine.dispose()
+        common.of(app).redis.close()

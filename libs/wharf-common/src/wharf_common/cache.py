@@ -1,225 +1,156 @@
-"""Redis client with short timeouts: a slow or dead Redis must not hold a request."""
+"""Redis for the services: the client, and a cache-aside store of JSON documents that any
+resource can use (opt-in).
+
+Every cached document is stored with the *stamps* it was read under: the stamp of its subject (one
+item, or one scope of list pages, such as one owner's) and the namespace's. A write replaces the
+stamps of what it changed, after its commit, so every document cached under them stops counting
+as a hit at once, on every replica. A lookup reads the stamps and the document in one round trip
+(MGET), before the database read, and a fill stores the document under the stamps read then: a
+read that raced a write stores its document under a stamp the write has already retired, so it is
+never served.
+
+Redis errors never fail a request: a lookup is a miss, a fill is skipped, and a circuit breaker
+leaves a failing Redis alone for a few seconds, so that an outage costs one short timeout now and
+then, not one per call. A write whose stamps could not be replaced replaces the namespace's stamp
+(retiring the whole cache) on the first call that reaches Redis again.
+"""
 
 from __future__ import annotations
 
-import math
-import os
-import select
-import socket
-import struct
-import threading
-import time
-import weakref
-from collections.abc import Callable
-from typing import Any
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
 
+import pybreaker
 import redis
-import redis.connection
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from wharf_common.settings import CommonSettings
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-def _connection_options(settings: CommonSettings) -> dict[str, Any]:
-    return {
-        "username": settings.redis_username,
-        "password": settings.redis_password.get_secret_value() if settings.redis_password else None,
-        "socket_timeout": settings.redis_socket_timeout,
-        "socket_connect_timeout": settings.redis_socket_timeout,
-        "health_check_interval": 30,
-        "client_name": settings.service_name,
-        "decode_responses": False,
-    }
+SOCKET_TIMEOUT_SECONDS = 0.25  # a slow or dead Redis must not hold a request
+BREAKER_PAUSE_SECONDS = 2  # how long a failing Redis is left alone before it is tried again
+# A replaced stamp outlives every document cached under its predecessor, plus a reader that
+# stalled between its lookup and its fill (requests end well within this).
+STAMP_GRACE_SECONDS = 300
 
 
 def make_redis(settings: CommonSettings) -> redis.Redis:
-    return redis.Redis.from_url(str(settings.redis_url), **_connection_options(settings))
+    return redis.Redis.from_url(
+        str(settings.redis_url),
+        username=settings.redis_username,
+        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), retries=1),  # once at once: a pooled connection may have been dropped
+        health_check_interval=30,
+        client_name=settings.service_name,
+    )
 
 
-class TrackedCopies:
-    """Values of Redis keys kept in this process's memory for as long as Redis says they have not
-    changed: server-assisted client-side caching (RESP3 ``CLIENT TRACKING``) on one connection.
-
-    A key read through :meth:`get` is tracked by Redis for that connection; when any client changes
-    it, Redis pushes an invalidation on the connection in the same step that executes the write, so
-    it is on the wire before the writer can answer. Before a copy is used, pending pushes are
-    applied; a lost connection empties every copy (tracking restarts with the connection). A
-    connection that goes silent without closing (a partition, a frozen Redis) would bring no
-    invalidations, so at least once per ``confirm_seconds`` a PING proves it still answers; an
-    error is raised otherwise and the caller goes to the source of truth.
-
-    redis-py's own client-side caching does the same, but measured on the benchmark stack a hit
-    cost ~65 us of a worker's time there (connection pool, retries, three socket polls per call),
-    against a few microseconds here. One lock: the connection carries one command at a time.
-    """
-
-    def __init__(
-        self,
-        connect: Callable[[], redis.connection.AbstractConnection],
-        max_entries: int,
-        confirm_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._connect = connect
-        self._max_entries = max_entries
-        self._confirm_seconds = confirm_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._copies: dict[str, bytes] = {}
-        self._connection: redis.connection.AbstractConnection | None = None
-        self._probe: Callable[[], bool] | None = None  # see pending_bytes_probe
-        self._confirmed_at = -math.inf
-        this = weakref.ref(self)  # the fork hook must not keep a discarded instance alive
-        os.register_at_fork(after_in_child=lambda: (copies := this()) is not None and copies._after_fork())
-
-    def get(self, key: str) -> bytes | None:
-        """The value of ``key`` (None if it has none), from memory while Redis has not changed it."""
-        with self._lock:
-            try:
-                return self._get(key)
-            except BaseException:
-                self._drop_connection()
-                raise
-
-    def _get(self, key: str) -> bytes | None:
-        connection = self._connected()
-        if self._probe is None or self._probe():
-            self._apply_pushes(connection)  # invalidations pushed since the last call
-        now = self._clock()
-        if now - self._confirmed_at > self._confirm_seconds:
-            connection.send_command("PING")
-            connection.read_response()  # pushes that arrive first are applied on the way
-            self._apply_pushes(connection)
-            self._confirmed_at = now
-        try:
-            return self._copies[key]
-        except KeyError:
-            pass
-        connection.send_command("GET", key)
-        value: bytes | None = connection.read_response()
-        # An absent key is not kept: it is usually about to be filled, and that fill's invalidation
-        # could still be on its way when the next read looks.
-        if value is not None:
-            if len(self._copies) >= self._max_entries:
-                del self._copies[next(iter(self._copies))]  # the oldest: Redis still tracks it, harmlessly
-            self._copies[key] = value
-        self._apply_pushes(connection)  # one that came right behind the value may be about it
-        return value
-
-    @staticmethod
-    def _apply_pushes(connection: redis.connection.AbstractConnection) -> None:
-        """Read every push waiting in the parser's buffer or the socket (the handler applies it),
-        so that afterwards only the socket can hold news."""
-        while connection.can_read(timeout=0):
-            connection.read_response(push_request=True)
-
-    def forget(self, *keys: str) -> None:
-        """Drop copies this process is changing itself, without waiting for Redis to say so."""
-        with self._lock:
-            for key in keys:
-                self._copies.pop(key, None)
-
-    def _connected(self) -> redis.connection.AbstractConnection:
-        if self._connection is None:
-            connection = self._connect()
-            # Applies the invalidations Redis pushes (redis-py's parser hook, which its own
-            # client-side cache uses too); set before any command can bring one.
-            connection._parser.set_invalidation_push_handler(self._on_invalidation)  # type: ignore[attr-defined]
-            connection.register_connect_callback(self._on_connect)
-            self._connection = connection
-        return self._connection
-
-    def _on_connect(self, connection: redis.connection.AbstractConnection) -> None:
-        """Every (re)connection: whatever changed while there was none was not heard of."""
-        self._copies.clear()
-        connection.send_command("CLIENT", "TRACKING", "ON")
-        self._probe = pending_bytes_probe(connection)  # while the reply waits, unread
-        if connection.read_response() not in (b"OK", "OK"):
-            raise redis.ConnectionError("Redis refused CLIENT TRACKING")
-        self._confirmed_at = self._clock()
-
-    def _on_invalidation(self, message: list[Any]) -> None:
-        keys = message[1]
-        if keys is None:  # FLUSHDB/FLUSHALL
-            self._copies.clear()
-            return
-        for key in keys:
-            self._copies.pop(key.decode() if isinstance(key, bytes) else key, None)
-
-    def _drop_connection(self) -> None:
-        self._copies.clear()
-        self._probe = None
-        self._confirmed_at = -math.inf
-        if self._connection is not None:
-            self._connection.disconnect()
-            self._connection = None
-
-    def _after_fork(self) -> None:
-        """A forked child must not share its parent's socket, nor copies it was not told about."""
-        self._lock = threading.Lock()
-        self._copies = {}
-        self._connection = None
-        self._probe = None
-        self._confirmed_at = -math.inf
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop_connection()
+def make_breaker() -> pybreaker.CircuitBreaker:
+    return pybreaker.CircuitBreaker(fail_max=1, reset_timeout=BREAKER_PAUSE_SECONDS)
 
 
-_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux >= 4.6; 55 in asm-generic (x86-64, arm64)
-
-
-def pending_bytes_probe(connection: redis.connection.AbstractConnection) -> Callable[[], bool] | None:
-    """A check, without a read, of whether unread bytes wait in the connection's socket; None when
-    the kernel will not tell (then every use reads the socket to find out).
-
-    Called while a reply is known to be on its way. Reading a socket (even a non-blocking recv
-    that finds nothing) releases the GIL, and in a threaded worker under load getting it back cost
-    ~70 us per request on the benchmark stack (A/B: 0.80 vs 0.73 ms of CPU per cached read), far
-    more than the call itself; ``getsockopt(SO_MEMINFO)`` keeps the GIL and reports the bytes the
-    socket's receive queue holds (its first field). Plain TCP only: a UNIX socket charges its
-    queue to the sender, and TLS can hold decrypted bytes in user space.
-    """
-    sock = getattr(connection, "_sock", None)  # redis-py keeps the socket there; else no probe
-    if type(sock) is not socket.socket or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return None
-
-    def unread_bytes_waiting() -> bool:
-        return struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36))[0] != 0
-
+def guarded(breaker: pybreaker.CircuitBreaker, operation: Callable[[], T], default: T, what: str) -> T:
+    """``operation()``, or ``default`` when Redis fails or the breaker is leaving it alone."""
     try:
-        select.select([sock], [], [], 1.0)  # the reply has arrived...
-        if not unread_bytes_waiting():  # ...so a probe that works reports it
-            return None
-    except OSError:
-        return None
-    return unread_bytes_waiting
+        return breaker.call(operation)
+    except pybreaker.CircuitBreakerError:
+        return default
+    except (redis.RedisError, OSError) as exc:
+        log.warning("redis unavailable (%s): %s", what, type(exc).__name__)
+        return default
 
 
-def tracked_copies(settings: CommonSettings, max_entries: int, confirm_seconds: float) -> TrackedCopies:
-    """:class:`TrackedCopies` of the configured Redis, on a RESP3 connection of their own."""
-    pool = redis.ConnectionPool.from_url(str(settings.redis_url), protocol=3, **_connection_options(settings))
-    return TrackedCopies(pool.make_connection, max_entries, confirm_seconds)
+@dataclass(frozen=True)
+class Lookup:
+    """What a lookup found: the ``document`` (None on a miss) and what a fill needs."""
+
+    key: str
+    stamps: bytes | None  # None: Redis could not be asked, so nothing is filled either
+    document: bytes | None
 
 
-class Breaker:
-    """Skip a dependency for a while after it fails, doubling the pause up to ``max_pause``, so a
-    dead Redis costs one short timeout per pause instead of one per call."""
+class Cache:
+    """Cache-aside for the documents of one service (keys under ``namespace:``).
 
-    def __init__(self, base_pause: float = 1.0, max_pause: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        self._base = base_pause
-        self._max = max_pause
-        self._clock = clock
-        self._failures = 0
-        self._open_until = 0.0
+    ``item(kind, id)`` and ``page(kind, scope, page)`` look up; ``fill(lookup, document)`` stores
+    what the database gave on a miss; ``changed(kind, id, scopes)`` follows every committed write.
+    A ``ttl`` of 0 turns lookups and fills off; writes still replace stamps, for replicas that cache.
+    """
 
-    def available(self) -> bool:
-        return self._clock() >= self._open_until
+    def __init__(self, client: redis.Redis, *, namespace: str, ttl: int) -> None:
+        self._redis = client
+        self._namespace = namespace
+        self._ttl = ttl
+        self._breaker = make_breaker()
+        self._lost_change = False  # a write's stamps could not be replaced
 
-    def failed(self) -> None:
-        self._failures += 1
-        self._open_until = self._clock() + min(self._max, self._base * 2 ** (self._failures - 1))
+    @property
+    def enabled(self) -> bool:
+        return self._ttl > 0
 
-    def succeeded(self) -> None:
-        self._failures = 0
-        self._open_until = 0.0
+    def item(self, kind: str, item_id: str) -> Lookup:
+        return self._lookup(f"{kind}:{item_id}", f"{kind}:{item_id}")
+
+    def page(self, kind: str, scope: str, page: str) -> Lookup:
+        """A list page; ``scope`` is who may see it (e.g. one owner's id, or ``all``)."""
+        return self._lookup(f"{kind}:pages:{scope}", f"{kind}:pages:{scope}:{page}")
+
+    def fill(self, lookup: Lookup, document: bytes) -> None:
+        if self.enabled and lookup.stamps is not None:
+            value = lookup.stamps + b"\n" + document
+            self._guarded(lambda: self._redis.set(self._key(lookup.key), value, ex=self._ttl), None, "fill")
+
+    def changed(self, kind: str, item_id: str | None = None, scopes: Iterable[str] = ()) -> None:
+        """After a committed write: retire the cached item and the list pages of ``scopes``."""
+        subjects = ([f"{kind}:{item_id}"] if item_id is not None else []) + [f"{kind}:pages:{s}" for s in scopes]
+        if not self._guarded(lambda: self._replace_stamps(subjects), False, "invalidation"):
+            self._lost_change = True
+
+    def clear(self) -> bool:
+        """Retire every document of the namespace (after a restore, or a lost invalidation)."""
+        self._redis.set(self._stamp_key("namespace"), uuid.uuid4().hex)
+        return True
+
+    def _lookup(self, subject: str, key: str) -> Lookup:
+        if not self.enabled:
+            return Lookup(key, None, None)
+        found = self._guarded(
+            lambda: self._redis.mget(self._stamp_key("namespace"), self._stamp_key(subject), self._key(key)),
+            None,
+            "lookup",
+        )
+        if found is None:
+            return Lookup(key, None, None)
+        namespace, stamp, stored = found
+        stamps = (namespace or b"") + b" " + (stamp or b"")
+        seen, _, document = (stored or b"").partition(b"\n")
+        return Lookup(key, stamps, document if stored is not None and seen == stamps else None)
+
+    def _replace_stamps(self, subjects: list[str]) -> bool:
+        pipe = self._redis.pipeline(transaction=False)
+        for subject in subjects:
+            pipe.set(self._stamp_key(subject), uuid.uuid4().hex, ex=self._ttl + STAMP_GRACE_SECONDS)
+        pipe.execute()
+        return True
+
+    def _guarded(self, operation: Callable[[], T], default: T, what: str) -> T:
+        if self._lost_change:
+            if not guarded(self._breaker, self.clear, False, "clear after a lost invalidation"):
+                return default
+            self._lost_change = False
+            log.info("cache cleared: a write's invalidation had not reached Redis")
+        return guarded(self._breaker, operation, default, what)
+
+    def _key(self, key: str) -> str:
+        return f"{self._namespace}:{key}"
+
+    def _stamp_key(self, subject: str) -> str:
+        return f"{self._namespace}:stamp:{subject}"

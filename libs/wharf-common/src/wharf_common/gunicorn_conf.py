@@ -1,7 +1,5 @@
-"""gunicorn settings shared by the services (``gunicorn -c python:wharf_common.gunicorn_conf``).
-
-Every value comes from the environment so ops tune it without a rebuild.
-"""
+"""gunicorn settings shared by the services (``gunicorn -c python:wharf_common.gunicorn_conf``),
+from the same typed settings as the app (:class:`~wharf_common.settings.ServerSettings`)."""
 
 from __future__ import annotations
 
@@ -12,40 +10,41 @@ import sys
 from pathlib import Path
 from typing import Any
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+from wharf_common.settings import ServerSettings, load_settings
+
+PORT = 8000
+METRICS_PORT = 9000  # every worker's metrics, summed (wharf_common.metrics_server); never routed by nginx
+METRICS_DIR = Path("/tmp/wharf-metrics")  # noqa: S108 - a tmpfs in the containers
+
+settings = load_settings(ServerSettings)
+
+bind = f"0.0.0.0:{PORT}"
+workers = settings.gunicorn_workers
+threads = settings.gunicorn_threads
 # gthread that stops listening as soon as it is told to stop (see gunicorn_worker).
 worker_class = "wharf_common.gunicorn_worker.DrainingThreadWorker" if threads > 1 else "sync"
-# Hard kill of a stuck worker; above nginx's proxy_read_timeout so nginx answers first.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = settings.gunicorn_timeout
 # SIGTERM: stop accepting, let in-flight requests finish for up to this long.
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
-# Longer than nginx's upstream keepalive_timeout so nginx closes idle connections first.
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
-max_requests_jitter = max_requests // 10
-# Development only (`make dev`, deploy/compose/compose.dev.yaml): a worker restarts when a source
-# file it loaded changes. The app then loads in each worker, since the master's copy never reloads.
-reload = os.environ.get("GUNICORN_RELOAD", "0") == "1"
-# Otherwise the app (and its configuration check) loads once in the master: a bad setting fails at once.
+graceful_timeout = 20
+# Longer than nginx's upstream keepalive_timeout, so nginx closes idle connections first.
+keepalive = 75
+reload = settings.gunicorn_reload
+# The app (and its configuration check) loads once in the master, so a bad setting fails at once;
+# with reload it loads in each worker, since the master's copy never reloads.
 preload_app = not reload
 # The root filesystem is read-only; heartbeat files live in shared memory.
 worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn heartbeat files, not data
 # No gunicorn access log: the app writes one JSON line per request (wharf_common.web). Any
-# logconfig* setting would switch gunicorn's access log back on (a second line per request).
+# logconfig* setting would switch gunicorn's access log back on.
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-
+loglevel = settings.log_level.lower()
 
 # Prometheus multiprocess mode: set before the app (and prometheus_client) is imported, which
 # preload_app does right after this file is read. Emptied at every master start.
-metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/wharf-metrics"))  # noqa: S108 - tmpfs
-shutil.rmtree(metrics_dir, ignore_errors=True)
-metrics_dir.mkdir(parents=True)
-metrics_port = int(os.environ.get("METRICS_PORT", "9000"))
-
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+shutil.rmtree(METRICS_DIR, ignore_errors=True)
+METRICS_DIR.mkdir(parents=True)
 
 _metrics_server: subprocess.Popen[bytes] | None = None
 
@@ -53,7 +52,7 @@ _metrics_server: subprocess.Popen[bytes] | None = None
 def when_ready(server: Any) -> None:
     """Start the process that serves every worker's metrics on the internal metrics port."""
     global _metrics_server
-    _metrics_server = subprocess.Popen([sys.executable, "-m", "wharf_common.metrics_server"])
+    _metrics_server = subprocess.Popen([sys.executable, "-m", "wharf_common.metrics_server", str(METRICS_PORT)])  # noqa: S603
 
 
 def on_exit(server: Any) -> None:

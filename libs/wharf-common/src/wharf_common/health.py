@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from wharf_common import extensions
 from wharf_common.db import ping
-from wharf_common.problems import Problem
+from wharf_common.problems import RETRY_AFTER_SECONDS, Problem
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -19,15 +19,13 @@ bp = Blueprint("health", __name__)
 
 def _failing_dependencies() -> list[str]:
     failing = []
-    engine: Engine = current_app.extensions["wharf.db.engine"]
     try:
-        ping(engine)
+        ping(extensions.of().engine)
     except SQLAlchemyError as exc:
         log.warning("readiness: postgres unreachable: %s", type(exc).__name__)
         failing.append("postgres")
-    client: redis.Redis = current_app.extensions["wharf.redis"]
     try:
-        client.ping()
+        extensions.of().redis.ping()
     except redis.RedisError as exc:
         log.warning("readiness: redis unreachable: %s", type(exc).__name__)
         failing.append("redis")
@@ -50,7 +48,7 @@ def readyz() -> ResponseReturnValue:
             f"Not ready: {', '.join(failing)} unreachable.",
             slug="not-ready",
             title="Service Unavailable",
-            headers={"Retry-After": str(current_app.config.get("RETRY_AFTER_SECONDS", 5))},
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
             failing=failing,
         )
     return jsonify(status="ready", checks={"postgres": "ok", "redis": "ok"})

@@ -1,4 +1,4 @@
-"""Serve the summed metrics of every gunicorn worker on ``METRICS_PORT``.
+"""Serve the summed metrics of every gunicorn worker on the port given as the first argument.
 
 Started by the gunicorn master as a child process (see :mod:`wharf_common.gunicorn_conf`), not as
 a thread in the master: the master forks workers, and forking a process that runs threads can
@@ -7,8 +7,8 @@ leave a lock held in the child.
 
 from __future__ import annotations
 
-import os
 import signal
+import sys
 import threading
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 def main() -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # reads PROMETHEUS_MULTIPROC_DIR
-    server, _thread = start_http_server(int(os.environ.get("METRICS_PORT", "9000")), registry=registry)
+    server, _thread = start_http_server(int(sys.argv[1]), registry=registry)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -12,9 +12,11 @@ import click
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import Engine, MetaData
+
+from wharf_common import extensions
 
 db_cli = AppGroup("db", help="Database migrations (Alembic).")
 
@@ -47,12 +49,10 @@ def run_migrations(context: EnvironmentContext, metadata: MetaData) -> None:
 
 
 def _config() -> Config:
-    app = current_app
-    return alembic_config(
-        app.extensions["wharf.db.engine"],
-        app.extensions["wharf.migrations.path"],
-        app.extensions["wharf.migrations.schema"],
-    )
+    found = extensions.of()
+    assert found.migrations is not None, "migrations.init_app was not called"
+    script_location, schema = found.migrations
+    return alembic_config(found.engine, script_location, schema)
 
 
 @db_cli.command("upgrade")
@@ -76,6 +76,5 @@ def current() -> None:
 
 
 def init_app(app: Flask, script_location: Path, schema: str) -> None:
-    app.extensions["wharf.migrations.path"] = script_location
-    app.extensions["wharf.migrations.schema"] = schema
+    extensions.of(app).migrations = (script_location, schema)
     app.cli.add_command(db_cli)

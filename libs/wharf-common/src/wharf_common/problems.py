@@ -22,6 +22,9 @@ TYPE_BASE = "https://wharf.dev/problems/"
 
 log = logging.getLogger(__name__)
 
+# Seconds a client is asked to wait when a dependency is unavailable (503).
+RETRY_AFTER_SECONDS = "5"
+
 # What an incoming X-Request-ID must look like to be kept (otherwise the service makes its own).
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 
@@ -81,7 +84,6 @@ def _from_http_exception(error: HTTPException) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     """Every error leaves the service as problem+json; nothing internal reaches the client."""
-    retry_after = str(app.config.get("RETRY_AFTER_SECONDS", 5))
 
     @app.errorhandler(Problem)
     def _problem(error: Problem) -> Response:
@@ -101,7 +103,7 @@ def register_error_handlers(app: Flask) -> None:
                 "The database is unavailable; retry later.",
                 slug="dependency-unavailable",
                 title="Service Unavailable",
-                headers={"Retry-After": retry_after},
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
                 dependency="postgres",
             )
         )

@@ -1,10 +1,9 @@
 """Create each service's database role and schema, idempotently, as the Postgres superuser.
 
 Each service gets a login role named after it that owns a schema of the same name and has no
-right on any other schema, so ``api`` cannot read ``auth``'s tables. The one exception is the
-revocation list: every service is a member of ``wharf_revocation_readers``, to which auth's
-migration grants ``SELECT`` on ``auth.revocations`` and nothing else. Passwords are (re)applied on
-every run, so rotating a password secret and re-running this is enough.
+right on any other schema, so ``api`` cannot read ``auth``'s tables: services learn from each
+other through their APIs only. Passwords are (re)applied on every run, so rotating a password
+secret and re-running this is enough.
 
 Environment: ``DATABASE_ADMIN_URL`` (+ ``DATABASE_ADMIN_PASSWORD_FILE``), ``DB_SERVICES``
 (comma-separated, e.g. ``auth,api``), and ``<SERVICE>_DB_PASSWORD_FILE`` for each service.
@@ -21,11 +20,12 @@ import psycopg2
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
-from wharf_common.revocation import READER_ROLE
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE, read_secret
 
 log = logging.getLogger("wharf.provision")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+# A role of earlier releases that let every service read auth.revocations: dropped on upgrade.
+RETIRED_ROLES = ("wharf_revocation_readers",)
 
 
 def _require(name: str, value: str | None) -> str:
@@ -49,13 +49,15 @@ def provision_service(cursor: psycopg2.extensions.cursor, database: str, service
     cursor.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(role))
     cursor.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(role, role))
     cursor.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(database), role))
-    cursor.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(READER_ROLE), role))
 
 
-def provision_reader_role(cursor: psycopg2.extensions.cursor) -> None:
-    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,))
-    if cursor.fetchone() is None:
-        cursor.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(READER_ROLE)))
+def drop_retired_roles(cursor: psycopg2.extensions.cursor) -> None:
+    for name in RETIRED_ROLES:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+        if cursor.fetchone() is not None:
+            role = sql.Identifier(name)
+            cursor.execute(sql.SQL("DROP OWNED BY {}").format(role))  # its grants, in this database
+            cursor.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
 def main() -> None:
@@ -84,7 +86,7 @@ def main() -> None:
             # Nobody but the owner and the granted roles may connect or create in public.
             cursor.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
             cursor.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
-            provision_reader_role(cursor)
+            drop_retired_roles(cursor)
             for service in services:
                 provision_service(cursor, database, service, passwords[service])
                 log.info("provisioned role and schema %r", service)

@@ -1,9 +1,10 @@
 """Revoked access tokens, known to every service without a round trip per request.
 
-The auth service records each revocation durably in ``auth.revocations`` and then announces it on
-the Redis channel ``wharf:revocations``. Every process of every service keeps the small set of
-not-yet-expired revocations in memory: pushed entries arrive within milliseconds, and a full
-re-sync from Postgres every few seconds repairs anything a lost message or a Redis outage missed.
+The auth service records each revocation durably in its own database and then announces it on
+the Redis channel ``wharf:revocations``. Every process of every other service keeps the small set
+of not-yet-expired revocations in memory: pushed entries arrive within milliseconds, and a full
+re-sync from auth's internal endpoint (``GET /internal/revocations``, on the backend network only)
+every few seconds repairs anything a lost message or a Redis outage missed.
 A process whose last successful re-sync is older than ``max_staleness`` fails closed: it raises
 :class:`RevocationsUnavailable` instead of trusting a token that may have been revoked.
 
@@ -24,12 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, text
+
+from wharf_common.tokens import fetch_json
 
 CHANNEL = "wharf:revocations"
-# The group role allowed to read auth.revocations (created by provisioning, granted by auth's migration).
-READER_ROLE = "wharf_revocation_readers"
 KINDS = ("jti", "family", "account")
+SYNC_SECONDS = 5.0  # how often every process re-reads the whole list
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +46,29 @@ class Revocation:
     expires_at: float  # epoch seconds; after this the token is dead anyway
     issued_before: float | None = None  # epoch seconds, for kind "account"
 
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value, "exp": self.expires_at, "issued_before": self.issued_before}
+
     def to_message(self) -> str:
-        return json.dumps(
-            {"kind": self.kind, "value": self.value, "exp": self.expires_at, "issued_before": self.issued_before}
-        )
+        return json.dumps(self.to_json())
 
     @classmethod
     def from_message(cls, data: bytes | str) -> Revocation | None:
         try:
-            item = json.loads(data)
+            return cls.from_json(json.loads(data))
+        except ValueError:
+            return None
+
+    @classmethod
+    def from_json(cls, item: Any) -> Revocation | None:
+        try:
             revocation = cls(
                 kind=str(item["kind"]),
                 value=str(item["value"]),
                 expires_at=float(item["exp"]),
                 issued_before=None if item.get("issued_before") is None else float(item["issued_before"]),
             )
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             return None
         if revocation.kind not in KINDS or (revocation.kind == "account") != (revocation.issued_before is not None):
             return None
@@ -75,14 +83,21 @@ def publish(client: redis.Redis, revocation: Revocation) -> None:
         log.warning("revocation not pushed (services pick it up on their next re-sync): %s", exc)
 
 
-def load_from_database(engine: Engine) -> list[Revocation]:
-    query = text(
-        "SELECT kind, value, extract(epoch FROM expires_at), extract(epoch FROM issued_before)"
-        " FROM auth.revocations WHERE expires_at > now()"
-    )
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
-    return [Revocation(k, v, float(e), None if ib is None else float(ib)) for k, v, e, ib in rows]
+def loader(url: str) -> Callable[[], list[Revocation]]:
+    """Fetches the whole list from the auth service's internal endpoint at ``url``."""
+    fetch = fetch_json(url)
+
+    def load() -> list[Revocation]:
+        document = fetch()
+        items = document.get("revocations") if isinstance(document, Mapping) else None
+        if not isinstance(items, list):
+            raise ValueError("the revocation list is malformed")
+        revocations = [Revocation.from_json(item) for item in items]
+        if None in revocations:
+            raise ValueError("the revocation list holds a malformed entry")
+        return revocations  # type: ignore[return-value]
+
+    return load
 
 
 class RevocationSet:
@@ -94,7 +109,7 @@ class RevocationSet:
         loader: Callable[[], list[Revocation]],
         redis_client: redis.Redis | None,
         *,
-        sync_interval: float = 5.0,
+        sync_interval: float = SYNC_SECONDS,
         max_staleness: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -123,10 +138,10 @@ class RevocationSet:
         return self._state.covers(claims)
 
     def is_fresh(self) -> bool:
-        """Re-synced from Postgres within ``max_staleness``, or subscribed to the channel without a
-        break since before the last re-sync: then every later revocation has been pushed to us
-        (auth publishes each one after its commit), so a Postgres outage alone does not make the
-        set stale, and a Redis outage alone does not either (re-syncs go on)."""
+        """Re-synced within ``max_staleness``, or subscribed to the channel without a break since
+        before the last re-sync: then every later revocation has been pushed to us (auth publishes
+        each one after its commit), so an outage of auth or Postgres alone does not make the set
+        stale, and a Redis outage alone does not either (re-syncs go on)."""
         synced_at, subscribed_at = self._synced_at, self._subscribed_at
         if synced_at is None:
             return False
@@ -145,7 +160,7 @@ class RevocationSet:
             self._pushed.append((self._clock(), revocation))
 
     def sync(self) -> None:
-        """Replace the set with Postgres' view of it (plus pushes that arrived meanwhile)."""
+        """Replace the set with auth's view of it (plus pushes that arrived meanwhile)."""
         with self._sync_lock:
             started = self._clock()
             rows = self._loader()
@@ -186,7 +201,8 @@ class RevocationSet:
         self._stop.set()
 
     def _sync_loop(self) -> None:
-        while not self._stop.wait(self._sync_interval):
+        # Until a first sync succeeds (auth may still be starting), every second.
+        while not self._stop.wait(self._sync_interval if self._synced_at is not None else 1.0):
             self._try_sync("revocation sync")
 
     def _listen_loop(self) -> None:
@@ -208,7 +224,7 @@ class RevocationSet:
             # Read the subscription's confirmation: from then on every publish reaches us.
             self._handle(pubsub.get_message(timeout=1.0))
             self._subscribed_at = self._clock()
-            # Anything published while we were not subscribed is only in Postgres: catch up now.
+            # Anything published while we were not subscribed is only at auth: catch up now.
             self._try_sync("revocation sync after subscribe")
             while not self._stop.is_set():
                 self._handle(pubsub.get_message(timeout=1.0))

@@ -46,36 +46,19 @@ class FileSecretsSource(EnvSettingsSource):
         return read_secret(field_name), field_name, False
 
 
-class CommonSettings(BaseSettings):
-    """Settings every service has. Names map to upper-case environment variables."""
+class ServerSettings(BaseSettings):
+    """What gunicorn needs (``wharf_common.gunicorn_conf`` reads these); every service's settings
+    include them. Names map to upper-case environment variables."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
 
-    service_name: str
     log_level: str = "INFO"
-
-    database_url: PostgresDsn
-    database_password: SecretStr | None = None
-    db_pool_size: int = Field(default=5, ge=1, le=100)
-    db_max_overflow: int = Field(default=5, ge=0, le=100)
-    db_pool_timeout: float = Field(default=3.0, gt=0, le=60)
-    db_connect_timeout: int = Field(default=3, ge=1, le=60)
-    db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
-
-    redis_url: RedisDsn
-    redis_username: str | None = None
-    redis_password: SecretStr | None = None
-    redis_socket_timeout: float = Field(default=0.25, gt=0, le=30)
-
-    retry_after_seconds: int = Field(default=5, ge=1, le=3600)
-    # Larger request bodies get 413 (keep it in step with nginx's NGINX_CLIENT_MAX_BODY_SIZE).
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=100 * 1024 * 1024)
-
-    # Access tokens: who issues them and for whom, and how fresh the revocation list must be.
-    token_issuer: str = Field(default="wharf-auth", min_length=1)
-    token_audience: str = Field(default="wharf", min_length=1)
-    revocation_sync_seconds: float = Field(default=5.0, gt=0, le=300)
-    revocation_max_staleness_seconds: float = Field(default=30.0, gt=0, le=3600)
+    gunicorn_workers: int = Field(default=2, ge=1, le=64)
+    gunicorn_threads: int = Field(default=4, ge=1, le=64)  # > 1: the threaded worker
+    # A worker stuck this long is killed; keep it above nginx's NGINX_PROXY_READ_TIMEOUT.
+    gunicorn_timeout: int = Field(default=30, ge=5, le=600)
+    # Development (`make dev`): restart a worker when a source file changes.
+    gunicorn_reload: bool = False
 
     @field_validator("log_level")
     @classmethod
@@ -98,7 +81,31 @@ class CommonSettings(BaseSettings):
         return init_settings, FileSecretsSource(settings_cls), env_settings
 
 
-S = TypeVar("S", bound=CommonSettings)
+class CommonSettings(ServerSettings):
+    """Settings every service has."""
+
+    service_name: str
+
+    database_url: PostgresDsn
+    database_password: SecretStr | None = None
+    db_pool_size: int = Field(default=5, ge=1, le=100)
+    db_max_overflow: int = Field(default=5, ge=0, le=100)
+    db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+
+    redis_url: RedisDsn
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+
+    # Larger request bodies get 413 (keep it in step with nginx's NGINX_CLIENT_MAX_BODY_SIZE).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+
+    # Access tokens: who issues them and for whom, and how fresh the revocation list must be.
+    token_issuer: str = Field(default="wharf-auth", min_length=1)
+    token_audience: str = Field(default="wharf", min_length=1)
+    revocation_max_staleness_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
+S = TypeVar("S", bound=ServerSettings)
 
 
 def describe_validation_error(error: ValidationError) -> str:

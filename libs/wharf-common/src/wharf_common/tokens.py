@@ -68,12 +68,12 @@ def _key_from_jwk(jwk: Mapping[str, Any]) -> Ed25519PublicKey | None:
         return None
 
 
-def url_fetcher(url: str, timeout: float = 2.0) -> Callable[[], JwksDocument]:
-    """A JWKS source that GETs ``url`` (http or https only)."""
+def fetch_json(url: str, timeout: float = 2.0) -> Callable[[], Any]:
+    """A source of the JSON document at ``url`` (http or https only): a JWKS, say."""
     if not url.startswith(("https://", "http://")):
-        raise ValueError("JWKS URL must be http(s)")
+        raise ValueError("the URL must be http(s)")
 
-    def fetch() -> JwksDocument:
+    def fetch() -> Any:
         request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return json.loads(response.read(1024 * 1024))

@@ -9,9 +9,9 @@ import uuid
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from wharf_common import db, health, metrics
+from wharf_common import db, extensions, health, metrics
 from wharf_common.cache import make_redis
-from wharf_common.logs import configure_logging, log_fields
+from wharf_common.logs import configure_logging
 from wharf_common.problems import REQUEST_ID_PATTERN, LastResort, register_error_handlers
 from wharf_common.settings import CommonSettings
 
@@ -43,7 +43,7 @@ def _finish(response: Response) -> Response:
         "duration_ms": round(duration * 1000, 2),
         "client_ip": request.remote_addr,
     }
-    log_fields(request_log, level, f"{method} {route} {status}", fields)
+    request_log.log(level, "%s %s %s", method, route, status, extra=fields)
     return response
 
 
@@ -52,8 +52,6 @@ def create_base_app(import_name: str, settings: CommonSettings) -> Flask:
     configure_logging(settings.service_name, settings.log_level)
     app = Flask(import_name)
     app.config.update(
-        SETTINGS=settings,
-        RETRY_AFTER_SECONDS=settings.retry_after_seconds,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )
@@ -64,7 +62,8 @@ def create_base_app(import_name: str, settings: CommonSettings) -> Flask:
     app.after_request(_finish)
     register_error_handlers(app)
 
-    db.init_app(app, db.make_engine(settings))
-    app.extensions["wharf.redis"] = make_redis(settings)
+    engine = db.make_engine(settings)
+    extensions.init_app(app, extensions.Extensions(settings, engine, db.make_sessions(engine), make_redis(settings)))
+    db.init_app(app)
     app.register_blueprint(health.bp)
     return app

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import with_appcontext
+
+from wharf_api import extensions
 
 
 @click.command("cache-clear")
 @with_appcontext
 def cache_clear() -> None:
-    """Drop every cached user and page (run after restoring a backup)."""
-    removed = current_app.extensions["wharf.api.cache"].clear()
-    click.echo(f"cache cleared: {removed} entries removed")
+    """Retire every cached document (run after restoring a backup)."""
+    extensions.of().cache.clear()
+    click.echo("cache cleared")
 
 
 def init_app(app: Flask) -> None:

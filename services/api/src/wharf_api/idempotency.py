@@ -12,7 +12,7 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
-from flask import Response, current_app, request
+from flask import Response, request
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from wharf_common.validation import invalid_field
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+TTL = timedelta(hours=24)  # how long a key's answer is replayed
 
 
 def key_from_request() -> str | None:
@@ -44,15 +45,11 @@ def _lock_id(owner: str, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"idempotency\0{owner}\0{key}".encode()).digest()[:8], "big", signed=True)
 
 
-def _ttl() -> timedelta:
-    return timedelta(seconds=current_app.config["SETTINGS"].idempotency_ttl_seconds)
-
-
 def begin(session: Session, owner: str, key: str, request_hash: str) -> Response | None:
     """Take the key for this transaction; the stored response if it was already used for ``body``."""
     if not session.scalar(select(func.pg_try_advisory_xact_lock(_lock_id(owner, key)))):
         raise Problem(409, "A request with this Idempotency-Key is still in progress.", slug="idempotency-key-in-use")
-    cutoff = datetime.now(UTC) - _ttl()
+    cutoff = datetime.now(UTC) - TTL
     # Housekeeping, a bounded batch at a time: records older than the TTL.
     expired = select(IdempotencyKey.owner, IdempotencyKey.key).where(IdempotencyKey.created_at < cutoff).limit(100)
     session.execute(delete(IdempotencyKey).where(tuple_(IdempotencyKey.owner, IdempotencyKey.key).in_(expired)))

@@ -18,9 +18,6 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    # Server defaults come back with the INSERT (RETURNING), not with a SELECT after it.
-    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - read once by SQLAlchemy, never mutated
-
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100))
     email: Mapped[str] = mapped_column(String(320))  # unique on lower(email), see migration 0001
@@ -29,11 +26,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    def to_json(self) -> dict[str, Any]:
-        return user_json(self)
 
-
-# The table itself, for reads in SQLAlchemy Core (rows, not ORM objects; see wharf_common.db.autocommit_connection).
+# The table itself, for statements in SQLAlchemy Core (wharf_api.queries).
 USERS: Table = User.__table__  # type: ignore[assignment]
 
 

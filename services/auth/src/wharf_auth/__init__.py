@@ -2,27 +2,53 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
+from wharf_auth import cli, extensions, sessions, views
+from wharf_auth import passwords as policy
+from wharf_auth.keys import KeyRing, SigningKeyError
+from wharf_auth.limits import LoginLimiter
 from wharf_auth.models import SCHEMA
 from wharf_auth.settings import AuthSettings
-from wharf_common import migrations, openapi
-from wharf_common.settings import load_settings
+from wharf_common import authn, migrations, openapi
+from wharf_common import extensions as common
+from wharf_common.settings import CONFIG_ERROR_EXIT_CODE, load_settings
+from wharf_common.tokens import JwksCache, TokenVerifier
 from wharf_common.web import create_base_app
 
 VERSION = "1.0.0"
 
 
-def create_app(settings: AuthSettings | None = None) -> Flask:
-    from wharf_auth import cli, views
+def _keyring(settings: AuthSettings) -> KeyRing:
+    try:
+        return KeyRing(settings.signing_keys_dir, activation_seconds=settings.signing_key_activation_seconds)
+    except SigningKeyError as exc:  # a configuration error: one line, then exit like load_settings
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(CONFIG_ERROR_EXIT_CODE) from None
 
+
+def create_app(settings: AuthSettings | None = None) -> Flask:
     settings = settings or load_settings(AuthSettings)
     app = create_base_app(__name__, settings)
     migrations.init_app(app, Path(__file__).parent / "migrations", SCHEMA)
-    views.init_app(app, settings)
+    keyring = _keyring(settings)
+    hasher = policy.make_hasher(settings.argon2_memory_kib, settings.argon2_time_cost)
+    limiter = LoginLimiter(common.of(app).redis, settings.login_window_seconds)
+    extensions.init_app(app, extensions.AuthExtensions(keyring, policy.Passwords(hasher), limiter))
+    # Our own keys, read locally (no HTTP round trip; a rotation is seen at once), and revocations
+    # checked in our own database, so a logout takes effect here at once.
+    verifier = TokenVerifier(
+        JwksCache(keyring.jwks, ttl=0, min_refresh_interval=0),
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        leeway=5,
+    )
+    authn.init_app(app, authn.Authenticator(verifier, sessions.DatabaseCheck()))
+    views.init_app(app)
     cli.init_app(app)
 
     @app.get("/openapi.json")

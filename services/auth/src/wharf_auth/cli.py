@@ -5,10 +5,8 @@ from __future__ import annotations
 import click
 from flask import Flask
 from flask.cli import with_appcontext
-from sqlalchemy import func, select
 
-from wharf_auth import events
-from wharf_auth.models import Account
+from wharf_auth import events, queries
 from wharf_common.db import get_session
 
 
@@ -18,7 +16,7 @@ from wharf_common.db import get_session
 def grant_admin(email: str) -> None:
     """Add the role ``admin`` to the account with EMAIL."""
     session = get_session()
-    account = session.scalars(select(Account).where(func.lower(Account.email) == email.strip().lower())).one_or_none()
+    account = queries.account_by_email(session, email=email.strip())
     if account is None:
         raise click.ClickException(f"no account with email {email!r}")
     if "admin" not in account.roles:

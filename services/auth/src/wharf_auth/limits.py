@@ -2,9 +2,9 @@
 
 Failures are counted in fixed windows that start at the first failure (``SET NX EX`` then ``INCR``).
 Every failure is also counted in process memory, and while Redis errors the local counts decide, so
-an outage neither opens the gate nor locks everyone out. The shared :class:`Breaker` keeps a dead
-Redis from costing a socket timeout on every sign-in: after a failure Redis is skipped (local counts
-only) for a pause that doubles while it stays down.
+an outage neither opens the gate nor locks everyone out. A circuit breaker keeps a dead Redis from
+costing a socket timeout on every sign-in: after a failure Redis is skipped (local counts only) for
+a pause.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import pybreaker
 import redis
 
-from wharf_common.cache import Breaker
+from wharf_common.cache import guarded, make_breaker
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ class LocalCounter:
         with self._lock:
             self._entries.pop(key, None)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
 
 class LoginLimiter:
     def __init__(
@@ -88,25 +93,16 @@ class LoginLimiter:
         window_seconds: int,
         *,
         local: LocalCounter | None = None,
-        breaker: Breaker | None = None,
+        breaker: pybreaker.CircuitBreaker | None = None,
     ) -> None:
         self.redis = client
         self.window = window_seconds
         self.local = local or LocalCounter()
-        self.breaker = breaker or Breaker()
+        self.breaker = breaker or make_breaker()
 
     def _remote(self, operation: Callable[[], T], what: str) -> T | None:
-        """``operation()`` against Redis, or ``None`` while Redis is failing (skipped during the pause)."""
-        if not self.breaker.available():
-            return None
-        try:
-            result = operation()
-        except (redis.RedisError, OSError) as exc:
-            log.warning("login limiter: redis unavailable, %s in-process: %s", what, type(exc).__name__)
-            self.breaker.failed()
-            return None
-        self.breaker.succeeded()
-        return result
+        """``operation()`` against Redis, or ``None`` while Redis is failing (the local counts decide)."""
+        return guarded(self.breaker, operation, None, f"login limiter, {what} in-process")
 
     def _remote_counts(self, limits: list[Limit]) -> dict[str, tuple[int, float]]:
         pipe = self.redis.pipeline(transaction=False)

@@ -107,9 +107,9 @@ def problems(password: str, *, email: str | None = None) -> list[str]:
     return []
 
 
-def make_hasher(memory_kib: int, time_cost: int, parallelism: int) -> PasswordHasher:
+def make_hasher(memory_kib: int, time_cost: int) -> PasswordHasher:
     return PasswordHasher(
-        time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, hash_len=32, salt_len=16, type=Type.ID
+        time_cost=time_cost, memory_cost=memory_kib, parallelism=1, hash_len=32, salt_len=16, type=Type.ID
     )
 
 

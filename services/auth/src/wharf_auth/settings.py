@@ -28,7 +28,6 @@ class AuthSettings(CommonSettings):
 
     argon2_memory_kib: int = Field(default=ARGON2_MIN_MEMORY_KIB, ge=ARGON2_MIN_MEMORY_KIB, le=4_194_304)
     argon2_time_cost: int = Field(default=ARGON2_MIN_TIME_COST, ge=ARGON2_MIN_TIME_COST, le=20)
-    argon2_parallelism: int = Field(default=1, ge=1, le=16)
 
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_seconds: int = Field(default=900, ge=1, le=86_400)

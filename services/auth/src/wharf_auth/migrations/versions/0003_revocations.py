@@ -1,9 +1,8 @@
-"""auth.revocations: revoked tokens, sessions and accounts, readable by every service
+"""auth.revocations: revoked tokens, sessions and accounts
 
 Replaces ``revoked_tokens`` (one row per revoked jti) with one table for the three kinds of
 revocation the services check: ``jti``, ``family`` (a login session) and ``account`` (every token
-issued before ``issued_before``). Members of ``wharf_revocation_readers`` (all services, see
-provisioning) may read it, so they can re-sync their in-memory copy from Postgres.
+issued before ``issued_before``). Other services read it through auth's internal endpoint.
 
 Revision ID: 0003
 Revises: 0002
@@ -17,8 +16,6 @@ revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
-
-READER_ROLE = "wharf_revocation_readers"
 
 
 def upgrade() -> None:
@@ -40,13 +37,9 @@ def upgrade() -> None:
         " SELECT 'jti', jti, expires_at FROM auth.revoked_tokens WHERE expires_at > now()"
     )
     op.drop_table("revoked_tokens", schema="auth")
-    op.execute(f"GRANT USAGE ON SCHEMA auth TO {READER_ROLE}")
-    op.execute(f"GRANT SELECT ON auth.revocations TO {READER_ROLE}")
 
 
 def downgrade() -> None:
-    op.execute(f"REVOKE SELECT ON auth.revocations FROM {READER_ROLE}")  # noqa: S608 - a constant
-    op.execute(f"REVOKE USAGE ON SCHEMA auth FROM {READER_ROLE}")
     op.create_table(
         "revoked_tokens",
         sa.Column("jti", sa.String(64), primary_key=True),

@@ -1,0 +1,55 @@
+"""Every SQL statement of the api, as keyword-only functions over the resources' tables.
+
+Reads and one-statement writes run on the request's autocommit connection; what must commit
+together (a locked row and its change, a create and its Idempotency-Key record) runs in the
+request's session.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, Select, Table, bindparam, select
+from sqlalchemy import insert as insert_into
+from sqlalchemy.orm import Session
+
+from wharf_common.db import autocommit_connection
+
+
+@functools.cache
+def _by_id(table: Table) -> Select[Any]:
+    return select(table).where(table.c.id == bindparam("key"))
+
+
+def by_id(*, table: Table, key: uuid.UUID) -> Row[Any] | None:
+    return autocommit_connection().execute(_by_id(table), {"key": key}).one_or_none()
+
+
+def page(*, table: Table, limit: int, after: uuid.UUID | None, owner: str | None = None) -> Sequence[Row[Any]]:
+    """Up to ``limit + 1`` rows in id order after ``after`` (keyset pagination: as cheap deep as
+    first), only ``owner``'s when given; the extra row says whether another page follows."""
+    query = select(table).order_by(table.c.id).limit(limit + 1)
+    if after is not None:
+        query = query.where(table.c.id > after)
+    if owner is not None:
+        query = query.where(table.c.owner == owner)
+    return autocommit_connection().execute(query).all()
+
+
+@functools.cache
+def _insert(table: Table) -> Any:
+    return insert_into(table).returning(*table.c)  # the server's defaults (timestamps) come back with it
+
+
+def insert(*, table: Table, values: dict[str, Any], session: Session | None = None) -> Row[Any]:
+    """The new row; in ``session``'s transaction when given, else committed at once."""
+    runner = session if session is not None else autocommit_connection()
+    return runner.execute(_insert(table), values).one()
+
+
+def lock_by_id(session: Session, *, model: type[Any], key: uuid.UUID) -> Any:
+    """The ORM object, locked (``FOR UPDATE``) until the session ends; None if there is none."""
+    return session.get(model, key, with_for_update=True)

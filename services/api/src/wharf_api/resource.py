@@ -1,0 +1,213 @@
+"""What every resource of the api shares, so that a resource module is its schemas and its routes:
+ids, JSON answers with ETags, keyset pages, cached reads, owned rows locked for a write (with
+``If-Match``), JSON merge patches, and creates made safe to retry by an ``Idempotency-Key``.
+
+See docs/adding-a-resource.md for how a resource uses it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Response, request
+from pydantic import BaseModel
+from sqlalchemy import Row, Table
+from sqlalchemy.exc import IntegrityError
+
+from wharf_api import extensions, idempotency, queries
+from wharf_api.documents import etag_of, json_bytes
+from wharf_common import metrics
+from wharf_common.authn import current_principal
+from wharf_common.db import get_session
+from wharf_common.openapi import Parameter
+from wharf_common.problems import Problem
+from wharf_common.validation import invalid_field, json_body, validate
+
+M = TypeVar("M", bound=BaseModel)
+ToJson = Callable[[Any], dict[str, Any]]
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
+
+LIST_PARAMETERS = (
+    Parameter("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size (default 20)"),
+    Parameter("cursor", "query", {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}, "next_cursor of the last page"),
+)
+IF_NONE_MATCH = Parameter("If-None-Match", "header", {"type": "string"}, "ETag of a cached copy")
+IF_MATCH = Parameter("If-Match", "header", {"type": "string"}, "Only apply if the resource still has this ETag")
+IDEMPOTENCY_KEY = Parameter(
+    idempotency.HEADER,
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
+    "Retries with the same key and body return the first response instead of creating again (24 h)",
+)
+
+
+def json_response(document: bytes, status: int = 200, *, cache: str | None = None, etag: bool = False) -> Response:
+    response = Response(document, status=status, mimetype="application/json")
+    if cache:
+        response.headers["X-Cache"] = cache
+    if etag:
+        response.set_etag(etag_of(document))
+    return response
+
+
+def item_id(raw: str, not_found: Problem) -> uuid.UUID:
+    """The id in a path; a malformed one names nothing, so it is ``not_found``."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise not_found from None
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    limit: int
+    cursor: str | None  # as the client sent it (part of the cache key)
+    after: uuid.UUID | None  # the last id of the previous page
+
+
+def encode_cursor(last_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(last_id.bytes).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if len(cursor) != 22 or len(raw) != 16:
+            raise ValueError(cursor)
+        return uuid.UUID(bytes=raw)
+    except (ValueError, binascii.Error):
+        raise invalid_field("cursor", "not a cursor returned by this API") from None
+
+
+def page_request() -> PageRequest:
+    """``limit`` and ``cursor`` from the query string (422 naming the bad one)."""
+    raw = request.args.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw is not None:
+        if not (raw.isascii() and raw.isdecimal() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
+            raise invalid_field("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+        limit = int(raw)
+    cursor = request.args.get("cursor") or None
+    return PageRequest(limit, cursor, decode_cursor(cursor) if cursor is not None else None)
+
+
+def page_document(rows: Sequence[Row[Any]], page: PageRequest, to_json: ToJson) -> bytes:
+    """``{"items": [...], "next_cursor": ...}`` from up to ``limit + 1`` rows in id order."""
+    items = rows[: page.limit]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > page.limit else None
+    return json_bytes({"items": [to_json(row) for row in items], "next_cursor": next_cursor})
+
+
+# -- reads, through the cache ---------------------------------------------------------------------
+
+
+def _looked_up(kind: str, hit: bool) -> str:
+    metrics.child(metrics.CACHE_LOOKUPS, kind, "hit" if hit else "miss").inc()
+    return "HIT" if hit else "MISS"
+
+
+def read_item(
+    kind: str, key: uuid.UUID, load: Callable[[], Row[Any] | None], to_json: ToJson, not_found: Problem
+) -> Response:
+    """One item, from the cache or from ``load()`` (then cached), with an ETag; 304 on If-None-Match."""
+    cache = extensions.of().cache
+    lookup = cache.item(kind, str(key))
+    document = lookup.document
+    state = _looked_up("item", hit=document is not None)
+    if document is None:
+        row = load()
+        if row is None:
+            raise not_found
+        document = json_bytes(to_json(row))
+        cache.fill(lookup, document)
+    response = json_response(document, cache=state, etag=True)
+    return response.make_conditional(request) if request.if_none_match else response
+
+
+def read_page(
+    kind: str, scope: str, page: PageRequest, load: Callable[[], Sequence[Row[Any]]], to_json: ToJson
+) -> Response:
+    """One page of a list; ``scope`` is who may see it (``all``, or an owner's id)."""
+    cache = extensions.of().cache
+    lookup = cache.page(kind, scope, f"{page.limit}:{page.cursor or ''}")
+    if lookup.document is not None:
+        return json_response(lookup.document, cache=_looked_up("page", hit=True))
+    document = page_document(load(), page, to_json)
+    cache.fill(lookup, document)
+    return json_response(document, cache=_looked_up("page", hit=False))
+
+
+# -- writes -------------------------------------------------------------------------------------
+
+
+def lock_for_write(
+    model: type[Any], key: uuid.UUID, to_json: ToJson, *, not_found: Problem, others: Problem | None
+) -> Any:
+    """The row, locked until the request's session commits, once the caller may change it and
+    its ``If-Match`` (if any) holds. Only its ``owner`` or an admin may: anyone else gets
+    ``others`` (a 403 where others may read the row), or ``not_found`` (where they may not even
+    know it exists)."""
+    row = queries.lock_by_id(get_session(), model=model, key=key)
+    if row is None:
+        raise not_found
+    principal = current_principal()
+    if not (principal.is_admin or (row.owner is not None and row.owner == principal.subject)):
+        raise others or not_found
+    if request.if_match and not request.if_match.contains(etag_of(json_bytes(to_json(row)))):
+        raise Problem(412, "The resource has changed since the given ETag (If-Match).", slug="precondition-failed")
+    return row
+
+
+def merge_patch(model: type[M]) -> dict[str, Any]:
+    """The changes a JSON merge patch (RFC 7396) asks for, validated by ``model`` (every field
+    optional); ``null`` removes a member, and the members of these resources cannot be removed."""
+    data = json_body()
+    if not isinstance(data, dict):
+        raise Problem(400, "A merge patch must be a JSON object.", slug="malformed-json", title="Bad Request")
+    nulls = [{"field": name, "message": "may not be null"} for name, value in data.items() if value is None]
+    patch = validate(model, {k: v for k, v in data.items() if v is not None}, extra_errors=nulls)
+    return patch.model_dump(exclude_unset=True)
+
+
+def create(
+    table: Table, values: dict[str, Any], to_json: ToJson, *, location: Callable[[Row[Any]], str], conflict: Problem
+) -> tuple[Response, Row[Any] | None]:
+    """Insert ``values`` and answer 201 with the document, its ETag and ``location(row)``. With an
+    ``Idempotency-Key``, the insert and its answer are recorded in one transaction, and a retry
+    gets the recorded answer again (the row is then None: nothing was created)."""
+    key = idempotency.key_from_request()
+    if key is None:
+        try:
+            row = queries.insert(table=table, values=values)  # one statement, committed on its own
+        except IntegrityError:
+            raise conflict from None
+        document = json_bytes(to_json(row))
+    else:
+        owner = current_principal().subject
+        session = get_session()
+        request_hash = idempotency.fingerprint(request.get_data())
+        replay = idempotency.begin(session, owner, key, request_hash)
+        if replay is not None:
+            return replay, None
+        try:
+            row = queries.insert(table=table, values=values, session=session)
+            document = json_bytes(to_json(row))
+            idempotency.record(session, owner, key, request_hash, 201, document, location(row))
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise conflict from None
+    response = json_response(document, 201, etag=True)
+    response.headers["Location"] = location(row)
+    return response, row

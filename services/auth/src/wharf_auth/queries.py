@@ -1,0 +1,129 @@
+"""Every SQL statement of the auth service, as keyword-only functions on the request's session
+(the caller commits)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from wharf_auth.models import Account, RefreshToken
+from wharf_auth.models import Revocation as RevocationRow
+from wharf_common.revocation import Revocation
+
+# -- accounts -----------------------------------------------------------------------------------
+
+
+def account_by_email(session: Session, *, email: str) -> Account | None:
+    return session.scalars(select(Account).where(func.lower(Account.email) == email.lower())).one_or_none()
+
+
+def account_by_id(session: Session, *, account_id: uuid.UUID) -> Account | None:
+    return session.get(Account, account_id)
+
+
+# -- refresh tokens -----------------------------------------------------------------------------
+
+
+def add_refresh_token(
+    session: Session, *, account_id: uuid.UUID, family_id: uuid.UUID, token_hash: str, expires_at: datetime
+) -> None:
+    session.add(
+        RefreshToken(
+            id=uuid.uuid4(), account_id=account_id, family_id=family_id, token_hash=token_hash, expires_at=expires_at
+        )
+    )
+
+
+def claim_refresh_token(session: Session, *, token_hash: str, now: datetime) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(account id, family id) of the usable refresh token with this hash, now marked used; None
+    if there is none. Of two concurrent claims of one token only one UPDATE matches."""
+    claimed = session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.token_hash == token_hash,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(RefreshToken.account_id, RefreshToken.family_id)
+    ).one_or_none()
+    return None if claimed is None else (claimed.account_id, claimed.family_id)
+
+
+def refresh_token_by_hash(session: Session, *, token_hash: str) -> RefreshToken | None:
+    return session.scalars(select(RefreshToken).where(RefreshToken.token_hash == token_hash)).one_or_none()
+
+
+def revoke_refresh_tokens(
+    session: Session, *, now: datetime, family_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
+) -> None:
+    """Revoke the unrevoked refresh tokens of a family, of an account, or of the account's family."""
+    conditions = [RefreshToken.revoked_at.is_(None)]
+    if family_id is not None:
+        conditions.append(RefreshToken.family_id == family_id)
+    if account_id is not None:
+        conditions.append(RefreshToken.account_id == account_id)
+    session.execute(update(RefreshToken).where(*conditions).values(revoked_at=now))
+
+
+# -- revocations of access tokens ---------------------------------------------------------------
+
+
+def record_revocation(session: Session, *, revocation: Revocation) -> None:
+    """Add ``revocation`` (or extend the one it repeats) to the session's transaction."""
+    expires_at = datetime.fromtimestamp(revocation.expires_at, UTC)
+    issued_before = None if revocation.issued_before is None else datetime.fromtimestamp(revocation.issued_before, UTC)
+    statement = insert(RevocationRow).values(
+        kind=revocation.kind, value=revocation.value, issued_before=issued_before, expires_at=expires_at
+    )
+    excluded = statement.excluded
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["kind", "value"],
+            set_={
+                "expires_at": func.greatest(RevocationRow.expires_at, excluded.expires_at),
+                "issued_before": func.greatest(RevocationRow.issued_before, excluded.issued_before),
+            },
+        )
+    )
+
+
+def is_revoked(session: Session, *, claims: Mapping[str, Any]) -> bool:
+    keys = [("jti", str(claims["jti"])), ("account", str(claims["sub"]))]
+    if isinstance(claims.get("fid"), str):
+        keys.append(("family", claims["fid"]))
+    rows = session.execute(
+        select(RevocationRow.kind, RevocationRow.issued_before).where(
+            tuple_(RevocationRow.kind, RevocationRow.value).in_(keys), RevocationRow.expires_at > func.now()
+        )
+    ).all()
+    issued_at = float(claims["iat"])
+    return any(
+        kind != "account" or (issued_before is not None and issued_at < issued_before.timestamp())
+        for kind, issued_before in rows
+    )
+
+
+def current_revocations(session: Session) -> list[Revocation]:
+    """Every revocation whose tokens have not all expired yet."""
+    rows = session.execute(
+        select(RevocationRow.kind, RevocationRow.value, RevocationRow.expires_at, RevocationRow.issued_before).where(
+            RevocationRow.expires_at > func.now()
+        )
+    ).all()
+    return [
+        Revocation(kind, value, expires_at.timestamp(), None if before is None else before.timestamp())
+        for kind, value, expires_at, before in rows
+    ]
+
+
+def delete_expired_revocations(session: Session) -> None:
+    """Housekeeping: revocations of tokens that have expired anyway."""
+    session.execute(delete(RevocationRow).where(RevocationRow.expires_at < func.now() - timedelta(minutes=1)))

@@ -1,0 +1,105 @@
+"""Sign-in sessions: issuing token pairs, ending sessions, and the account behind a request's token.
+
+A login starts a *family* (the ``fid`` claim): every access and refresh token of that login and
+its refreshes. Ending a session records revocations in auth's database in the caller's
+transaction, then announces them on Redis to every other service once committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from wharf_auth import extensions, queries
+from wharf_auth.models import Account
+from wharf_auth.settings import AuthSettings
+from wharf_common import authn
+from wharf_common import extensions as common
+from wharf_common.authn import unauthorized
+from wharf_common.db import get_session
+from wharf_common.revocation import Revocation, publish
+from wharf_common.tokens import MAX_LEEWAY_SECONDS
+
+
+def settings() -> AuthSettings:
+    return common.of().settings  # type: ignore[return-value]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def issue_tokens(session: Session, account: Account, family_id: uuid.UUID) -> dict[str, Any]:
+    """A new access token and a new refresh token in ``family_id``; the caller commits."""
+    config = settings()
+    access, _claims = extensions.of().keyring.sign_access_token(
+        issuer=config.token_issuer,
+        audience=config.token_audience,
+        subject=str(account.id),
+        roles=list(account.roles or []),
+        family_id=str(family_id),
+        ttl=config.access_token_ttl_seconds,
+    )
+    refresh = secrets.token_urlsafe(32)
+    queries.add_refresh_token(
+        session,
+        account_id=account.id,
+        family_id=family_id,
+        token_hash=hash_token(refresh),
+        expires_at=now() + timedelta(seconds=config.refresh_token_ttl_seconds),
+    )
+    return {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": config.access_token_ttl_seconds,
+        "refresh_token": refresh,
+    }
+
+
+def covering_expiry() -> float:
+    """When every access token issued until now has expired (TTL plus the verifiers' leeway)."""
+    return now().timestamp() + settings().access_token_ttl_seconds + MAX_LEEWAY_SECONDS
+
+
+def revoke(session: Session, *revocations: Revocation) -> None:
+    """Record ``revocations`` in the session's transaction; :func:`announce` them after the commit."""
+    for revocation in revocations:
+        queries.record_revocation(session, revocation=revocation)
+
+
+def announce(*revocations: Revocation) -> None:
+    for revocation in revocations:
+        publish(common.of().redis, revocation)
+
+
+def current_account() -> tuple[Account, dict[str, Any]]:
+    """The account behind the request's Bearer access token (revocations checked in the database)."""
+    claims = authn.authenticator().authenticate().claims
+    try:
+        account_id = uuid.UUID(claims["sub"])
+    except ValueError:
+        raise unauthorized() from None
+    account = queries.account_by_id(get_session(), account_id=account_id)
+    if account is None:
+        raise unauthorized()
+    if account.tokens_valid_after is not None and float(claims["iat"]) < account.tokens_valid_after.timestamp():
+        raise unauthorized()
+    return account, claims
+
+
+class DatabaseCheck:
+    """:class:`wharf_common.authn.RevocationCheck` against auth's own database: a logout takes
+    effect here at once."""
+
+    def is_revoked(self, claims: Mapping[str, Any]) -> bool:
+        return queries.is_revoked(get_session(), claims=claims)
