@@ -149,8 +149,8 @@ def test_the_restricted_check_catches_violations(renderings: dict[str, Rendering
 
 # The Dockerfile of each image Wharf builds (its USER is the uid the pods must run as).
 WHARF_DOCKERFILES = {
-    "wharf/api": ROOT / "services/api/Dockerfile",
-    "wharf/auth": ROOT / "services/auth/Dockerfile",
+    "wharf/api": ROOT / "services/Dockerfile",
+    "wharf/auth": ROOT / "services/Dockerfile",
     "wharf/nginx": ROOT / "deploy/nginx/Dockerfile",
 }
 

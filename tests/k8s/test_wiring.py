@@ -118,10 +118,11 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Flask]:
     }
 
 
-def _image_port(service: str) -> int:
-    dockerfile = (ROOT / f"services/{service}/Dockerfile").read_text()
+def _image_port() -> int:
+    """The PORT the api and auth images set (services/Dockerfile builds both)."""
+    dockerfile = (ROOT / "services/Dockerfile").read_text()
     match = re.search(r"\bPORT=(\d+)", dockerfile)
-    assert match, f"services/{service}/Dockerfile no longer sets PORT"
+    assert match, "services/Dockerfile no longer sets PORT"
     return int(match[1])
 
 
@@ -136,7 +137,7 @@ def test_app_probes_use_paths_and_ports_the_services_serve(overlay: Rendering, a
     for name in ("api", "auth"):
         (c,) = overlay.workload(name).pod["containers"]
         ports = overlay.workload(name).ports()
-        bound = int(overlay.env(c).get("PORT", _image_port(name)))
+        bound = int(overlay.env(c).get("PORT", _image_port()))
         probes = _http_probes(c)
         assert set(probes) == {"startupProbe", "livenessProbe", "readinessProbe"}, f"{name}: {set(probes)}"
         assert probes["livenessProbe"]["path"] == "/healthz", "liveness checks the process only"
