@@ -52,7 +52,7 @@ test-unit: ## Unit tests only (real Postgres and Redis containers, no composed s
 test-integration: ## Integration tests against the composed stack through nginx
 	@scripts/test.sh tests/integration
 
-test-faults: ## Faults under load on a compose project of their own; prints the fault table (README)
+test-faults: ## Faults under load on a compose project of their own; prints the fault table (tests/README.md keeps the latest)
 	@scripts/test.sh -m resilience tests/integration/test_faults.py
 
 k8s-validate: ## Render every k8s/ overlay with the pinned kustomize and check it offline (no cluster, no Docker)
@@ -60,7 +60,7 @@ k8s-validate: ## Render every k8s/ overlay with the pinned kustomize and check i
 	@scripts/k8s-tools.sh >/dev/null
 	@.venv/bin/pytest tests/k8s -q
 
-bench: ## Load-test the stack through nginx (own project wharf-bench, ~10 min); results: bench/results/, README
+bench: ## Load-test the stack through nginx (own project wharf-bench, ~10 min); results: bench/results/, bench/README.md
 	@scripts/bench.sh
 
 lint: ## ruff (lint + format check), compose config, shell syntax

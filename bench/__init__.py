@@ -1,1 +1,1 @@
-"""`make bench`: load tests of the composed stack through nginx (see README, Benchmark)."""
+"""`make bench`: load tests of the composed stack through nginx (see bench/README.md)."""

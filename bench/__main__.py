@@ -1,7 +1,7 @@
 """`make bench`: bring the stack up, seed it, drive load through nginx, report.
 
 Run from the repository root with the test virtualenv: ``.venv/bin/python -m bench``. Settings are
-``BENCH_*`` environment variables (bench/config.py); results land in bench/results/ and the README.
+``BENCH_*`` environment variables (bench/config.py); results land in bench/results/ and bench/README.md.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench import cpu, footprint, report, scenarios, seed, wrk
-from bench.config import ROOT, BenchConfig, ConfigError
+from bench.config import README, ROOT, BenchConfig, ConfigError
 from bench.report import Measurement
 from bench.scenarios import DataFiles, Scenario
 from bench.stack import BenchStack, StackError
@@ -183,8 +183,9 @@ def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> 
     json_path, md_path, png_path = report.write(config.results_dir, data)
     log(f"results: {json_path}, {md_path}, {png_path}")
     failed = sum(m.errors for m in measurements)
-    if config.update_readme and not failed and report.update_readme(ROOT / "README.md", md_path.read_text("utf-8")):
-        log("README.md: Benchmark section updated")
+    if config.update_readme and not failed:
+        updated = report.update_readme(README, md_path.read_text("utf-8"))
+        log(f"{README.relative_to(ROOT)}: {'results updated' if updated else 'no bench markers, left alone'}")
     print(md_path.read_text(encoding="utf-8"))
     log(f"done in {time.monotonic() - started:.0f} s")
     if failed:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The results table goes between the bench markers of this file (BENCH_UPDATE_README=0: left alone).
+README = ROOT / "bench" / "README.md"
 
 # nginx's request-rate and connection limits, raised so they do not cap the load; every other
 # setting of the stack keeps its default.

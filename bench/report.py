@@ -1,4 +1,4 @@
-"""Results as JSON, a Markdown report (also written into the README) and a PNG chart."""
+"""Results as JSON, a Markdown report (also written into bench/README.md) and a PNG chart."""
 
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def update_readme(readme: Path, table: str) -> bool:
-    """Replace the text between the README's bench markers; False when the markers are missing."""
+    """Replace the text between the bench markers of ``readme``; False when the markers are missing."""
     text = readme.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.DOTALL)
     if not pattern.search(text):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: install what the benchmark needs (Docker engine, Compose v2, the tooling virtualenv,
-# wrk from Debian), then run the driver (bench/__main__.py). BENCH_* variables tune it (README).
+# wrk from Debian), then run the driver (bench/__main__.py). BENCH_* variables tune it (bench/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

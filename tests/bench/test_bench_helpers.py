@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.config import README
 from bench.cpu import ms_per_request
 from bench.footprint import WHOLE_MACHINE, busy_cpu_ms, parse_size, per_second
 from bench.report import (
@@ -141,3 +142,16 @@ def test_readme_section_is_replaced_between_the_markers(tmp_path: Path) -> None:
     assert readme.read_text() == f"# Title\n\n{README_BEGIN}\n| new | table |\n{README_END}\n\n## Next\n"
     (tmp_path / "other.md").write_text("no markers")
     assert not update_readme(tmp_path / "other.md", "x")
+
+
+def test_make_bench_writes_its_table_into_bench_readme(tmp_path: Path) -> None:
+    assert (README.parent.name, README.name) == ("bench", "README.md")
+    text = README.read_text(encoding="utf-8")
+    before, begin, rest = text.partition(README_BEGIN)
+    _, end, after = rest.partition(README_END)
+    assert begin
+    assert end
+    copy = tmp_path / "README.md"
+    copy.write_text(text, encoding="utf-8")
+    assert update_readme(copy, "| new | table |\n")
+    assert copy.read_text(encoding="utf-8") == f"{before}{README_BEGIN}\n| new | table |\n{README_END}{after}"

@@ -250,9 +250,9 @@ def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> d
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The fault table (tests/integration/test_faults.py), when fault tests ran."""
+    """The fault table (tests/integration/test_faults.py), when fault tests ran; tests/README.md keeps the latest."""
     from .load import FAULT_REPORT, format_report
 
     if FAULT_REPORT:
-        terminalreporter.write_sep("=", "faults under load")
+        terminalreporter.write_sep("=", "faults under load (latest kept in tests/README.md)")
         terminalreporter.write_line(format_report(FAULT_REPORT))
