@@ -1,12 +1,11 @@
 """The environment each container gets is what its code reads, no more, and enough to start.
 
-The names come from the code itself (the pydantic settings classes, gunicorn_conf.py,
+The names come from the code itself (the pydantic settings classes, which gunicorn_conf.py reads too,
 provision.py, the nginx templates), so a setting a service adds or drops shows up here.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 from pathlib import Path
@@ -20,7 +19,7 @@ from wharf_auth.settings import AuthSettings
 from wharf_common import provision
 from wharf_common.settings import CommonSettings
 
-from .conftest import NGINX, ROOT, dockerfile_env, nginx_defaults, nginx_effective_settings
+from .conftest import NGINX, dockerfile_env, nginx_defaults, nginx_effective_settings
 
 if TYPE_CHECKING:
     from .conftest import Rendering, Workload
@@ -28,23 +27,6 @@ if TYPE_CHECKING:
 SETTINGS: dict[str, type[CommonSettings]] = {"api": ApiSettings, "auth": AuthSettings}
 # What a URL held in a Secret (k8s/components/external-postgres) may look like, for the start-up check.
 SECRET_URL_STAND_IN = "postgresql://someone@db.example.internal:5432/wharf?sslmode=require"
-
-
-def _gunicorn_env_names() -> set[str]:
-    tree = ast.parse((ROOT / "libs/wharf-common/src/wharf_common/gunicorn_conf.py").read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "get"
-            and isinstance(node.func.value, ast.Attribute)
-            and node.func.value.attr == "environ"
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            names.add(node.args[0].value)
-    assert {"GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_WORKERS", "PORT"} <= names
-    return names
 
 
 def _settings_env_names(cls: type[CommonSettings]) -> set[str]:
@@ -82,7 +64,7 @@ def test_app_containers_set_only_names_the_code_reads_and_start_with_them(
     workload = overlay.workload(service)
     container = workload.container(service if container_name == "app" else container_name)
     # The migrate container shares the app's environment, as compose's *-migrate one-shots do.
-    known = _settings_env_names(cls) | _gunicorn_env_names()
+    known = _settings_env_names(cls)  # gunicorn reads ServerSettings, a base of every service's settings
     names = set(overlay.env(container))
     assert names - known == set(), f"{service}/{container['name']} sets names no code reads"
 

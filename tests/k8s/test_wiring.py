@@ -94,8 +94,6 @@ def test_pdbs_and_hpas_point_at_existing_deployments(overlay: Rendering) -> None
 UNREACHABLE = {
     "database_url": "postgresql://probe@127.0.0.1:1/wharf",
     "redis_url": "redis://127.0.0.1:1/0",
-    "db_connect_timeout": 1,
-    "redis_socket_timeout": 0.2,
 }
 
 
@@ -113,17 +111,21 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Flask]:
     keys.mkdir(parents=True)
     devsecrets.add_signing_key(secrets)
     return {
-        "api": create_api(ApiSettings(**UNREACHABLE, auth_jwks_url="http://127.0.0.1:1/.well-known/jwks.json")),
+        "api": create_api(ApiSettings(**UNREACHABLE, auth_url="http://127.0.0.1:1")),
         "auth": create_auth(AuthSettings(**UNREACHABLE, signing_keys_dir=keys)),
     }
 
 
 def _image_port() -> int:
-    """The PORT the api and auth images set (services/Dockerfile builds both)."""
-    dockerfile = (ROOT / "services/Dockerfile").read_text()
-    match = re.search(r"\bPORT=(\d+)", dockerfile)
-    assert match, "services/Dockerfile no longer sets PORT"
-    return int(match[1])
+    """The port gunicorn binds (gunicorn_conf.PORT), which the images' health check (PORT) probes."""
+    bound = re.search(
+        r"^PORT = (\d+)", (ROOT / "libs/wharf-common/src/wharf_common/gunicorn_conf.py").read_text(), re.M
+    )
+    probed = re.search(r"\bPORT=(\d+)", (ROOT / "services/Dockerfile").read_text())
+    assert bound, "gunicorn_conf.py no longer sets PORT"
+    assert probed, "services/Dockerfile no longer sets PORT"
+    assert bound[1] == probed[1], "the image's health check probes another port than gunicorn binds"
+    return int(bound[1])
 
 
 def _http_probes(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -137,7 +139,7 @@ def test_app_probes_use_paths_and_ports_the_services_serve(overlay: Rendering, a
     for name in ("api", "auth"):
         (c,) = overlay.workload(name).pod["containers"]
         ports = overlay.workload(name).ports()
-        bound = int(overlay.env(c).get("PORT", _image_port()))
+        bound = _image_port()
         probes = _http_probes(c)
         assert set(probes) == {"startupProbe", "livenessProbe", "readinessProbe"}, f"{name}: {set(probes)}"
         assert probes["livenessProbe"]["path"] == "/healthz", "liveness checks the process only"
@@ -239,15 +241,11 @@ def test_every_configmap_and_volume_reference_resolves(overlay: Rendering) -> No
 
 
 def _metrics_port_default() -> int:
-    """The port the metrics server of every api/auth pod listens on when METRICS_PORT is unset."""
-    lib = ROOT / "libs/wharf-common/src/wharf_common"
-    found = {
-        int(m[1])
-        for name in ("gunicorn_conf.py", "metrics_server.py")
-        for m in re.finditer(r'os\.environ\.get\("METRICS_PORT", "(\d+)"\)', (lib / name).read_text())
-    }
-    assert len(found) == 1, f"gunicorn_conf.py and metrics_server.py disagree on METRICS_PORT's default: {found}"
-    return found.pop()
+    """The port the metrics server of every api/auth pod listens on (gunicorn_conf.METRICS_PORT)."""
+    source = (ROOT / "libs/wharf-common/src/wharf_common/gunicorn_conf.py").read_text()
+    match = re.search(r"^METRICS_PORT = (\d+)", source, re.MULTILINE)
+    assert match, "gunicorn_conf.py no longer sets METRICS_PORT as this test expects"
+    return int(match[1])
 
 
 def _compose_scrape_ports() -> dict[str, int]:
@@ -266,7 +264,7 @@ def test_monitoring_ports_are_declared_per_pod_and_on_no_service(overlay: Render
     for name in ("api", "auth"):
         workload = overlay.workload(name)
         (c,) = workload.pod["containers"]
-        served = int(overlay.env(c).get("METRICS_PORT", _metrics_port_default()))
+        served = _metrics_port_default()
         assert served == scraped[name], f"compose scrapes {name} on {scraped[name]}, the pod serves {served}"
         assert workload.ports().get("metrics") == served, f"{overlay.name} {name}: metrics port not declared"
         assert {"metrics", str(served)}.isdisjoint(service_targets)
