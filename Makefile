@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 COMPOSE := scripts/compose.sh
 URL := http://localhost:$(or $(WHARF_HTTP_PORT),8080)
-PROMETHEUS_URL := http://$(or $(WHARF_PROMETHEUS_BIND),127.0.0.1):$(or $(WHARF_PROMETHEUS_PORT),9090)
+PROMETHEUS_URL := http://127.0.0.1:$(or $(WHARF_PROMETHEUS_PORT),9090)
 # `make dev`: the stack plus the development override (source mounted, workers reload).
 DEV_COMPOSE := $(COMPOSE) -f compose.yaml -f deploy/compose/compose.dev.yaml
 SECRETS_DIR := $(or $(WHARF_SECRETS_DIR),deploy/compose/secrets)

@@ -1,7 +1,8 @@
 """Session fixtures shared by every suite: one real Postgres and one real Redis container.
 
-Images come from POSTGRES_IMAGE / REDIS_IMAGE (scripts/test.sh sets them to the same base images
-the stack uses, so a machine without a registry runs the local drop-ins).
+Images come from POSTGRES_IMAGE / REDIS_IMAGE; when they are unset (``pytest`` run directly, not
+through ``make test``), scripts/base-images.sh chooses them exactly as ``make test`` does, so a
+machine without a registry runs the local drop-ins there too.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,18 @@ import pytest
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk cannot be pulled offline
 
+ROOT = Path(__file__).resolve().parent
 PG_SUPERUSER_PASSWORD = "test-superuser-password"
+
+
+def base_image(name: str) -> str:
+    """``$NAME`` if set, else what scripts/base-images.sh chooses (official or registry-free)."""
+    if not os.environ.get(name):
+        script = f'source "{ROOT}/scripts/base-images.sh" >&2 && echo "$POSTGRES_IMAGE $REDIS_IMAGE"'
+        chosen = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
+        os.environ.setdefault("POSTGRES_IMAGE", chosen[0])
+        os.environ.setdefault("REDIS_IMAGE", chosen[1])
+    return os.environ[name]
 SERVICE_DB_PASSWORDS = {"auth": "test-auth-db-password", "api": "test-api-db-password"}
 
 
@@ -26,7 +39,7 @@ def postgres_container() -> Iterator[object]:
     from testcontainers.community.postgres import PostgresContainer
 
     container = PostgresContainer(
-        os.environ.get("POSTGRES_IMAGE", "postgres:17"),
+        base_image("POSTGRES_IMAGE"),
         username="postgres",
         password=PG_SUPERUSER_PASSWORD,
         dbname="wharf",
@@ -40,7 +53,7 @@ def postgres_container() -> Iterator[object]:
 def redis_container() -> Iterator[object]:
     from testcontainers.community.redis import RedisContainer
 
-    with RedisContainer(os.environ.get("REDIS_IMAGE", "redis:8")) as container:
+    with RedisContainer(base_image("REDIS_IMAGE")) as container:
         yield container
 
 
@@ -95,6 +108,25 @@ def connection_settings(provisioned_database: tuple[str, int], redis_url: str) -
         }
 
     return for_service
+
+
+@pytest.fixture(scope="session")
+def truncate_tables() -> Callable[..., None]:
+    """``truncate_tables(app, metadata)``: empty every table of ``metadata`` (a service's models),
+    so a new table needs no change to the fixtures."""
+    from flask import Flask
+    from sqlalchemy import MetaData, text
+
+    from wharf_common.db import get_session
+
+    def truncate(app: Flask, metadata: MetaData) -> None:
+        names = ", ".join(f'"{table.schema}"."{table.name}"' for table in metadata.sorted_tables)
+        with app.app_context():
+            session = get_session()
+            session.execute(text(f"TRUNCATE {names} CASCADE"))
+            session.commit()
+
+    return truncate
 
 
 class TcpProxy:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The results table goes between the bench markers of this file (BENCH_UPDATE_README=0: left alone).
+# The results table goes between the bench markers of this file.
 README = ROOT / "bench" / "README.md"
 
 # nginx's request-rate and connection limits, raised so they do not cap the load; every other
@@ -82,17 +82,17 @@ class BenchConfig:
         if not rows or sorted(rows) != list(rows) or rows[0] < 200:
             raise ConfigError("BENCH_ROWS must be increasing table sizes of at least 200, e.g. 1000,100000,1000000")
         return cls(
-            project=os.environ.get("BENCH_PROJECT") or "wharf-bench",
-            http_port=_int("BENCH_HTTP_PORT", 18080, 1, 65535),
-            https_port=_int("BENCH_HTTPS_PORT", 18443, 1, 65535),
-            ceiling_port=_int("BENCH_CEILING_PORT", 18090, 1, 65535),
+            project="wharf-bench",
+            http_port=18080,
+            https_port=18443,
+            ceiling_port=18090,
             duration=_int("BENCH_DURATION", 10, 1, 600),
-            warmup=_int("BENCH_WARMUP", 2, 0, 60),
+            warmup=2,
             connections=_int("BENCH_CONNECTIONS", 64, 1, 10000),
-            threads=_int("BENCH_THREADS", 2, 1, 64),
+            threads=2,
             scale_rows=rows,
-            refresh_tokens=_int("BENCH_REFRESH_TOKENS", 40000, 100, 10_000_000),
-            results_dir=Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results"),
-            update_readme=(os.environ.get("BENCH_UPDATE_README") or "1") == "1",
+            refresh_tokens=40000,
+            results_dir=ROOT / "bench" / "results",
+            update_readme=True,
             keep_stack=(os.environ.get("BENCH_KEEP") or "0") == "1",
         )

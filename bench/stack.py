@@ -31,10 +31,8 @@ class BenchStack:
             **RAISED_LIMITS,
             "COMPOSE_PROJECT_NAME": config.project,
             "WHARF_HTTP_PORT": str(config.http_port),
-            "WHARF_HTTP_BIND": "127.0.0.1",
+            "WHARF_BIND": "127.0.0.1",
             "WHARF_HTTPS_PORT": str(config.https_port),
-            "WHARF_HTTPS_BIND": "127.0.0.1",
-            "BENCH_CEILING_PORT": str(config.ceiling_port),
         }
         self.secrets_dir = Path(os.environ.get("WHARF_SECRETS_DIR") or ROOT / "deploy" / "compose" / "secrets")
 

@@ -148,12 +148,10 @@ def new_stack(
         **os.environ,
         "WHARF_SECRETS_DIR": str(secrets_dir),
         "WHARF_HTTP_PORT": str(port),
-        "WHARF_HTTP_BIND": "127.0.0.1",
+        "WHARF_BIND": "127.0.0.1",
         "WHARF_HTTPS_PORT": str(https_port),
-        "WHARF_HTTPS_BIND": "127.0.0.1",
         "WHARF_TLS": "on",
         "WHARF_PROMETHEUS_PORT": str(prometheus_port),
-        "WHARF_PROMETHEUS_BIND": "127.0.0.1",
         **settings,
     }
     return Stack(

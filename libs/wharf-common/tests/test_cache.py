@@ -81,11 +81,11 @@ def test_documents_live_for_the_ttl_and_ttl_zero_reads_nothing(
     cache = make_cache(ttl=30)
     lookup = cache.item("notes", "1")
     cache.fill(lookup, b"x")
-    assert 0 < client.ttl(f"{namespace}:notes:1") <= 30
+    assert 0 < client.ttl(f"{namespace}:notes:all:1") <= 30
     off = make_cache(ttl=0)
     assert off.item("notes", "1").document is None
     off.fill(off.item("notes", "2"), b"y")
-    assert client.get(f"{namespace}:notes:2") is None
+    assert client.get(f"{namespace}:notes:all:2") is None
     off.changed("notes", "1")  # writes still retire what caching replicas hold
     assert cache.item("notes", "1").document is None
 

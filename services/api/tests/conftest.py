@@ -22,8 +22,10 @@ from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from wharf_api import create_app
+from wharf_api.models import Base as ApiBase
 from wharf_api.settings import ApiSettings
 from wharf_auth import extensions as auth_extensions
+from wharf_auth.models import Base as AuthBase
 from wharf_common import authn
 from wharf_common import extensions as common
 from wharf_common.db import get_session
@@ -91,15 +93,9 @@ def make_api(api_settings: ApiSettings, app: Flask) -> Iterator[Callable[..., Fl
         _shut_down(built)
 
 
-def _clean(api: Flask, auth: Flask) -> None:
-    with api.app_context():
-        session = get_session()
-        session.execute(text("TRUNCATE api.users, api.idempotency_keys"))
-        session.commit()
-    with auth.app_context():
-        session = get_session()
-        session.execute(text("TRUNCATE auth.accounts, auth.refresh_tokens, auth.revocations CASCADE"))
-        session.commit()
+def _clean(api: Flask, auth: Flask, truncate_tables: Callable[..., None]) -> None:
+    truncate_tables(api, ApiBase.metadata)
+    truncate_tables(auth, AuthBase.metadata)
     redis = common.of(api).redis
     keys = list(redis.scan_iter("api:*")) + list(redis.scan_iter("auth:*"))
     if keys:
@@ -108,10 +104,10 @@ def _clean(api: Flask, auth: Flask) -> None:
 
 
 @pytest.fixture
-def app(migrated_app: Flask, auth_app: Flask) -> Iterator[Flask]:
-    _clean(migrated_app, auth_app)
+def app(migrated_app: Flask, auth_app: Flask, truncate_tables: Callable[..., None]) -> Iterator[Flask]:
+    _clean(migrated_app, auth_app, truncate_tables)
     yield migrated_app
-    _clean(migrated_app, auth_app)
+    _clean(migrated_app, auth_app, truncate_tables)
 
 
 @pytest.fixture

@@ -601,7 +601,7 @@ def test_cache_entries_have_the_configured_ttl(client: Any, app: Flask) -> None:
     client.get("/users?limit=5")
     redis = common.of(app).redis
     ttl = common.of(app).settings.cache_ttl_seconds
-    for key in (f"api:users:{user['id']}", "api:users:pages:all:5:"):
+    for key in (f"api:users:all:{user['id']}", "api:users:pages:all:5:"):
         assert 0 < redis.ttl(key) <= ttl, key
 
 

@@ -9,12 +9,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
 
 from wharf_auth import create_app, extensions
+from wharf_auth.models import Base
 from wharf_auth.settings import AuthSettings
 from wharf_common import extensions as common
-from wharf_common.db import get_session
 from wharf_common.tokens import public_jwk
 
 
@@ -61,11 +60,8 @@ def migrated_app(auth_settings: AuthSettings) -> Flask:
     return app
 
 
-def clean(app: Flask) -> None:
-    with app.app_context():
-        session = get_session()
-        session.execute(text("TRUNCATE auth.accounts, auth.refresh_tokens, auth.revocations CASCADE"))
-        session.commit()
+def clean(app: Flask, truncate_tables: Callable[..., None]) -> None:
+    truncate_tables(app, Base.metadata)
     redis = common.of(app).redis
     keys = list(redis.scan_iter("auth:*"))
     if keys:
@@ -74,10 +70,10 @@ def clean(app: Flask) -> None:
 
 
 @pytest.fixture
-def app(migrated_app: Flask) -> Iterator[Flask]:
-    clean(migrated_app)
+def app(migrated_app: Flask, truncate_tables: Callable[..., None]) -> Iterator[Flask]:
+    clean(migrated_app, truncate_tables)
     yield migrated_app
-    clean(migrated_app)
+    clean(migrated_app, truncate_tables)
 
 
 @pytest.fixture

@@ -96,8 +96,9 @@ class Cache:
     def enabled(self) -> bool:
         return self._ttl > 0
 
-    def item(self, kind: str, item_id: str) -> Lookup:
-        return self._lookup(f"{kind}:{item_id}", f"{kind}:{item_id}")
+    def item(self, kind: str, item_id: str, scope: str = "all") -> Lookup:
+        """One item, as ``scope`` may see it (an owner's id where only the owner may)."""
+        return self._lookup(f"{kind}:{item_id}", f"{kind}:{scope}:{item_id}")
 
     def page(self, kind: str, scope: str, page: str) -> Lookup:
         """A list page; ``scope`` is who may see it (e.g. one owner's id, or ``all``)."""

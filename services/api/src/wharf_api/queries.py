@@ -20,12 +20,15 @@ from wharf_common.db import autocommit_connection
 
 
 @functools.cache
-def _by_id(table: Table) -> Select[Any]:
-    return select(table).where(table.c.id == bindparam("key"))
+def _by_id(table: Table, owned: bool) -> Select[Any]:
+    query = select(table).where(table.c.id == bindparam("key"))
+    return query.where(table.c.owner == bindparam("owner")) if owned else query
 
 
-def by_id(*, table: Table, key: uuid.UUID) -> Row[Any] | None:
-    return autocommit_connection().execute(_by_id(table), {"key": key}).one_or_none()
+def by_id(*, table: Table, key: uuid.UUID, owner: str | None = None) -> Row[Any] | None:
+    """The row with this id (only if ``owner``'s, when given)."""
+    statement = _by_id(table, owner is not None)
+    return autocommit_connection().execute(statement, {"key": key, "owner": owner}).one_or_none()
 
 
 def page(*, table: Table, limit: int, after: uuid.UUID | None, owner: str | None = None) -> Sequence[Row[Any]]:

@@ -118,11 +118,18 @@ def _looked_up(kind: str, hit: bool) -> str:
 
 
 def read_item(
-    kind: str, key: uuid.UUID, load: Callable[[], Row[Any] | None], to_json: ToJson, not_found: Problem
+    kind: str,
+    key: uuid.UUID,
+    load: Callable[[], Row[Any] | None],
+    to_json: ToJson,
+    not_found: Problem,
+    *,
+    scope: str = "all",
 ) -> Response:
-    """One item, from the cache or from ``load()`` (then cached), with an ETag; 304 on If-None-Match."""
+    """One item, from the cache or from ``load()`` (then cached), with an ETag; 304 on If-None-Match.
+    ``scope`` is who may see it: ``all``, or the owner's id when ``load`` only finds the caller's."""
     cache = extensions.of().cache
-    lookup = cache.item(kind, str(key))
+    lookup = cache.item(kind, str(key), scope)
     document = lookup.document
     state = _looked_up("item", hit=document is not None)
     if document is None:
@@ -181,16 +188,24 @@ def merge_patch(model: type[M]) -> dict[str, Any]:
 
 
 def create(
-    table: Table, values: dict[str, Any], to_json: ToJson, *, location: Callable[[Row[Any]], str], conflict: Problem
+    table: Table,
+    values: dict[str, Any],
+    to_json: ToJson,
+    *,
+    location: Callable[[Row[Any]], str],
+    conflict: Problem | None = None,
 ) -> tuple[Response, Row[Any] | None]:
     """Insert ``values`` and answer 201 with the document, its ETag and ``location(row)``. With an
     ``Idempotency-Key``, the insert and its answer are recorded in one transaction, and a retry
-    gets the recorded answer again (the row is then None: nothing was created)."""
+    gets the recorded answer again (the row is then None: nothing was created). A unique
+    constraint's violation is ``conflict``."""
     key = idempotency.key_from_request()
     if key is None:
         try:
             row = queries.insert(table=table, values=values)  # one statement, committed on its own
         except IntegrityError:
+            if conflict is None:
+                raise
             raise conflict from None
         document = json_bytes(to_json(row))
     else:
@@ -207,6 +222,8 @@ def create(
             session.commit()
         except IntegrityError:
             session.rollback()
+            if conflict is None:
+                raise
             raise conflict from None
     response = json_response(document, 201, etag=True)
     response.headers["Location"] = location(row)
