@@ -31,6 +31,8 @@ def base_image(name: str) -> str:
         os.environ.setdefault("POSTGRES_IMAGE", chosen[0])
         os.environ.setdefault("REDIS_IMAGE", chosen[1])
     return os.environ[name]
+
+
 SERVICE_DB_PASSWORDS = {"auth": "test-auth-db-password", "api": "test-api-db-password"}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
-from wharf_api import cli, extensions, notes, users
+from wharf_api import cli, extensions, users
 from wharf_api.models import SCHEMA
 from wharf_api.settings import ApiSettings
 from wharf_common import authn, migrations, openapi
@@ -48,7 +48,6 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     cache = Cache(common.of(app).redis, namespace="api", ttl=settings.cache_ttl_seconds)
     extensions.init_app(app, extensions.ApiExtensions(cache))
     app.register_blueprint(users.bp)
-    app.register_blueprint(notes.bp)
     cli.init_app(app)
 
     @app.get("/openapi.json")

@@ -56,28 +56,3 @@ class IdempotencyKey(Base):
     location: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-
-class Note(Base):
-    """A note, visible to its owner only."""
-
-    __tablename__ = "notes"
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    owner: Mapped[str] = mapped_column(String(64), index=True)
-    title: Mapped[str] = mapped_column(String(200))
-    body: Mapped[str] = mapped_column(String(10_000))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-NOTES: Table = Note.__table__  # type: ignore[assignment]
-
-
-def note_json(note: Note | Row[Any]) -> dict[str, Any]:
-    return {
-        "id": str(note.id),
-        "title": note.title,
-        "body": note.body,
-        "created_at": note.created_at.isoformat(),
-        "updated_at": note.updated_at.isoformat(),
-    }
