@@ -2,7 +2,7 @@
 
 Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` is set (see :mod:`wharf_common.gunicorn_conf`) before
 this module is imported: every worker writes its samples to files there, and the gunicorn master
-serves the aggregate on ``METRICS_PORT`` (9000), a port nginx never routes to. Without it (tests,
+serves the aggregate on ``gunicorn_conf.METRICS_PORT`` (9000), a port nginx never routes to. Without it (tests,
 ``flask`` commands) the metrics live in the process's default registry.
 
 Label values are always from small fixed sets (route templates, not paths), so cardinality is bounded.
@@ -10,12 +10,7 @@ Label values are always from small fixed sets (route templates, not paths), so c
 
 from __future__ import annotations
 
-from typing import TypeVar, cast
-
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
-
-M = TypeVar("M", bound=MetricWrapperBase)
 
 REQUEST_SECONDS = Histogram(
     "wharf_http_request_duration_seconds",
@@ -44,16 +39,3 @@ AUTH_EVENTS = Counter(
     "Security events of the auth service (login_success, login_failure, login_locked, refresh, ...).",
     ["event"],
 )
-
-
-_children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
-
-
-def child(metric: M, *labels: str) -> M:
-    """``metric.labels(*labels)``, looked up once per process: labels() validates, converts and locks
-    on every call, and the hot paths call it for every request. Label sets are small and fixed."""
-    key = (id(metric), labels)
-    found = _children.get(key)
-    if found is None:
-        found = _children[key] = metric.labels(*labels)
-    return cast(M, found)

@@ -172,17 +172,7 @@ def _operation(op: Operation, requires_auth: bool, path_parameters: list[dict[st
     out: dict[str, Any] = {
         "summary": op.summary,
         "tags": list(op.tags),
-        "parameters": path_parameters
-        + [
-            {
-                "name": p.name,
-                "in": p.location,
-                "required": p.required,
-                "schema": dict(p.schema),
-                "description": p.description,
-            }
-            for p in op.parameters
-        ],
+        "parameters": path_parameters + [_parameter(p) for p in op.parameters],
         "responses": {str(status): _response(responses[status], c) for status in sorted(responses)},
     }
     if op.body is not None:

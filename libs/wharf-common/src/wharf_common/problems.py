@@ -116,7 +116,7 @@ def register_error_handlers(app: Flask) -> None:
         return problem_response(Problem(500, "An unexpected error occurred."))
 
     @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
+    def _unexpected(_error: Exception) -> Response:
         log.exception("unhandled error")
         return problem_response(Problem(500, "An unexpected error occurred."))
 

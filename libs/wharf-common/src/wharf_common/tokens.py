@@ -146,7 +146,8 @@ class VerifiedTokens:
     Only what cannot change is remembered (signature, header, issuer, audience, claim types); the
     expiry is checked on every use, the signing key must still be the one the JWKS publishes, and
     revocation stays the caller's check, made on every request. Bounded: when full, expired entries
-    go first, then the oldest.
+    go first, then the oldest. Kept under CONTRIBUTING.md's rule: bench/README.md, history,
+    "Verified-token cache".
     """
 
     def __init__(self, max_entries: int = 4096) -> None:

@@ -34,7 +34,7 @@ def _finish(response: Response) -> Response:
     duration = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
     method, status = request.method, response.status_code
-    metrics.child(metrics.REQUEST_SECONDS, method, route, str(status)).observe(duration)
+    metrics.REQUEST_SECONDS.labels(method, route, str(status)).observe(duration)
     level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
     fields = {
         "method": method,

@@ -55,4 +55,3 @@ class IdempotencyKey(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)
     location: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-

@@ -113,7 +113,7 @@ def page_document(rows: Sequence[Row[Any]], page: PageRequest, to_json: ToJson) 
 
 
 def _looked_up(kind: str, hit: bool) -> str:
-    metrics.child(metrics.CACHE_LOOKUPS, kind, "hit" if hit else "miss").inc()
+    metrics.CACHE_LOOKUPS.labels(kind, "hit" if hit else "miss").inc()
     return "HIT" if hit else "MISS"
 
 
