@@ -7,6 +7,7 @@ Run from the repository root with the test virtualenv: ``.venv/bin/python -m ben
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -178,8 +179,11 @@ def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> 
         "footprint": foot,
         "argon2": argon2,
         "measurements": report.as_dicts(measurements),
-        "targets": report.as_dicts(report.targets(measurements, rows)),
+        "targets": report.as_dicts(report.targets(measurements)),
     }
+    before = config.results_dir / "before.json"  # an earlier run kept for comparison, if any
+    if before.exists():
+        data["before"] = json.loads(before.read_text(encoding="utf-8"))
     json_path, md_path, png_path = report.write(config.results_dir, data)
     log(f"results: {json_path}, {md_path}, {png_path}")
     failed = sum(m.errors for m in measurements)

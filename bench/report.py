@@ -96,30 +96,45 @@ def find(measurements: list[Measurement], key: str, rows: int | None = None) -> 
     return next((m for m in measurements if m.key == key and (rows is None or m.rows == rows)), None)
 
 
-def targets(measurements: list[Measurement], main_rows: int) -> list[Target]:
-    """Issue 8's targets, checked against this run."""
+def targets(measurements: list[Measurement]) -> list[Target]:
+    """Issue 16's targets, checked against this run: simplicity may cost some throughput, but the
+    authenticated cached read keeps at least 0.6x the framework ceiling, and nothing fails."""
     ceiling = ceiling_rps(measurements)
-    ceiling_cpu = ceiling_cpu_ms(measurements)
-    out = []
-    checks = [
-        ("get_cached", 0.9, "cached GET >= 0.9x the framework ceiling, p99 < 30 ms"),
-        ("get_uncached", 0.5, "uncached GET >= 0.5x the framework ceiling"),
-        ("post", 0.3, "POST >= 0.3x the framework ceiling"),
-    ]
-    for key, minimum, description in checks:
-        m = find(measurements, key, main_rows if key == "get_uncached" else None)
-        r = ratio(m, ceiling) if m else None
-        met = r is not None and r >= minimum and (key != "get_cached" or (m is not None and m.p99_ms < 30))
-        shown = f"{r}x" if r is not None else "not measured"
-        cpu_r = cpu_ratio(m, ceiling_cpu) if m else None
-        if cpu_r is not None:
-            shown += f"; by CPU time {cpu_r}x"
-        if key == "get_cached" and m is not None:
-            shown += f", p99 {m.p99_ms} ms"
-        out.append(Target(description, met, shown))
+    cached = find(measurements, "get_cached")
+    r = ratio(cached, ceiling) if cached else None
+    shown = f"{r}x" if r is not None else "not measured"
+    cpu_r = cpu_ratio(cached, ceiling_cpu_ms(measurements)) if cached else None
+    if cpu_r is not None:
+        shown += f"; by CPU time {cpu_r}x"
     failed = sum(m.errors for m in measurements)
-    out.append(Target("zero errors in every scenario", failed == 0, f"{failed} errors"))
-    return out
+    return [
+        Target("cached GET >= 0.6x the framework ceiling", r is not None and r >= 0.6, shown),
+        Target("zero errors in every scenario", failed == 0, f"{failed} errors"),
+    ]
+
+
+def comparison(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Each scenario of an earlier run (``bench/results/before.json``) next to this run's, as ratios
+    to each run's own framework ceiling (absolute figures of two runs are not comparable here)."""
+    then = [Measurement(**m) for m in before["measurements"]]
+    now = [Measurement(**m) for m in after["measurements"]]
+    then_ceiling, now_ceiling = ceiling_rps(then), ceiling_rps(now)
+    lines = [
+        f"**Before and after** (before: {before['machine']['date']}, {before.get('label', 'an earlier run')}):",
+        "",
+        "| Scenario | Rows | Before x ceiling | After x ceiling | Before CPU ms/request | After CPU ms/request |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in now:
+        if m.key == CEILING or (m.key in SCALE_KEYS and m.rows != after["main_rows"]):
+            continue
+        old = find(then, m.key, m.rows)
+        if old is None:
+            continue
+        cells = [m.title, f"{m.rows:,}" if m.rows else "", ratio(old, then_ceiling), ratio(m, now_ceiling)]
+        cells += [old.cpu_ms, m.cpu_ms]
+        lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
+    return [*lines, ""]
 
 
 def _mb(value: int) -> str:
@@ -192,7 +207,9 @@ def markdown(data: dict[str, Any]) -> str:
             + f"; {sum(idle_cpu.values()):.1f} for the containers"
             + ("" if machine is None else f", {machine:g} for the {WHOLE_MACHINE} (Docker's daemons included)")
         )
-    lines += ["", "**Targets** (issue 8)", ""]
+    if data.get("before"):
+        lines += ["", *comparison(data["before"], data)]
+    lines += ["", "**Targets** (issue 16)", ""]
     for t in data["targets"]:
         lines.append(f"- {'met' if t['met'] else 'MISSED'}: {t['description']} ({t['measured']})")
     return "\n".join(lines) + "\n"
