@@ -750,8 +750,8 @@ def test_postgres_down_is_503_and_recovers(
 def test_postgres_going_away_after_a_read_keeps_the_answer_and_drops_the_connection(
     make_api: Callable[..., Flask], app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any]
 ) -> None:
-    """Postgres stops between a request's last query and its end (CI saw it during `docker compose
-    stop postgres`): the rollback at teardown fails, which must neither replace the finished answer
+    """Postgres stops between a request's last query and its end (as during `docker compose stop
+    postgres`): the rollback at teardown fails, which must neither replace the finished answer
     with a bare 500 nor leave the dead connection checked out of the pool."""
     cut = make_api(db_pool_size=1, db_max_overflow=0)
     client = authed(sign_up("teardown@example.com"), cut)

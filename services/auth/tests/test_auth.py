@@ -761,7 +761,7 @@ def test_a_new_key_is_published_at_once_and_signs_only_after_the_activation_dela
     old = login(client).get_json()["access_token"]
     assert signed_by(old) == old_kid
     # A verifier like api's (refetch on an unknown kid at most every 5 s) fetches the JWKS just
-    # before the rotation: the case that used to reject the new key's first tokens.
+    # before the rotation: without the activation delay it would reject the new key's first tokens.
     verifier = TokenVerifier(
         JwksCache(lambda: client.get("/.well-known/jwks.json").get_json(), min_refresh_interval=5, clock=clock),
         issuer="wharf-auth",
