@@ -10,13 +10,17 @@
 # and reloads nginx gracefully (in-flight requests finish on the old workers). A reload also closes
 # idle client keep-alive connections, and a client that sends on one at that instant sees a reset,
 # so the watcher reloads as rarely as it can: at once for a new address (it must take traffic),
-# but only after NGINX_UPSTREAM_PRUNE_AFTER seconds for one that vanished, which nginx already
-# routes around (a failed connect moves the request to another replica and skips the dead one).
+# but only after prune_after (30) seconds for one that vanished, which nginx already routes around
+# (a failed connect moves the request to another replica and skips the dead one).
 # NGINX_UPSTREAM_DISCOVERY=auto (default) picks `resolve` when nginx supports it, else `reload`.
 set -euo pipefail
 src=/etc/wharf-nginx/templates
 out=/tmp/nginx
 conf=$out/nginx.conf
+# Seconds a vanished replica address stays in the upstream (skipped on failure) before a reload drops it.
+prune_after=30
+# HTTPS certificate chain and key (tls.conf.template names the same files).
+tls_files=(/run/secrets/nginx/tls.crt /run/secrets/nginx/tls.key)
 
 log() { printf 'wharf-nginx: %s\n' "$*" >&2; }
 fail() {
@@ -60,19 +64,9 @@ if [[ $NGINX_STATUS_PORT == "${NGINX_PORT-}" || $NGINX_STATUS_PORT == "${NGINX_T
   fail "NGINX_STATUS_PORT ($NGINX_STATUS_PORT) must differ from the public ports"
 fi
 [[ ${NGINX_DNS_INTERVAL-} =~ ^[1-9][0-9]*$ ]] || fail "NGINX_DNS_INTERVAL must be a whole number of seconds"
-[[ ${NGINX_UPSTREAM_PRUNE_AFTER-} =~ ^[0-9]+$ ]] || fail "NGINX_UPSTREAM_PRUNE_AFTER must be a whole number of seconds"
-# One write per request was ~1/6 of the machine on the benchmark (nginx's system call plus the
-# container runtime copying each line): batch them, like the services' own log lines.
-if [[ ${NGINX_ACCESS_LOG_FLUSH-} == off ]]; then
-  export NGINX_ACCESS_LOG_BUFFERING=""
-elif [[ ${NGINX_ACCESS_LOG_FLUSH-} =~ ^[1-9][0-9]*(ms|s)$ ]]; then
-  export NGINX_ACCESS_LOG_BUFFERING="buffer=64k flush=$NGINX_ACCESS_LOG_FLUSH"
-else
-  fail "NGINX_ACCESS_LOG_FLUSH must be a time such as 1s or 500ms, or off (got '${NGINX_ACCESS_LOG_FLUSH-}')"
-fi
 if [[ $NGINX_TLS == on ]]; then
-  for name in NGINX_TLS_CERT NGINX_TLS_KEY; do
-    [[ -r ${!name} ]] || fail "$name: cannot read '${!name}' (NGINX_TLS=on needs a certificate and key)"
+  for file in "${tls_files[@]}"; do
+    [[ -r $file ]] || fail "cannot read '$file' (NGINX_TLS=on needs a certificate and key)"
   done
 fi
 
@@ -119,8 +113,7 @@ done < <(find "$src" -name '*.template' -print0)
 {
   echo "# Written by wharf-nginx-entrypoint from NGINX_REAL_IP_FROM."
   if [[ -n ${NGINX_REAL_IP_FROM-} ]]; then
-    [[ ${NGINX_REAL_IP_HEADER} =~ ^[A-Za-z0-9-]+$ ]] || fail "NGINX_REAL_IP_HEADER is not a header name"
-    echo "real_ip_header ${NGINX_REAL_IP_HEADER};"
+    echo "real_ip_header X-Forwarded-For;"
     echo "real_ip_recursive on;"
     for cidr in ${NGINX_REAL_IP_FROM//,/ }; do
       [[ $cidr =~ ^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$ ]] || fail "NGINX_REAL_IP_FROM: '$cidr' is not an address or CIDR"
@@ -139,6 +132,9 @@ done
 
 is_ip() { [[ $1 =~ ^[0-9.]+$ ]]; }
 
+# A replica that failed once (refused, timed out, answered 502) is skipped for 5 s.
+server_options="max_fails=1 fail_timeout=5s"
+
 # Prints upstreams.conf; in `reload` mode with the addresses the names resolve to right now.
 # With `--keep-on-failure` (the watcher), a name that does not resolve fails the whole render, so
 # a DNS hiccup keeps the last known replicas instead of taking them all out of service.
@@ -152,9 +148,9 @@ render_upstreams() {
     echo "upstream $name {"
     echo "    zone upstream_$name 64k;"
     if is_ip "$host"; then
-      echo "    server $host:$port max_fails=${NGINX_UPSTREAM_MAX_FAILS} fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};"
+      echo "    server $host:$port $server_options;"
     elif [[ $discovery == resolve ]]; then
-      echo "    server $host:$port resolve max_fails=${NGINX_UPSTREAM_MAX_FAILS} fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};"
+      echo "    server $host:$port resolve $server_options;"
     else
       addresses=$(getent ahostsv4 "$host" | awk '{print $1}' | sort -u -V || true)
       if [[ -z $addresses ]]; then
@@ -163,11 +159,14 @@ render_upstreams() {
         echo "    server 127.0.0.1:$port down;  # $host did not resolve"
       fi
       for ip in $addresses; do
-        echo "    server $ip:$port max_fails=${NGINX_UPSTREAM_MAX_FAILS} fail_timeout=${NGINX_UPSTREAM_FAIL_TIMEOUT};  # $host"
+        echo "    server $ip:$port $server_options;  # $host"
       done
     fi
-    echo "    keepalive ${NGINX_UPSTREAM_KEEPALIVE};"
-    echo "    keepalive_timeout ${NGINX_UPSTREAM_KEEPALIVE_TIMEOUT};"
+    # Idle connections kept per worker, closed after 1 s: below the 2 s a stopping gunicorn worker
+    # keeps its idle connections, so nginx closes one itself before the replica does and never
+    # sends a request on a connection being closed.
+    echo "    keepalive 16;"
+    echo "    keepalive_timeout 1s;"
     echo "}"
   done
 }
@@ -193,9 +192,9 @@ watch_upstreams() {
       if [[ -z $gone_since ]]; then
         gone_since=$SECONDS
         log "upstream addresses gone: $(comm -23 <(server_lines "$current") <(server_lines "$next") \
-          | grep -oE '[0-9.]+:[0-9]+' | paste -sd' '); pruning them in ${NGINX_UPSTREAM_PRUNE_AFTER}s"
+          | grep -oE '[0-9.]+:[0-9]+' | paste -sd' '); pruning them in ${prune_after}s"
       fi
-      ((SECONDS - gone_since >= NGINX_UPSTREAM_PRUNE_AFTER)) || continue
+      ((SECONDS - gone_since >= prune_after)) || continue
     fi
     gone_since=
     cp "$current" "$out/upstreams.previous"

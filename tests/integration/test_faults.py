@@ -296,7 +296,7 @@ def test_rolling_restart_of_every_api_and_auth_replica(faults: Stack, workload: 
                 after = container_ip(cid, network)
                 addresses.append((service, before, after))
                 # As an operator would: the next replica goes only once nginx sends this one
-                # traffic again (it skips a replica that refused for NGINX_UPSTREAM_FAIL_TIMEOUT).
+                # traffic again (it skips a replica that refused for 5 s, its fail_timeout).
                 assert _until(functools.partial(_served_by_nginx, faults, f"{after}:8000"), 60, 0.5), after
         time.sleep(2)
     counts = load.stop()

@@ -150,6 +150,12 @@ def _entrypoint_text() -> str:
     return (NGINX / "entrypoint.sh").read_text()
 
 
+def _fixed_in_templates(directive: str) -> list[str]:
+    """The values a directive is given in the templates (fixed values, not settings)."""
+    text = "\n".join(p.read_text() for p in (NGINX / "templates").rglob("*.template"))
+    return re.findall(rf"^\s*{directive} ([^\s;$]+)", text, re.MULTILINE)
+
+
 def _nginx(overlay: Rendering) -> tuple[Workload, dict[str, Any], dict[str, Any]]:
     workload = overlay.workload("nginx")
     (container,) = workload.pod["containers"]
@@ -184,12 +190,15 @@ def test_nginx_settings_pass_the_entrypoint_checks(overlay: Rendering) -> None:
     assert re.fullmatch(r"[1-9][0-9]*", effective["NGINX_DNS_INTERVAL"])
     assert re.fullmatch(r"[0-9]{1,5}", effective["NGINX_HTTPS_REDIRECT_PORT"])
     assert effective["NGINX_UPSTREAM_DISCOVERY"] in {"auto", "resolve", "reload"}
-    # `resolve` asks NGINX_RESOLVER, by default Docker's DNS; `reload` uses the pod's resolv.conf.
+    # `resolve` asks the template's resolver, Docker's DNS; `reload` uses the pod's resolv.conf.
+    (resolver,) = _fixed_in_templates("resolver")
     if effective["NGINX_UPSTREAM_DISCOVERY"] != "reload":
-        assert effective["NGINX_RESOLVER"] != DOCKER_DNS, "nginx would ask a DNS server that is not there"
+        assert resolver != DOCKER_DNS, "nginx would ask a DNS server that is not there"
     if effective["NGINX_HTTPS_REDIRECT"] == "on":
         assert effective["NGINX_TLS"] == "on", "NGINX_HTTPS_REDIRECT=on needs NGINX_TLS=on"
     if effective["NGINX_TLS"] == "on":
         mounted = workload.secret_files(container)
-        for name in ("NGINX_TLS_CERT", "NGINX_TLS_KEY"):
-            assert effective[name] in mounted, f"NGINX_TLS=on: {name}={effective[name]} is not mounted"
+        files = _fixed_in_templates("ssl_certificate") + _fixed_in_templates("ssl_certificate_key")
+        assert len(files) == 2, files
+        for file in files:
+            assert file in mounted, f"NGINX_TLS=on: {file} is not mounted"

@@ -284,9 +284,10 @@ def test_termination_grace_covers_prestop_plus_gunicorn_graceful_timeout(overlay
     nginx = overlay.workload("nginx")
     (c,) = nginx.pod["containers"]
     effective = nginx_effective_settings(overlay.env(c))
-    longest = _nginx_seconds(effective["NGINX_PROXY_CONNECT_TIMEOUT"]) + _nginx_seconds(
-        effective["NGINX_PROXY_READ_TIMEOUT"]
+    (connect,) = re.findall(
+        r"^proxy_connect_timeout (\S+);", (NGINX / "templates/snippets/proxy.conf.template").read_text(), re.MULTILINE
     )
+    longest = _nginx_seconds(connect) + _nginx_seconds(effective["NGINX_PROXY_READ_TIMEOUT"])
     assert re.search(r"^STOPSIGNAL SIGQUIT$", (NGINX / "Dockerfile").read_text(), re.MULTILINE)
     assert nginx.pod["terminationGracePeriodSeconds"] >= _prestop_seconds(c) + longest, "nginx is cut off"
     assert 3 <= _prestop_seconds(c) <= 15

@@ -35,7 +35,7 @@ PASSWORDS = (
 SIGNING_KEYS_DIR = "auth/signing-keys"
 KEY_NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 REDIS_ACL = "redis/users.acl"
-# The edge's self-signed development certificate (nginx, NGINX_TLS_CERT/NGINX_TLS_KEY).
+# The edge's self-signed development certificate (nginx reads /run/secrets/nginx/tls.{crt,key}).
 TLS_CERT = "nginx/tls.crt"
 TLS_KEY = "nginx/tls.key"
 TLS_NAMES = ("localhost",)

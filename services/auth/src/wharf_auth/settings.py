@@ -20,7 +20,7 @@ class AuthSettings(CommonSettings):
     signing_keys_dir: Path = Path("/run/secrets/auth/signing-keys")
     # A new key is published at once and signs only after this many seconds (counted from the UTC
     # time in its name, else its mtime), so every verifier can have fetched it first: keep it above
-    # the verifiers' JWKS_MIN_REFRESH_SECONDS (api: 5) plus one second (see keys.KeyRing.signing_key).
+    # the verifiers' JWKS refresh interval (api: wharf_api.JWKS_MIN_REFRESH_SECONDS, 5 s) plus one second.
     # 0 signs with a new key at once. Kubernetes sets more: a rotated Secret reaches pods late.
     signing_key_activation_seconds: int = Field(default=10, ge=0, le=3600)
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
