@@ -243,6 +243,35 @@ def test_postgres_stopped(faults: Stack, workload: Workload) -> None:
     assert _restart_state(faults, "api", "auth", "nginx") == untouched
 
 
+def test_postgres_hung(faults: Stack, workload: Workload) -> None:
+    """``docker pause``: Postgres's kernel still accepts and acknowledges, nothing answers, and no
+    statement_timeout runs. The services give up on each call (statement timeout + 2 s, 3 s to
+    connect): 503 problem+json, never a hang or a bare 5xx; the pools recover on unpause."""
+    workload.warm()
+    postgres = faults.container_id("postgres")
+    with Load(workload.operations("read", "list", "create", "patch", "me")) as load:
+        time.sleep(1)
+        docker("pause", postgres)
+        try:
+            during = _window(load, 12)
+        finally:
+            docker("unpause", postgres)
+        with requests.Session() as session:
+            recovered = _until(
+                lambda: workload.create_user(session).status_code == 201 and workload.me(session).status_code == 200, 15
+            )
+        after = _window(load, 3)
+    counts = load.stop()
+    _report("Postgres hung (docker pause)", counts)
+
+    assert _failures(counts, lambda _op, outcome: outcome == PROBLEM) == Counter(), counts
+    assert during["read 200 HIT"] > 0, during  # cached reads never waited for Postgres
+    for operation in ("create", "me"):
+        assert during[f"{operation} {PROBLEM}"] > 0, during
+    assert recovered, "requests did not succeed within 15 s of Postgres answering again"
+    assert _failures(after) == Counter(), after
+
+
 def test_redis_stopped(faults: Stack, workload: Workload) -> None:
     workload.warm()
     with Load(workload.operations("read", "list", "create", "patch")) as load:
