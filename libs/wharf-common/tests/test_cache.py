@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.cache import CacheConfig
 from redis.retry import Retry
 
 from wharf_common.cache import BREAKER_PAUSE_SECONDS, Cache
@@ -46,6 +47,26 @@ def test_a_filled_item_is_a_hit_until_a_write_changes_it(make_cache: Callable[..
     assert other_replica.item("notes", "1").document == b'{"v":1}'
     other_replica.changed("notes", "1")
     assert cache.item("notes", "1").document is None
+
+
+def test_with_copies_in_memory_a_write_elsewhere_is_seen_by_the_next_lookup(
+    make_cache: Callable[..., Cache], redis_url: str
+) -> None:
+    """Each process answers repeated lookups from memory (redis-py's client-side caching); a write
+    through another process reaches that memory before the writer's call returns."""
+    local = [redis.Redis.from_url(redis_url, protocol=3, cache_config=CacheConfig()) for _ in range(2)]
+    first, second = make_cache(local[0]), make_cache(local[1])
+    try:
+        for n in range(50):
+            writer, reader = (first, second) if n % 2 else (second, first)
+            reader.fill(reader.item("notes", "1"), f"v{n}".encode())
+            assert reader.item("notes", "1").document == f"v{n}".encode()  # from memory now
+            assert writer.item("notes", "1").document == f"v{n}".encode()
+            writer.changed("notes", "1")
+            assert reader.item("notes", "1").document is None, n
+    finally:
+        for client in local:
+            client.close()
 
 
 def test_a_fill_that_raced_a_write_is_never_served(make_cache: Callable[..., Cache]) -> None:

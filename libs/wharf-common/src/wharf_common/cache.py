@@ -9,6 +9,12 @@ as a hit at once, on every replica. A lookup reads the stamps and the document i
 read that raced a write stores its document under a stamp the write has already retired, so it is
 never served.
 
+Each process keeps the answers to its lookups in memory with redis-py's own client-side caching
+(``CacheConfig``, RESP3 ``CLIENT TRACKING``): Redis pushes an invalidation to every process that
+holds an answer as soon as one of its keys changes, and redis-py applies the pushes waiting on a
+connection before it serves an answer. A connection that goes silent without closing brings no
+pushes, so at least once per ``CONFIRM_SECONDS`` a PING proves Redis still answers.
+
 Redis errors never fail a request: a lookup is a miss, a fill is skipped, and a circuit breaker
 leaves a failing Redis alone for a few seconds, so that an outage costs one short timeout now and
 then, not one per call. A write whose stamps could not be replaced replaces the namespace's stamp
@@ -18,6 +24,7 @@ then, not one per call. A write whose stamps could not be replaced replaces the 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +33,7 @@ from typing import TypeVar
 import pybreaker
 import redis
 from redis.backoff import NoBackoff
+from redis.cache import CacheConfig
 from redis.retry import Retry
 
 from wharf_common.settings import CommonSettings
@@ -38,9 +46,14 @@ BREAKER_PAUSE_SECONDS = 2  # how long a failing Redis is left alone before it is
 # A replaced stamp outlives every document cached under its predecessor, plus a reader that
 # stalled between its lookup and its fill (requests end well within this).
 STAMP_GRACE_SECONDS = 300
+CONFIRM_SECONDS = 1.0  # longest a process answers from memory without hearing from Redis
+LOCAL_ENTRIES = 10_000  # answers each process keeps in memory
 
 
-def make_redis(settings: CommonSettings) -> redis.Redis:
+def make_redis(settings: CommonSettings, *, local_copies: bool = False) -> redis.Redis:
+    """A client of the configured Redis; with ``local_copies``, answers to reads are kept in this
+    process's memory while Redis says they are current (redis-py's client-side caching)."""
+    extra = {"protocol": 3, "cache_config": CacheConfig(max_size=LOCAL_ENTRIES)} if local_copies else {}
     return redis.Redis.from_url(
         str(settings.redis_url),
         username=settings.redis_username,
@@ -50,6 +63,7 @@ def make_redis(settings: CommonSettings) -> redis.Redis:
         retry=Retry(NoBackoff(), retries=1),  # once at once: a pooled connection may have been dropped
         health_check_interval=30,
         client_name=settings.service_name,
+        **extra,
     )
 
 
@@ -91,6 +105,7 @@ class Cache:
         self._ttl = ttl
         self._breaker = make_breaker()
         self._lost_change = False  # a write's stamps could not be replaced
+        self._confirmed_at = -CONFIRM_SECONDS  # when Redis last answered a PING
 
     @property
     def enabled(self) -> bool:
@@ -124,7 +139,10 @@ class Cache:
         if not self.enabled:
             return Lookup(key, None, None)
         found = self._guarded(
-            lambda: self._redis.mget(self._stamp_key("namespace"), self._stamp_key(subject), self._key(key)),
+            lambda: (
+                self._confirmed()
+                and self._redis.mget(self._stamp_key("namespace"), self._stamp_key(subject), self._key(key))
+            ),
             None,
             "lookup",
         )
@@ -134,6 +152,14 @@ class Cache:
         stamps = (namespace or b"") + b" " + (stamp or b"")
         seen, _, document = (stored or b"").partition(b"\n")
         return Lookup(key, stamps, document if stored is not None and seen == stamps else None)
+
+    def _confirmed(self) -> bool:
+        """PING Redis if it has not answered one for CONFIRM_SECONDS (raises if it does not answer)."""
+        now = time.monotonic()
+        if now - self._confirmed_at > CONFIRM_SECONDS:
+            self._redis.ping()
+            self._confirmed_at = now
+        return True
 
     def _replace_stamps(self, subjects: list[str]) -> bool:
         pipe = self._redis.pipeline(transaction=False)

@@ -7,12 +7,12 @@ from pathlib import Path
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
-from wharf_api import cli, extensions, users
+from wharf_api import cli, extensions, views
 from wharf_api.models import SCHEMA
 from wharf_api.settings import ApiSettings
 from wharf_common import authn, migrations, openapi
 from wharf_common import extensions as common
-from wharf_common.cache import Cache
+from wharf_common.cache import Cache, make_redis
 from wharf_common.revocation import RevocationSet, loader
 from wharf_common.settings import load_settings
 from wharf_common.tokens import JwksCache, TokenVerifier, fetch_json
@@ -45,9 +45,9 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     app = create_base_app(__name__, settings)
     migrations.init_app(app, Path(__file__).parent / "migrations", SCHEMA)
     authn.init_app(app, _authenticator(app, settings))
-    cache = Cache(common.of(app).redis, namespace="api", ttl=settings.cache_ttl_seconds)
+    cache = Cache(make_redis(settings, local_copies=True), namespace="api", ttl=settings.cache_ttl_seconds)
     extensions.init_app(app, extensions.ApiExtensions(cache))
-    app.register_blueprint(users.bp)
+    views.init_app(app)
     cli.init_app(app)
 
     @app.get("/openapi.json")

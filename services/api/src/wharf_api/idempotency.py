@@ -13,9 +13,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from flask import Response, request
-from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from wharf_api import queries
 from wharf_api.documents import etag_of
 from wharf_api.models import IdempotencyKey
 from wharf_common.problems import Problem
@@ -47,13 +47,11 @@ def _lock_id(owner: str, key: str) -> int:
 
 def begin(session: Session, owner: str, key: str, request_hash: str) -> Response | None:
     """Take the key for this transaction; the stored response if it was already used for ``body``."""
-    if not session.scalar(select(func.pg_try_advisory_xact_lock(_lock_id(owner, key)))):
+    if not queries.try_transaction_lock(session, lock_id=_lock_id(owner, key)):
         raise Problem(409, "A request with this Idempotency-Key is still in progress.", slug="idempotency-key-in-use")
     cutoff = datetime.now(UTC) - TTL
-    # Housekeeping, a bounded batch at a time: records older than the TTL.
-    expired = select(IdempotencyKey.owner, IdempotencyKey.key).where(IdempotencyKey.created_at < cutoff).limit(100)
-    session.execute(delete(IdempotencyKey).where(tuple_(IdempotencyKey.owner, IdempotencyKey.key).in_(expired)))
-    stored = session.get(IdempotencyKey, (owner, key))
+    queries.delete_idempotency_records(session, older_than=cutoff)  # housekeeping, a bounded batch
+    stored = queries.idempotency_record(session, owner=owner, key=key)
     if stored is not None and stored.created_at < cutoff:  # expired: the key is free again
         session.delete(stored)
         session.flush()

@@ -10,12 +10,14 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, bindparam, select
+from sqlalchemy import Row, Select, Table, bindparam, delete, func, select, tuple_
 from sqlalchemy import insert as insert_into
 from sqlalchemy.orm import Session
 
+from wharf_api.models import IdempotencyKey
 from wharf_common.db import autocommit_connection
 
 
@@ -56,3 +58,19 @@ def insert(*, table: Table, values: dict[str, Any], session: Session | None = No
 def lock_by_id(session: Session, *, model: type[Any], key: uuid.UUID) -> Any:
     """The ORM object, locked (``FOR UPDATE``) until the session ends; None if there is none."""
     return session.get(model, key, with_for_update=True)
+
+
+def try_transaction_lock(session: Session, *, lock_id: int) -> bool:
+    """A Postgres advisory lock held until the session's transaction ends; False if another holds it."""
+    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(lock_id))))
+
+
+def idempotency_record(session: Session, *, owner: str, key: str) -> IdempotencyKey | None:
+    return session.get(IdempotencyKey, (owner, key))
+
+
+def delete_idempotency_records(session: Session, *, older_than: datetime, batch: int = 100) -> None:
+    expired = select(IdempotencyKey.owner, IdempotencyKey.key).where(IdempotencyKey.created_at < older_than)
+    session.execute(
+        delete(IdempotencyKey).where(tuple_(IdempotencyKey.owner, IdempotencyKey.key).in_(expired.limit(batch)))
+    )
