@@ -1,4 +1,4 @@
-"""JSON log lines through the standard library's queue handler: fields, order, forks, exit."""
+"""JSON log lines through the standard library's stream handler: fields, order, forks, exit."""
 
 from __future__ import annotations
 
