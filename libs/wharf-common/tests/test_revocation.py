@@ -155,3 +155,45 @@ def test_an_unbroken_subscription_keeps_an_old_set_fresh(clock: Clock) -> None:
         assert not revocations.is_fresh()
     finally:
         revocations.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "loaded"),
+    [
+        (b'{"revocations": [{"kind": "jti", "value": "j1", "exp": 5.0, "issued_before": null}]}', 1),
+        (b'{"revocations": [{"kind": "account", "value": "a", "exp": 5.0}]}', None),  # no issued_before
+        (b'{"revocations": {"kind": "jti"}}', None),
+        (b"[]", None),
+        (b"not json", None),
+    ],
+)
+def test_the_loader_takes_auths_list_whole_or_not_at_all(body: bytes, loaded: int | None) -> None:
+    """A malformed list must fail the re-sync (the set then goes stale and fails closed), never
+    replace the set with a partial one."""
+    import http.server
+    import threading
+
+    from wharf_common.revocation import loader
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        load = loader(f"http://127.0.0.1:{server.server_port}/internal/revocations")
+        if loaded is None:
+            with pytest.raises(ValueError):  # noqa: PT011 - malformed JSON or a malformed list, both ValueError
+                load()
+        else:
+            assert len(load()) == loaded
+    finally:
+        server.shutdown()
+        server.server_close()
