@@ -60,7 +60,7 @@ k8s-validate: ## Render every k8s/ overlay with the pinned kustomize and check i
 	@scripts/k8s-tools.sh >/dev/null
 	@.venv/bin/pytest tests/k8s -q
 
-bench: ## Load-test the stack through nginx (own project wharf-bench, ~10 min); results: bench/results/, bench/README.md
+bench: ## Load-test the stack through nginx (own project wharf-bench, about 6 min); results: bench/results/, bench/README.md
 	@scripts/bench.sh
 
 lint: ## ruff (lint + format check), compose config, shell syntax
