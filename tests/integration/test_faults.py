@@ -210,6 +210,15 @@ def _login(stack: Stack, email: str) -> int:
     ).status_code
 
 
+def _postgres_serves_again(workload: Workload, seconds: float) -> bool:
+    """Whether a create (api) and a /me (auth) both succeed within ``seconds``."""
+    with requests.Session() as session:
+        return _until(
+            lambda: workload.create_user(session).status_code == 201 and workload.me(session).status_code == 200,
+            seconds,
+        )
+
+
 # -- the faults ---------------------------------------------------------------------------------
 
 
@@ -223,10 +232,7 @@ def test_postgres_stopped(faults: Stack, workload: Workload) -> None:
         during = _window(load, 8)
         faults.compose("start", "postgres")
         wait_healthy(faults.container_id("postgres"))
-        with requests.Session() as session:
-            recovered = _until(
-                lambda: workload.create_user(session).status_code == 201 and workload.me(session).status_code == 200, 10
-            )
+        recovered = _postgres_serves_again(workload, 10)
         after = _window(load, 3)
     counts = load.stop()
     _report("Postgres stopped", counts)
@@ -256,10 +262,7 @@ def test_postgres_hung(faults: Stack, workload: Workload) -> None:
             during = _window(load, 12)
         finally:
             docker("unpause", postgres)
-        with requests.Session() as session:
-            recovered = _until(
-                lambda: workload.create_user(session).status_code == 201 and workload.me(session).status_code == 200, 15
-            )
+        recovered = _postgres_serves_again(workload, 15)
         after = _window(load, 3)
     counts = load.stop()
     _report("Postgres hung (docker pause)", counts)

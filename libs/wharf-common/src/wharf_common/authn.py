@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar, cast
 from flask import Flask, g, request
 
 from wharf_common import extensions, metrics
-from wharf_common.problems import RETRY_AFTER_SECONDS, Problem
+from wharf_common.problems import Problem, unavailable
 from wharf_common.revocation import RevocationsUnavailable
 from wharf_common.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 
@@ -41,16 +41,6 @@ def unauthorized(detail: str = "Missing, invalid or revoked access token.", *, t
     # RFC 6750 section 3: no error code when the request carried no credentials at all.
     challenge = 'Bearer realm="wharf", error="invalid_token"' if token_sent else 'Bearer realm="wharf"'
     return Problem(401, detail, slug="unauthorized", headers={"WWW-Authenticate": challenge})
-
-
-def _unavailable(detail: str) -> Problem:
-    return Problem(
-        503,
-        detail,
-        slug="dependency-unavailable",
-        title="Service Unavailable",
-        headers={"Retry-After": RETRY_AFTER_SECONDS},
-    )
 
 
 def bearer_token() -> str:
@@ -83,7 +73,7 @@ class Authenticator:
             claims = self.verifier.verify(token)
         except KeysUnavailable:
             outcome.labels("unavailable").inc()
-            raise _unavailable("Token signing keys are not available yet; retry later.") from None
+            raise unavailable("Token signing keys are not available yet; retry later.") from None
         except InvalidToken:
             outcome.labels("invalid").inc()
             raise unauthorized() from None
@@ -92,7 +82,7 @@ class Authenticator:
                 revoked = self.revocations.is_revoked(claims)
             except RevocationsUnavailable:
                 outcome.labels("unavailable").inc()
-                raise _unavailable("Token revocations cannot be checked right now; retry later.") from None
+                raise unavailable("Token revocations cannot be checked right now; retry later.") from None
             if revoked:
                 outcome.labels("revoked").inc()
                 raise unauthorized()

@@ -55,6 +55,18 @@ class Problem(Exception):
         self.extra = extra
 
 
+def unavailable(detail: str, **extra: Any) -> Problem:
+    """503 for a dependency that cannot answer right now, with ``Retry-After``."""
+    return Problem(
+        503,
+        detail,
+        slug="dependency-unavailable",
+        title="Service Unavailable",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+        **extra,
+    )
+
+
 def problem_body(problem: Problem, request_id: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": TYPE_BASE + problem.slug,
@@ -97,16 +109,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PoolTimeoutError)
     def _database_unavailable(error: Exception) -> Response:
         log.warning("database unavailable: %s", type(error).__name__)
-        return problem_response(
-            Problem(
-                503,
-                "The database is unavailable; retry later.",
-                slug="dependency-unavailable",
-                title="Service Unavailable",
-                headers={"Retry-After": RETRY_AFTER_SECONDS},
-                dependency="postgres",
-            )
-        )
+        return problem_response(unavailable("The database is unavailable; retry later.", dependency="postgres"))
 
     @app.errorhandler(DBAPIError)
     def _database_error(error: DBAPIError) -> Response:

@@ -200,31 +200,26 @@ def create(
     gets the recorded answer again (the row is then None: nothing was created). A unique
     constraint's violation is ``conflict``."""
     key = idempotency.key_from_request()
-    if key is None:
-        try:
-            row = queries.insert(table=table, values=values)  # one statement, committed on its own
-        except IntegrityError:
-            if conflict is None:
-                raise
-            raise conflict from None
-        document = json_bytes(to_json(row))
-    else:
-        owner = current_principal().subject
-        session = get_session()
-        request_hash = idempotency.fingerprint(request.get_data())
-        replay = idempotency.begin(session, owner, key, request_hash)
-        if replay is not None:
-            return replay, None
-        try:
+    session = get_session() if key is not None else None  # without a key: one statement, committed alone
+    try:
+        if session is None:
+            row = queries.insert(table=table, values=values)
+            document, where = json_bytes(to_json(row)), location(row)
+        else:
+            owner, request_hash = current_principal().subject, idempotency.fingerprint(request.get_data())
+            replay = idempotency.begin(session, owner, key, request_hash)
+            if replay is not None:
+                return replay, None
             row = queries.insert(table=table, values=values, session=session)
-            document = json_bytes(to_json(row))
-            idempotency.record(session, owner, key, request_hash, 201, document, location(row))
+            document, where = json_bytes(to_json(row)), location(row)
+            idempotency.record(session, owner, key, request_hash, 201, document, where)
             session.commit()
-        except IntegrityError:
+    except IntegrityError:
+        if session is not None:
             session.rollback()
-            if conflict is None:
-                raise
-            raise conflict from None
+        if conflict is None:
+            raise
+        raise conflict from None
     response = json_response(document, 201, etag=True)
-    response.headers["Location"] = location(row)
+    response.headers["Location"] = where
     return response, row
