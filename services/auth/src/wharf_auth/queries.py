@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from wharf_auth.models import Account, RefreshToken
+from wharf_auth.models import Account, AccountToken, RefreshToken
 from wharf_auth.models import Revocation as RevocationRow
 from wharf_common.revocation import Revocation
 
@@ -25,6 +25,11 @@ def account_by_email(session: Session, *, email: str) -> Account | None:
 
 def account_by_id(session: Session, *, account_id: uuid.UUID) -> Account | None:
     return session.get(Account, account_id)
+
+
+def lock_account(session: Session, *, account: Account) -> None:
+    """Hold the account's row until the transaction ends (serialises issuing its mailed tokens)."""
+    session.execute(select(Account.id).where(Account.id == account.id).with_for_update())
 
 
 # -- refresh tokens -----------------------------------------------------------------------------
@@ -71,6 +76,58 @@ def revoke_refresh_tokens(
     if account_id is not None:
         conditions.append(RefreshToken.account_id == account_id)
     session.execute(update(RefreshToken).where(*conditions).values(revoked_at=now))
+
+
+# -- mailed tokens (password reset, email verification) -----------------------------------------
+
+
+def add_account_token(
+    session: Session, *, account_id: uuid.UUID, purpose: str, token_hash: str, now: datetime, expires_at: datetime
+) -> None:
+    """A new token of ``purpose`` for the account; its earlier unused ones of that purpose stop working."""
+    session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.account_id == account_id,
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+            AccountToken.superseded_at.is_(None),
+        )
+        .values(superseded_at=now)
+    )
+    session.add(
+        AccountToken(
+            id=uuid.uuid4(), account_id=account_id, purpose=purpose, token_hash=token_hash, expires_at=expires_at
+        )
+    )
+
+
+def account_token(session: Session, *, token_hash: str, purpose: str) -> AccountToken | None:
+    return session.scalars(
+        select(AccountToken).where(AccountToken.token_hash == token_hash, AccountToken.purpose == purpose)
+    ).one_or_none()
+
+
+def claim_account_token(session: Session, *, token_hash: str, purpose: str, now: datetime) -> uuid.UUID | None:
+    """The account id of the usable token with this hash, now marked used; None if there is none.
+    Of two concurrent claims of one token only one UPDATE matches."""
+    return session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.token_hash == token_hash,
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+            AccountToken.superseded_at.is_(None),
+            AccountToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(AccountToken.account_id)
+    ).scalar_one_or_none()
+
+
+def delete_account_tokens_expired_before(session: Session, *, before: datetime) -> None:
+    """Housekeeping: tokens long expired (kept a while so that reuse is still told apart from a typo)."""
+    session.execute(delete(AccountToken).where(AccountToken.expires_at < before))
 
 
 # -- revocations of access tokens ---------------------------------------------------------------

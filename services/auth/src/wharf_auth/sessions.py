@@ -47,6 +47,7 @@ def issue_tokens(session: Session, account: Account, family_id: uuid.UUID) -> di
         audience=config.token_audience,
         subject=str(account.id),
         roles=list(account.roles or []),
+        email_verified=account.email_verified_at is not None,
         family_id=str(family_id),
         ttl=config.access_token_ttl_seconds,
     )
@@ -64,6 +65,19 @@ def issue_tokens(session: Session, account: Account, family_id: uuid.UUID) -> di
         "expires_in": config.access_token_ttl_seconds,
         "refresh_token": refresh,
     }
+
+
+def set_password(session: Session, account: Account, password_hash: str) -> Revocation:
+    """Set the account's password and end every session of it, in the caller's transaction:
+    :func:`announce` the returned revocation once committed."""
+    changed_at = now()
+    account.password_hash = password_hash
+    account.updated_at = changed_at
+    account.tokens_valid_after = changed_at
+    queries.revoke_refresh_tokens(session, now=changed_at, account_id=account.id)
+    everything_before = Revocation("account", str(account.id), covering_expiry(), changed_at.timestamp())
+    revoke(session, everything_before)
+    return everything_before
 
 
 def covering_expiry() -> float:
