@@ -12,7 +12,7 @@ BACKUP_DIR ?= backups
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
 .PHONY: help up dev observability down logs ps images test test-unit test-integration test-faults k8s-validate bench lint fmt config lock base-images clean admin rotate-keys \
-	migrate backup restore psql redis-cli shell
+	migrate backup restore psql redis-cli shell mail
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -122,9 +122,12 @@ restore: ## Replace both schemas with a backup: make restore FILE=backups/wharf-
 psql: ## Open psql on the database as the Postgres superuser
 	@$(EXEC) postgres psql -U postgres -d wharf
 
-redis-cli: ## Open redis-cli as a service's Redis user (REDIS_USER=api|auth, default api)
+redis-cli: ## Open redis-cli as a service's Redis user (REDIS_USER=api|auth|auth-mail, default api)
 	@$(EXEC) -e REDISCLI_AUTH="$$(cat "$(SECRETS_DIR)/$(or $(REDIS_USER),api)/redis_password")" redis \
 	  redis-cli --user "$(or $(REDIS_USER),api)"
+
+mail: ## What the development mail sink received: a list, or one message with N=<number> (N=-1: the newest)
+	@$(EXEC) mail-sink python /app/mailsink.py $(if $(N),show $(N),list)
 
 shell: ## Open a shell in a running service container: make shell SERVICE=api
 	@test -n "$(SERVICE)" || { echo "usage: make shell SERVICE=api|auth|nginx|postgres|redis" >&2; exit 2; }
