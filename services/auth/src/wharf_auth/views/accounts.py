@@ -14,7 +14,7 @@ from wharf_auth import events, extensions, sessions
 from wharf_auth import passwords as policy
 from wharf_auth.models import Account
 from wharf_auth.schemas import AccountOut, MeOut, PasswordChangeBody, RegisterBody
-from wharf_auth.views import recovery
+from wharf_auth.views.recovery import queue_verification
 from wharf_common.db import get_session, insert_unique
 from wharf_common.openapi import Response as Doc
 from wharf_common.openapi import operation
@@ -39,7 +39,7 @@ def register() -> ResponseReturnValue:
     account = Account(id=uuid.uuid4(), email=body.email, name=body.name, password_hash=password_hash)
     insert_unique(account, "An account with this email already exists.")
     events.emit("register", account_id=account.id)
-    recovery.queue_verification(account.email)
+    queue_verification(account.email)
     return jsonify(_account_json(account)), 201
 
 
