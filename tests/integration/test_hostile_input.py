@@ -215,6 +215,17 @@ CASES: dict[str, tuple[Send, tuple[int, ...]]] = {
     "very long header": (_get("/api/users", **{"X-Filler": "f" * 10_000}), (431,)),
     "oversized bearer token": (_get("/api/users", Authorization="Bearer " + "a" * 10_000), (431,)),
     "long bearer token": (_get("/api/users", Authorization="Bearer " + "a" * 7000), (401,)),
+    "SQL in a reset token": (
+        _post("/auth/password-reset/confirm", json.dumps({"token": SQL, "new_password": SQL * 3})),
+        (400,),
+    ),
+    "NUL byte in a reset email": (_post("/auth/password-reset", '{"email": "a\\u0000@example.com"}'), (422,)),
+    "very long verification token": (_post("/auth/verify-email", json.dumps({"token": "t" * 100_000})), (422,)),
+    "verification token of the wrong type": (_post("/auth/verify-email", '{"token": {"$ne": null}}'), (422,)),
+    "form-encoded reset request": (
+        _post("/auth/password-reset", "email=a%40b.c", "application/x-www-form-urlencoded"),
+        (415,),
+    ),
     "CRLF in a query (header injection)": (_get("/api/users?cursor=%0d%0aSet-Cookie:%20pwned=1"), (422,)),
     "Idempotency-Key too long": (
         lambda stack, headers: requests.post(

@@ -235,7 +235,7 @@ def test_login_returns_tokens(client: FlaskClient) -> None:
     assert response.headers["Cache-Control"] == "no-store"
     me = client.get("/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
-    assert set(me.get_json()) == {"id", "email", "name", "roles"}
+    assert set(me.get_json()) == {"id", "email", "email_verified", "name", "roles"}
     assert me.get_json()["roles"] == ["user"]
     assert me.get_json()["email"] == "ada@example.com"
     # a refresh token is not an access token, and a token in the URL is never read
