@@ -421,6 +421,21 @@ def test_smtp_outage_is_retried_with_backoff_and_logged_without_secrets(
         assert sorted(tuple(row) for row in states) == [(False, True), (True, False)]  # the unsent one superseded
 
 
+def test_a_database_outage_is_retried_and_logged_without_the_address(
+    app: Flask,
+    client: FlaskClient,
+    worker_settings: Callable[..., MailWorkerSettings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ask_reset(client, "ada@example.com")
+    with caplog.at_level(logging.INFO):
+        run_jobs(worker_settings(database_url=f"postgresql://auth@127.0.0.1:{_free_port()}/wharf"))
+    assert "ada@example.com" not in caplog.text  # SQLAlchemy's errors would carry it as a parameter
+    assert "MailJobFailed: database error" in caplog.text
+    (job_id,) = ScheduledJobRegistry(queue=mail.queue(common.of(app).redis)).get_job_ids()
+    assert job_id
+
+
 def test_the_message_has_both_bodies_from_the_templates(
     client: FlaskClient, inbox: Inbox, worker_settings: Callable[..., MailWorkerSettings]
 ) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+import uuid
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -24,6 +25,7 @@ import redis
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wharf_auth import events, queries, recovery
@@ -45,8 +47,10 @@ SUBJECTS = {recovery.RESET: "Reset your Wharf password", recovery.VERIFY: "Confi
 PAGES = {recovery.RESET: "reset-password", recovery.VERIFY: "verify-email"}
 
 
-class MailNotSent(Exception):
-    """The SMTP server did not take the message (RQ retries the job). Carries no address or token."""
+class MailJobFailed(Exception):
+    """The database or the SMTP server failed the job (RQ retries it). Its message, which RQ logs,
+    names neither the address nor the token, unlike the errors it replaces (SQLAlchemy's carry
+    the statement's parameters)."""
 
 
 def queue(connection: redis.Redis) -> Queue:
@@ -109,22 +113,35 @@ def send_email_verification(email: str) -> None:
 
 def _send(purpose: str, email: str) -> None:
     found = runtime()
+    try:
+        prepared = _prepare(found, purpose, email)
+    except SQLAlchemyError as exc:
+        events.emit(f"{purpose}_mail_failed", email=email, level=logging.WARNING)
+        raise MailJobFailed(f"database error: {type(exc).__name__}") from None
+    if prepared is None:
+        events.emit(f"{purpose}_mail_skipped", email=email)
+        return
+    account_id, message = prepared
+    try:
+        deliver(found.settings, message)
+    except (smtplib.SMTPException, OSError) as exc:
+        events.emit(f"{purpose}_mail_failed", account_id=account_id, level=logging.WARNING)
+        raise MailJobFailed(f"SMTP server did not take the message: {type(exc).__name__}") from None
+    events.emit(f"{purpose}_mail_sent", account_id=account_id)
+
+
+def _prepare(found: Runtime, purpose: str, email: str) -> tuple[uuid.UUID, EmailMessage] | None:
+    """The account's id and its message with a new token (committed), or None: nothing to send."""
     with found.sessions() as session:
         account = queries.account_by_email(session, email=email)
         if account is None or (purpose == recovery.VERIFY and account.email_verified_at is not None):
-            events.emit(f"{purpose}_mail_skipped", email=email)
-            return
+            return None
         token = recovery.issue(
             session, account, purpose, now=now(), ttl_seconds=found.settings.account_token_ttl_seconds
         )
         message = compose(found, purpose, account, token)
         session.commit()  # before sending: a mailed token must exist; an unsent one is superseded on retry
-    try:
-        deliver(found.settings, message)
-    except (smtplib.SMTPException, OSError) as exc:
-        events.emit(f"{purpose}_mail_failed", account_id=account.id, level=logging.WARNING)
-        raise MailNotSent(f"SMTP server did not take the message: {type(exc).__name__}") from None
-    events.emit(f"{purpose}_mail_sent", account_id=account.id)
+        return account.id, message
 
 
 def link(settings: MailWorkerSettings, purpose: str, token: str) -> str:
