@@ -11,6 +11,7 @@ beside it and puts jobs whose retry pause is over back on the queue.
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 import uuid
@@ -31,6 +32,20 @@ WORKER_TTL_SECONDS = 60
 SOCKET_TIMEOUT_SECONDS = WORKER_TTL_SECONDS + 15
 
 
+class WithholdJobArguments(logging.Filter):
+    """RQ logs a failed job's arguments (an email address) as extra fields of the record, which the
+    JSON log lines would show: they are replaced before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name in ("arguments", "kwargs"):
+            if hasattr(record, name):
+                setattr(record, name, "[withheld]")
+        return True
+
+
+WITHHOLD_JOB_ARGUMENTS = WithholdJobArguments()
+
+
 def connect(settings: MailWorkerSettings) -> redis.Redis:
     return redis.Redis.from_url(
         str(settings.redis_url),
@@ -43,6 +58,7 @@ def connect(settings: MailWorkerSettings) -> redis.Redis:
 
 
 def make_worker(connection: redis.Redis) -> SimpleWorker:
+    logging.getLogger("rq.worker").addFilter(WITHHOLD_JOB_ARGUMENTS)  # once: addFilter skips a repeat
     return SimpleWorker(
         [mail.queue(connection)],
         connection=connection,
