@@ -464,7 +464,8 @@ def test_redis_users_have_what_queueing_and_working_need_and_no_more(
     worker's user may run it, and the worker's user reaches none of auth's own keys."""
     admin = common.of(app).redis
     rules = devsecrets.redis_acl("auth-test-password", "api-test-password", "mail-test-password")
-    users = {}
+    users: dict[str, str] = {}
+    clients: list[redis.Redis] = []
     for line in rules.splitlines():
         _, name, *rule = line.split()
         if name != "default":
@@ -473,12 +474,14 @@ def test_redis_users_have_what_queueing_and_working_need_and_no_more(
     try:
         url = str(app_settings(app).redis_url)
         as_auth = redis.Redis.from_url(url, username=users["auth"], password="auth-test-password")
+        clients.append(as_auth)
         mail.enqueue(as_auth, "verify", "ada@example.com")  # no account: nothing is sent, the job still runs
         register(client)
         mail.enqueue(as_auth, "reset", "ada@example.com")
         run_jobs(worker_settings(redis_username=users["auth-mail"], redis_password="mail-test-password"))
         assert [m["Subject"] for m in inbox.to("ada@example.com")].count(mail.SUBJECTS["reset"]) == 1
         as_worker = redis.Redis.from_url(url, username=users["auth-mail"], password="mail-test-password")
+        clients.append(as_worker)
         for command in (
             ("GET", "auth:login-failures:x"),
             ("SET", "auth:x", "1"),
@@ -491,6 +494,8 @@ def test_redis_users_have_what_queueing_and_working_need_and_no_more(
     finally:
         for user in users.values():
             admin.execute_command("ACL", "DELUSER", user)
+        for client_of_user in clients:
+            client_of_user.close()
 
 
 def app_settings(app: Flask) -> AuthSettings:
