@@ -41,8 +41,9 @@ class PasswordChangeBody(Strict):
     new_password: Password
 
 
-# A mailed token (43 characters as issued); anything else is answered as an invalid token (400).
-MailedToken = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+# A mailed token (43 characters as issued); any other string is answered as an invalid token
+# (400), a JWT included. The bound only stops absurd bodies early (422).
+MailedToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
 class EmailBody(Strict):
