@@ -247,6 +247,27 @@ def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> d
     return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
 
 
+def run_make(
+    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``make ARGS`` on this stack's compose project, without a terminal (as from a script or CI)."""
+    env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
+    if backup_dir is not None:
+        env["BACKUP_DIR"] = str(backup_dir)
+    result = subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The fault table (tests/integration/test_faults.py), when fault tests ran; tests/README.md keeps the latest."""
     from .load import FAULT_REPORT, format_report

@@ -14,7 +14,7 @@ import jwt
 import pytest
 import requests
 
-from .conftest import ISSUED_SECRETS, PASSWORD, ROOT, Stack, register
+from .conftest import ISSUED_SECRETS, PASSWORD, Stack, register, run_make
 
 pytestmark = pytest.mark.integration
 
@@ -118,20 +118,9 @@ def test_resend_is_limited_per_address(stack: Stack, http: requests.Session) -> 
 def test_make_mail_lists_and_shows_what_was_sent(stack: Stack, http: requests.Session) -> None:
     email = register(stack, http)
     mails_to(stack, email, "Confirm")
-    env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
 
     def make(*args: str) -> str:
-        result = subprocess.run(
-            ["make", "--no-print-directory", "mail", *args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
+        return run_make(stack, "mail", *args).stdout
 
     listed = [line for line in make().splitlines() if email in line]
     assert len(listed) == 1
