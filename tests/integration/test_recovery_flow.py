@@ -106,6 +106,26 @@ def test_email_verification_completes_through_the_edge(stack: Stack, http: reque
     assert jwt.decode(fresh, options={"verify_signature": False})["email_verified"] is True
 
 
+def test_an_smtp_outage_delays_the_mail_and_loses_none(stack: Stack, http: requests.Session) -> None:
+    """The request succeeds while the SMTP server is away; the worker's retry (its first pause is
+    10 s) delivers once the server is back."""
+    email = register(stack, http)
+    mails_to(stack, email, "Confirm")
+    stack.compose("stop", "mail-sink", timeout=120)
+    try:
+        asked = http.post(f"{stack.base_url}/auth/password-reset", json={"email": email}, timeout=10)
+        assert asked.status_code == 202
+        time.sleep(4)  # the first attempt meets no server
+    finally:
+        stack.compose("up", "-d", "--wait", "mail-sink", timeout=180)
+    (message,) = mails_to(stack, email, "password")
+    worker_log = stack.compose("logs", "--no-color", "auth-mail", timeout=60).stdout
+    assert "reset_mail_failed" in worker_log  # the first attempt did fail
+    assert email not in worker_log
+    confirm = {"token": token_of(message, "reset-password"), "new_password": NEW_PASSWORD}
+    assert http.post(f"{stack.base_url}/auth/password-reset/confirm", json=confirm, timeout=10).status_code == 204
+
+
 def test_resend_is_limited_per_address(stack: Stack, http: requests.Session) -> None:
     email = f"limit-{uuid.uuid4().hex[:8]}@example.com"
     statuses = [
