@@ -126,6 +126,19 @@ def test_an_smtp_outage_delays_the_mail_and_loses_none(stack: Stack, http: reque
     assert http.post(f"{stack.base_url}/auth/password-reset/confirm", json=confirm, timeout=10).status_code == 204
 
 
+def test_mail_queued_while_the_worker_is_down_is_sent_when_it_is_back(stack: Stack, http: requests.Session) -> None:
+    email = register(stack, http)
+    mails_to(stack, email, "Confirm")
+    stack.compose("kill", "auth-mail", timeout=120)  # a crash, not a graceful stop
+    try:
+        asked = http.post(f"{stack.base_url}/auth/password-reset", json={"email": email}, timeout=10)
+        assert asked.status_code == 202  # the request never waits for the worker
+    finally:
+        stack.compose("up", "-d", "--wait", "auth-mail", timeout=180)
+    (message,) = mails_to(stack, email, "password")
+    token_of(message, "reset-password")
+
+
 def test_resend_is_limited_per_address(stack: Stack, http: requests.Session) -> None:
     email = f"limit-{uuid.uuid4().hex[:8]}@example.com"
     statuses = [
