@@ -11,7 +11,7 @@ BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up dev observability down logs ps images test test-unit test-integration test-faults k8s-validate bench lint fmt config lock base-images clean admin rotate-keys \
+.PHONY: help up dev observability down logs ps images test test-unit test-integration test-faults k8s-validate bench bench-workers lint fmt config lock base-images clean admin rotate-keys \
 	migrate backup restore psql redis-cli shell mail
 
 help: ## List the targets
@@ -62,6 +62,9 @@ k8s-validate: ## Render every k8s/ overlay with the pinned kustomize and check i
 
 bench: ## Load-test the stack through nginx (own project wharf-bench, about 6 min); results: bench/results/, bench/README.md
 	@scripts/bench.sh
+
+bench-workers: ## The worker-model sweep behind the gunicorn defaults (MODELS="2x3x1 2x2x4": replicas x workers x threads)
+	@scripts/bench.sh workers $(MODELS)
 
 lint: ## ruff (lint + format check), compose config, shell syntax
 	@scripts/venv.sh

@@ -41,10 +41,12 @@ def create_app(settings: AuthSettings | None = None) -> Flask:
     limiter = LoginLimiter(redis, settings.login_window_seconds)
     recovery_limiter = LoginLimiter(redis, settings.recovery_window_seconds, prefix=RECOVERY_PREFIX)
     extensions.init_app(app, extensions.AuthExtensions(keyring, policy.Passwords(hasher), limiter, recovery_limiter))
-    # Our own keys, read locally (no HTTP round trip; a rotation is seen at once), and revocations
-    # checked in our own database, so a logout takes effect here at once.
+    # Our own keys, read locally (no HTTP round trip): a new key is seen at once (an unknown kid
+    # re-reads them), a removed one within a second; between re-reads the same key objects, so a
+    # token verified once is not verified again (VerifiedTokens). Revocations are checked in our own
+    # database, so a logout takes effect here at once.
     verifier = TokenVerifier(
-        JwksCache(keyring.jwks, ttl=0, min_refresh_interval=0),
+        JwksCache(keyring.jwks, ttl=1, min_refresh_interval=0),
         issuer=settings.token_issuer,
         audience=settings.token_audience,
         leeway=5,

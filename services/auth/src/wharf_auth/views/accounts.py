@@ -10,11 +10,12 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
-from wharf_auth import events, extensions, sessions
+from wharf_auth import events, extensions, queries, sessions
 from wharf_auth import passwords as policy
 from wharf_auth.models import Account
 from wharf_auth.schemas import AccountOut, MeOut, PasswordChangeBody, RegisterBody
 from wharf_auth.views.recovery import queue_verification
+from wharf_common.authn import unauthorized
 from wharf_common.db import get_session, insert_unique
 from wharf_common.openapi import Response as Doc
 from wharf_common.openapi import operation
@@ -66,8 +67,11 @@ def me() -> ResponseReturnValue:
     bearer=True,
 )
 def change_password() -> ResponseReturnValue:
-    account, _claims = sessions.current_account()
-    body = _parse_with_password_policy(PasswordChangeBody, "new_password", account.email)
+    signed_in, _claims = sessions.current_account()
+    body = _parse_with_password_policy(PasswordChangeBody, "new_password", signed_in.email)
+    account = queries.account_by_id(get_session(), account_id=signed_in.id)
+    if account is None:  # deleted since the check
+        raise unauthorized()
     passwords = extensions.of().passwords
     if not passwords.verify(account.password_hash, body.current_password):
         events.emit("password_change_failure", account_id=account.id, level=logging.WARNING)
