@@ -53,9 +53,8 @@ def test_with_copies_in_memory_a_write_elsewhere_is_seen_by_the_next_lookup(
     make_cache: Callable[..., Cache], redis_url: str
 ) -> None:
     """Each process answers repeated lookups from memory (redis-py's client-side caching); a write
-    through another process reaches that memory as soon as Redis's push arrives on the reader's
-    connection. Redis queues the push and the writer's reply together, but may send the reply
-    first, so on a busy machine the push can trail the writer's return by a moment."""
+    through another process reaches that memory before the writer's call returns (it waits until
+    Redis has sent the pushes; the kernel's delivery of them is allowed a moment)."""
     local = [redis.Redis.from_url(redis_url, protocol=3, cache_config=CacheConfig()) for _ in range(2)]
     first, second = make_cache(local[0]), make_cache(local[1])
     try:

@@ -12,8 +12,9 @@ never served.
 Each process keeps the answers to its lookups in memory with redis-py's own client-side caching
 (``CacheConfig``, RESP3 ``CLIENT TRACKING``): Redis pushes an invalidation to every process that
 holds an answer as soon as one of its keys changes, and redis-py applies the pushes waiting on a
-connection before it serves an answer. A connection that goes silent without closing brings no
-pushes, so at least once per ``CONFIRM_SECONDS`` a PING proves Redis still answers.
+connection before it serves an answer. A write returns only after Redis has sent those pushes. A
+connection that goes silent without closing brings no pushes, so at least once per
+``CONFIRM_SECONDS`` a PING proves Redis still answers.
 
 Redis errors never fail a request: a lookup is a miss, a fill is skipped, and a circuit breaker
 leaves a failing Redis alone for a few seconds, so that an outage costs one short timeout now and
@@ -166,6 +167,10 @@ class Cache:
         for subject in subjects:
             pipe.set(self._stamp_key(subject), uuid.uuid4().hex, ex=self._ttl + STAMP_GRACE_SECONDS)
         pipe.execute()
+        # Redis sends a write's reply and its invalidation pushes in the same flush, but may send the
+        # reply first; a second round trip returns only after that flush has written every push, so
+        # another process that the client asks next has its push waiting on its connection.
+        self._redis.ping()
         return True
 
     def _guarded(self, operation: Callable[[], T], default: T, what: str) -> T:
