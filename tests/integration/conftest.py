@@ -20,6 +20,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = [str(ROOT / "scripts" / "compose.sh")]
@@ -86,6 +93,17 @@ class Stack:
         ).stdout
         status, _, body = out.partition("\n")
         return int(status), body
+
+
+# What a response must be to agree with its OpenAPI document (schemathesis' checks): no 5xx, a
+# declared status and media type, the declared headers with their types, a body the schema accepts.
+CONFORMANCE_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
