@@ -519,9 +519,9 @@ def test_the_reuse_interval_is_a_setting_and_zero_turns_it_off(make_app: Callabl
     register(client)
     first = login(client).get_json()
     second = refresh(client, first["refresh_token"]).get_json()
+    assert all(row["successor"] is None for row in refresh_rows(app))  # nothing kept to replay
     assert refresh(client, first["refresh_token"]).status_code == 401  # at once: the family is ended
     assert client.get("/me", headers=bearer(second["access_token"])).status_code == 401
-    assert all(row["successor"] is None for row in refresh_rows(app))  # nothing kept to replay
 
 
 def test_the_successor_pair_is_stored_sealed_and_erased_after_the_interval(app: Flask, client: FlaskClient) -> None:

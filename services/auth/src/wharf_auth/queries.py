@@ -54,15 +54,23 @@ def refresh_token_for_update(session: Session, *, token_hash: str) -> RefreshTok
 
 def forget_successors(session: Session, *, family_id: uuid.UUID, used_before: datetime) -> None:
     """Erase the sealed successor pairs of the family's tokens used before ``used_before`` (their
-    reuse interval is over: presenting them again now ends the session)."""
-    session.execute(
-        update(RefreshToken)
+    reuse interval is over: presenting them again now ends the session). Rows another request
+    holds are skipped (a later refresh erases them): waiting for them could deadlock with a reuse
+    that is revoking this family."""
+    expired = (
+        select(RefreshToken.id)
         .where(
             RefreshToken.family_id == family_id,
             RefreshToken.successor.is_not(None),
             RefreshToken.used_at < used_before,
         )
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id.in_(expired))
         .values(successor=None)
+        .execution_options(synchronize_session=False)
     )
 
 
