@@ -41,7 +41,8 @@ def _without_content(response: Response) -> bool:
 
 
 def _finish(response: Response) -> Response:
-    """Echo the request id, then count and log the request (never its headers or body)."""
+    """Drop the media type of an empty answer, echo the request id, then count and log the request
+    (never its headers or body)."""
     if _without_content(response):
         # No body, so no media type: Flask's default (text/html) would describe content that is not there.
         response.headers.remove("Content-Type")
