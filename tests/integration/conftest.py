@@ -144,6 +144,13 @@ def edge_defaults() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
+def wait_for_whole_sign_in_allowance() -> None:
+    """Sleep until the edge's strict per-address allowance on sign-in routes (shared by every test
+    from this address) is whole again, however much of it was spent."""
+    defaults = edge_defaults()
+    time.sleep(int(defaults["NGINX_AUTH_BURST"]) / int(defaults["NGINX_AUTH_RATE"].removesuffix("r/s")))
+
+
 def _free_port() -> int:
     import socket
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 import schemathesis
 
-from .conftest import CONFORMANCE_CHECKS, Stack, edge_defaults, sign_in
+from .conftest import CONFORMANCE_CHECKS, Stack, sign_in, wait_for_whole_sign_in_allowance
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
@@ -38,8 +38,7 @@ def _sign_in_limit_left_as_found() -> Iterator[None]:
     """This module spends the edge's strict sign-in allowance (shared by every test from this
     address); afterwards it waits until the allowance is whole again."""
     yield
-    defaults = edge_defaults()
-    time.sleep(int(defaults["NGINX_AUTH_BURST"]) / int(defaults["NGINX_AUTH_RATE"].removesuffix("r/s")))
+    wait_for_whole_sign_in_allowance()
 
 
 @pytest.fixture(scope="module")
