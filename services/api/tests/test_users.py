@@ -1246,7 +1246,7 @@ def test_requests_cache_and_tokens_are_counted(client: Any, anonymous: FlaskClie
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
     user = _create(client)
-    route = {"method": "GET", "route": "/users/<user_id>", "status": "200"}
+    route = {"method": "GET", "route": "/users/<uuid:user_id>", "status": "200"}
     before = {
         "requests": sample("wharf_http_request_duration_seconds_count", **route),
         "hits": sample("wharf_cache_lookups_total", kind="item", result="hit"),
