@@ -1201,7 +1201,7 @@ def test_openapi_schemas_say_exactly_what_is_accepted(client: Any) -> None:
 def test_openapi_servers_name_the_public_url_when_set(make_api: Callable[..., Flask]) -> None:
     relative = make_api().test_client().get("/openapi.json", headers={"X-Forwarded-Prefix": "/api"})
     assert [s["url"] for s in relative.get_json()["servers"]] == ["/api"]
-    public = make_api(public_url="https://wharf.example.com").test_client()
+    public = make_api(edge_public_url="https://wharf.example.com").test_client()
     document = public.get("/openapi.json", headers={"X-Forwarded-Prefix": "/api"}).get_json()
     assert [s["url"] for s in document["servers"]] == ["https://wharf.example.com/api", "/api"]
 

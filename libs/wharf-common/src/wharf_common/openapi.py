@@ -313,7 +313,7 @@ def build(
 def servers(public_url: str | None) -> list[dict[str, str]]:
     """Where the operations are: the public prefix the edge serves this service under (``/api``,
     ``/auth``; relative to the document's own URL, as OpenAPI resolves it), and, when the
-    deployment names its public URL (``PUBLIC_URL``), that absolute URL first."""
+    deployment names its public URL (``EDGE_PUBLIC_URL``), that absolute URL first."""
     prefix = (request.script_root if request else "") or "/"
     entries = []
     if public_url:

@@ -108,11 +108,11 @@ class CommonSettings(ServerSettings):
 
     # The edge's public URL (e.g. https://wharf.example.com): the OpenAPI documents then name it
     # as an absolute server, besides the relative one. Unset: the relative one only.
-    public_url: AnyHttpUrl | None = None
+    edge_public_url: AnyHttpUrl | None = None
 
-    @field_validator("public_url", mode="before")
+    @field_validator("edge_public_url", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
+    def _unset_edge_public_url(cls, value: object) -> object:
         # Compose and the ConfigMap pass the variable through even when nobody set it.
         return None if value == "" else value
 

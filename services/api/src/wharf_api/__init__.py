@@ -58,7 +58,7 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
                 title="Wharf API",
                 version=VERSION,
                 description="The users resource. Errors are RFC 9457.",
-                public_url=str(settings.public_url) if settings.public_url else None,
+                public_url=str(settings.edge_public_url) if settings.edge_public_url else None,
                 required_parameters=frozenset({"If-Match"}) if settings.require_if_match else frozenset(),
             )
         )
