@@ -20,6 +20,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = [str(ROOT / "scripts" / "compose.sh")]
@@ -88,6 +95,17 @@ class Stack:
         return int(status), body
 
 
+# What a response must be to agree with its OpenAPI document (schemathesis' checks): no 5xx, a
+# declared status and media type, the declared headers with their types, a body the schema accepts.
+CONFORMANCE_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
 def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
 
@@ -124,6 +142,13 @@ def edge_defaults() -> dict[str, str]:
     """The edge's default settings, as the image applies them (deploy/nginx/defaults.env)."""
     lines = (ROOT / "deploy" / "nginx" / "defaults.env").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def wait_for_whole_sign_in_allowance() -> None:
+    """Sleep until the edge's strict per-address allowance on sign-in routes (shared by every test
+    from this address) is whole again, however much of it was spent."""
+    defaults = edge_defaults()
+    time.sleep(int(defaults["NGINX_AUTH_BURST"]) / int(defaults["NGINX_AUTH_RATE"].removesuffix("r/s")))
 
 
 def _free_port() -> int:

@@ -18,28 +18,12 @@ import hypothesis.errors
 import pytest
 import requests
 import schemathesis
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
-from .conftest import Stack, edge_defaults, sign_in
+from .conftest import CONFORMANCE_CHECKS, Stack, sign_in, wait_for_whole_sign_in_allowance
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
 PROBLEM = "application/problem+json"
-# Invalid requests (negative mode) are held to the same checks. Not `negative_data_rejection`: it
-# takes an unknown query parameter for an invalid request, and the services ignore those.
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
 EXAMPLES_PER_OPERATION = 20
 # Each failed sign-in counts against this address (auth locks it out after IP_MAX_FAILURES, 50 by
 # default, and every later test signs in from here too): few examples for /login.
@@ -54,8 +38,7 @@ def _sign_in_limit_left_as_found() -> Iterator[None]:
     """This module spends the edge's strict sign-in allowance (shared by every test from this
     address); afterwards it waits until the allowance is whole again."""
     yield
-    defaults = edge_defaults()
-    time.sleep(int(defaults["NGINX_AUTH_BURST"]) / int(defaults["NGINX_AUTH_RATE"].removesuffix("r/s")))
+    wait_for_whole_sign_in_allowance()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +79,9 @@ def _fuzz(operation: Any, base_url: str, headers: dict[str, str], mode: Any, exa
     def run(case: Any) -> None:
         try:
             response = _within_edge_limits(lambda: case.call(base_url=base_url, headers=headers, timeout=15))
-            case.validate_response(response, checks=CHECKS, headers=headers)
+            # Invalid requests (negative mode) are held to the same checks. Not `negative_data_rejection`: it
+            # takes an unknown query parameter for an invalid request, and the services ignore those.
+            case.validate_response(response, checks=CONFORMANCE_CHECKS, headers=headers)
         except (Exception, BaseExceptionGroup) as failure:  # every check failure, collected and reported
             failures.append(f"{operation.label} [{mode.value}]: {str(failure).strip()[:1500]}")
 

@@ -125,6 +125,11 @@ ATTACKS: dict[str, Callable[[Forge], str]] = {
     "signature stripped": lambda f: f.token.rsplit(".", 1)[0] + ".",
     "two segments": lambda f: f.token.rsplit(".", 1)[0],
     "not base64": lambda f: "!!!." + f.token.split(".", 1)[1],
+    # RFC 7515: the same bytes spelled another way are not the token (issue 22).
+    "padding appended to the signature": lambda f: f.token + "==",
+    "padding after the header": lambda f: f.token.replace(".", "==.", 1),
+    # "~~~" encodes to "fn5-" whatever its alignment in six of them: a "-" to respell as "+".
+    "standard base64 alphabet": lambda f: f.signed(jti="~" * 6).translate(str.maketrans("-_", "+/")),
 }
 
 
@@ -188,6 +193,10 @@ def test_token_after_logout_is_401(stack: Stack, http: requests.Session) -> None
 
 
 def test_refresh_token_reuse_is_401_and_revokes_the_family(stack: Stack, http: requests.Session) -> None:
+    """Within the reuse interval a retry gets the same pair (test_contract.py); after it, reuse ends the session."""
+    from wharf_auth.settings import AuthSettings
+
+    interval = AuthSettings.model_fields["refresh_reuse_interval_seconds"].default
     email = register(stack, http)
     first = _sign_in(stack, http, email)
     unrelated = _sign_in(stack, http, email)  # another session of the same account
@@ -196,6 +205,7 @@ def test_refresh_token_reuse_is_401_and_revokes_the_family(stack: Stack, http: r
     second = rotated.json()
     assert _call(stack, "api", second["access_token"]).status_code == 200
 
+    time.sleep(interval + 1)
     reused = http.post(f"{stack.base_url}/auth/refresh", json={"refresh_token": first["refresh_token"]}, timeout=10)
     _assert_rejected(reused)
     # The whole family is dead: both access tokens and the newest refresh token.

@@ -269,3 +269,41 @@ def test_the_cache_is_bounded_and_drops_expired_tokens_first(jwks: dict[str, Any
     assert len(verifier.verified) == 3
     assert verifier.verified.get(short) is None
     assert all(verifier.verified.get(t) is not None for t in long_lived)
+
+
+def _last_char_low_bits_flipped(segment: str) -> str:
+    """The same bytes spelled differently: the unused low bits of the last character set."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused_bits = {2: 4, 3: 2}[len(segment) % 4]  # 2 or 3 characters in the last quantum
+    index = alphabet.index(segment[-1])
+    return segment[:-1] + alphabet[index | ((1 << unused_bits) - 1)]
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        pytest.param(lambda t: t + "==", id="padding after the signature"),
+        pytest.param(lambda t: t + "=", id="one padding character"),
+        pytest.param(lambda t: t.replace(".", "==.", 1), id="padding after the header"),
+        pytest.param(
+            lambda t: ".".join([*t.split(".")[:2], _last_char_low_bits_flipped(t.split(".")[2])]),
+            id="nonzero unused bits",
+        ),
+        pytest.param(lambda t: t.translate(str.maketrans("-_", "+/")), id="standard alphabet"),
+        pytest.param(lambda t: t + "AAA", id="impossible length (4n+1 characters)"),
+        pytest.param(lambda t: t.replace(".", ". ", 1), id="white space"),
+        pytest.param(lambda t: t + "\n", id="trailing newline"),
+    ],
+)
+def test_only_canonical_base64url_segments_are_accepted(
+    verifier: TokenVerifier, key: Ed25519PrivateKey, respell: Any
+) -> None:
+    """RFC 7515 section 2: base64url without padding; a decoder that accepts other spellings of
+    the same signature makes tokens malleable (issue 22)."""
+    # A token with both URL-safe characters in it, so that every respelling changes it.
+    token = next(t for i in range(1000) if {"-", "_"} <= set(t := sign(key, claims(jti=f"j{i}"))))
+    respelled = respell(token)
+    assert respelled != token
+    with pytest.raises(InvalidToken, match="malformed token"):
+        verifier.verify(respelled)
+    assert verifier.verify(token)["sub"] == "acct-1"  # the canonical spelling still verifies

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 import uuid
@@ -351,6 +352,66 @@ def test_merge_patch_rules(client: Any) -> None:
     assert client.patch(path, json={"email": "taken@example.com"}).status_code == 409
     assert client.patch(path, data="{", content_type="application/merge-patch+json").status_code == 400
     assert client.patch(path, data="x", content_type="text/plain").status_code == 415
+
+
+def test_a_json_patch_is_415_naming_the_accepted_types(client: Any) -> None:
+    """application/json-patch+json (RFC 6902) is a list of operations, not a merge patch: refused,
+    never applied as one (issue 22). Any other +json type is refused too."""
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    for media_type in ("application/json-patch+json", "application/problem+json", "application/vnd.x+json"):
+        refused = client.patch(path, data=json.dumps({"name": "Patched"}), content_type=media_type)
+        assert refused.status_code == 415, media_type
+        assert refused.mimetype == "application/problem+json"
+        detail = refused.get_json()["detail"]
+        assert "application/merge-patch+json" in detail
+        assert "application/json" in detail
+        assert refused.headers["Accept-Patch"] == "application/merge-patch+json, application/json"
+    assert client.get(path).get_json()["name"] == "Ada"
+    created = client.post(
+        "/users", data=json.dumps({"name": "B", "email": "b@example.com"}), content_type="application/x+json"
+    )
+    assert created.status_code == 415
+    assert created.get_json()["detail"] == "The request body must be application/json."
+    assert "Accept-Patch" not in created.headers
+
+
+def test_empty_answers_carry_no_content_type(client: Any) -> None:
+    user = _create(client)
+    deleted = client.delete(f"/users/{user['id']}")
+    assert deleted.status_code == 204
+    assert "Content-Type" not in deleted.headers
+    options = client.open("OPTIONS", "/users")
+    assert options.status_code == 200
+    assert "Content-Type" not in options.headers
+    assert {"GET", "POST"} <= set(options.headers["Allow"].replace(" ", "").split(","))
+
+
+def test_if_match_can_be_required(
+    make_api: Callable[..., Flask], sign_up: Callable[..., Any], authed: Callable[..., Any]
+) -> None:
+    """REQUIRE_IF_MATCH: a write without If-Match is 428 (RFC 6585), so no client overwrites a
+    change it has not seen; the document then says If-Match is required."""
+    strict = make_api(require_if_match=True)
+    client = authed(sign_up("careful@example.com"), strict)
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    for method in ("PATCH", "DELETE"):
+        missing = client.open(method, path, json={"name": "Blind write"})
+        assert missing.status_code == 428, method
+        assert missing.mimetype == "application/problem+json"
+        assert missing.get_json()["type"] == "https://wharf.dev/problems/precondition-required"
+        assert "If-Match" in missing.get_json()["detail"]
+    etag = client.get(path).headers["ETag"]
+    assert client.patch(path, json={"name": "Seen"}, headers={"If-Match": etag}).status_code == 200
+    assert client.patch(path, json={"name": "Lost"}, headers={"If-Match": etag}).status_code == 412
+    assert client.delete(path, headers={"If-Match": "*"}).status_code == 204
+    document = strict.test_client().get("/openapi.json").get_json()
+    for method in ("patch", "delete"):
+        (if_match,) = [
+            p for p in document["paths"]["/users/{user_id}"][method]["parameters"] if p["name"] == "If-Match"
+        ]
+        assert if_match["required"] is True
 
 
 def test_etags(client: Any) -> None:
@@ -1074,11 +1135,75 @@ def test_openapi_document_declares_every_status(anonymous: FlaskClient) -> None:
     assert declared[("/users", "get")] >= {"200", "401", "422", "503"}
     assert declared[("/users", "post")] >= {"201", "400", "401", "409", "413", "415", "422", "503"}
     assert declared[("/users/{user_id}", "get")] >= {"200", "304", "401", "404", "503"}
-    assert declared[("/users/{user_id}", "patch")] >= {"200", "400", "401", "403", "404", "409", "412", "415", "422"}
-    assert declared[("/users/{user_id}", "delete")] >= {"204", "401", "403", "404", "412"}
-    assert all("503" in statuses for statuses in declared.values())  # Postgres down, on every route
+    assert declared[("/users/{user_id}", "patch")] >= {
+        "200",
+        "400",
+        "401",
+        "403",
+        "404",
+        "409",
+        "412",
+        "415",
+        "422",
+        "428",
+    }
+    assert declared[("/users/{user_id}", "delete")] >= {"204", "401", "403", "404", "412", "428"}
+    # What the edge or any request can get, on every operation, declared once (issue 22).
+    edge = {"400", "404", "405", "413", "414", "429", "431", "500", "502", "503", "504"}
+    assert all(statuses >= edge for statuses in declared.values())
+    shared = document["components"]["responses"]
+    assert document["paths"]["/users"]["get"]["responses"]["502"] == {"$ref": "#/components/responses/BadGateway"}
+    assert shared["TooManyRequests"]["headers"]["Retry-After"] == {"$ref": "#/components/headers/Retry-After"}
+    assert document["components"]["headers"]["Retry-After"]["schema"]["type"] == "integer"
     assert all(op["security"] == [{"bearerAuth": []}] for op in operations.values())
     assert "UserCreate" in document["components"]["schemas"]
+
+
+def test_openapi_document_types_headers_and_path_parameters(anonymous: FlaskClient) -> None:
+    document = anonymous.get("/openapi.json").get_json()
+    item = document["paths"]["/users/{user_id}"]
+    for method in ("get", "patch", "delete"):
+        (user_id,) = [p for p in item[method]["parameters"] if p["in"] == "path"]
+        assert user_id["schema"] == {"type": "string", "format": "uuid"}
+    read = item["get"]["responses"]["200"]["headers"]
+    assert set(read) == {"X-Request-ID", "ETag", "X-Cache"}
+    created = document["paths"]["/users"]["post"]["responses"]["201"]["headers"]
+    assert {"Location", "ETag", "X-Request-ID"} <= set(created)
+    headers = document["components"]["headers"]
+    assert headers["X-Request-ID"]["required"] is True
+    assert headers["X-Cache"]["schema"]["enum"] == ["HIT", "MISS"]
+    # Every response, the shared ones included, declares the request id.
+    responses = [r for op in item.values() for r in op["responses"].values() if "$ref" not in r]
+    assert all("X-Request-ID" in r["headers"] for r in [*responses, *document["components"]["responses"].values()])
+    # A malformed id is answered as the document says: 404 problem+json.
+    malformed = anonymous.get("/users/not-a-uuid")
+    assert malformed.status_code == 404
+    assert malformed.mimetype == "application/problem+json"
+
+
+def test_openapi_schemas_say_exactly_what_is_accepted(client: Any) -> None:
+    """A merge patch member may be left out but never be null: the schema says so, and the server
+    agrees (issue 22)."""
+    document = client.get("/openapi.json").get_json()
+    patch = document["components"]["schemas"]["UserPatch"]
+    assert "required" not in patch
+    for name, schema in patch["properties"].items():
+        assert "null" not in json.dumps(schema), name
+        assert "default" not in schema, name
+    problem = document["components"]["schemas"]["ProblemDocument"]["properties"]
+    assert "null" not in json.dumps(problem)
+    user = _create(client)
+    refused = client.patch(f"/users/{user['id']}", json={"name": None})
+    assert refused.status_code == 422
+    assert refused.get_json()["errors"] == [{"field": "name", "message": "may not be null"}]
+
+
+def test_openapi_servers_name_the_public_url_when_set(make_api: Callable[..., Flask]) -> None:
+    relative = make_api().test_client().get("/openapi.json", headers={"X-Forwarded-Prefix": "/api"})
+    assert [s["url"] for s in relative.get_json()["servers"]] == ["/api"]
+    public = make_api(edge_public_url="https://wharf.example.com").test_client()
+    document = public.get("/openapi.json", headers={"X-Forwarded-Prefix": "/api"}).get_json()
+    assert [s["url"] for s in document["servers"]] == ["https://wharf.example.com/api", "/api"]
 
 
 # -- auth's keys --------------------------------------------------------------------------------
@@ -1121,7 +1246,7 @@ def test_requests_cache_and_tokens_are_counted(client: Any, anonymous: FlaskClie
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
     user = _create(client)
-    route = {"method": "GET", "route": "/users/<user_id>", "status": "200"}
+    route = {"method": "GET", "route": "/users/<uuid:user_id>", "status": "200"}
     before = {
         "requests": sample("wharf_http_request_duration_seconds_count", **route),
         "hits": sample("wharf_cache_lookups_total", kind="item", result="hit"),

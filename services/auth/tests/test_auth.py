@@ -270,6 +270,30 @@ def test_unknown_email_and_wrong_password_are_identical(client: FlaskClient) -> 
     assert max(timings) < 5 * min(timings)
 
 
+def test_a_failed_login_challenges_without_an_error_code(client: FlaskClient) -> None:
+    """RFC 6750 section 3.1: invalid_token is about a presented access token; a sign-in presents none."""
+    register(client)
+    for email, password in (("ada@example.com", "wrong password entirely"), ("nobody@example.com", PASSWORD)):
+        failed = login(client, email=email, password=password)
+        assert failed.status_code == 401
+        assert failed.headers["WWW-Authenticate"] == 'Bearer realm="wharf"'
+    bad_token = client.get("/me", headers=bearer("not-a-token"))
+    assert bad_token.headers["WWW-Authenticate"] == 'Bearer realm="wharf", error="invalid_token"'
+
+
+def test_empty_answers_carry_no_content_type(client: FlaskClient) -> None:
+    register(client)
+    tokens = login(client).get_json()
+    logout = client.post("/logout", headers=bearer(tokens["access_token"]))
+    assert logout.status_code == 204
+    assert "Content-Type" not in logout.headers
+    options = client.options("/login")
+    assert options.status_code == 200
+    assert options.data == b""
+    assert "Content-Type" not in options.headers
+    assert "POST" in options.headers["Allow"]
+
+
 def test_unknown_email_and_wrong_password_take_the_same_median_time(make_app: Callable[..., Flask], app: Flask) -> None:
     client = make_app(login_max_failures=100, ip_max_failures=1000).test_client()
     register(client)
@@ -379,7 +403,7 @@ class JsonLines(logging.Handler):
 
 
 def test_every_security_event_is_a_structured_line_without_secrets(make_app: Callable[..., Flask], app: Flask) -> None:
-    """Login success, failure, lockout, refresh, reuse detection and logout: account id or the
+    """Login success, failure, lockout, refresh, its retry, reuse detection and logout: account id or the
     email's hash, client IP, request id and a UTC timestamp; never a password, token or email."""
     client = make_app(login_max_failures=2).test_client()
     handler = JsonLines()
@@ -402,6 +426,8 @@ def test_every_security_event_is_a_structured_line_without_secrets(make_app: Cal
         credentials = {"email": "ada@example.com", "password": PASSWORD}
         first = call("/login", credentials).get_json()
         assert call("/refresh", {"refresh_token": first["refresh_token"]}).status_code == 200
+        assert call("/refresh", {"refresh_token": first["refresh_token"]}).status_code == 200  # a retry
+        age_refresh_tokens(app, 6)
         assert call("/refresh", {"refresh_token": first["refresh_token"]}).status_code == 401  # reuse
         assert call("/logout", token=call("/login", credentials).get_json()["access_token"]).status_code == 204
         for _ in range(2):
@@ -414,6 +440,7 @@ def test_every_security_event_is_a_structured_line_without_secrets(make_app: Cal
     assert [e["event"] for e in events] == [
         "login_success",
         "refresh",
+        "refresh_retried",
         "refresh_reuse_detected",
         "login_success",
         "logout",
@@ -437,19 +464,104 @@ def test_every_security_event_is_a_structured_line_without_secrets(make_app: Cal
 # --- refresh, logout, password change -------------------------------------------------------
 
 
-def test_refresh_rotates_and_reuse_revokes_family(client: FlaskClient) -> None:
+def refresh(client: FlaskClient, token: str) -> TestResponse:
+    return client.post("/refresh", json={"refresh_token": token})
+
+
+def age_refresh_tokens(app: Flask, seconds: float) -> None:
+    """Move every use of a refresh token ``seconds`` into the past (past the reuse interval, say)."""
+    with app.app_context():
+        session = get_session()
+        session.execute(
+            text("UPDATE auth.refresh_tokens SET used_at = used_at - make_interval(secs => :s)"), {"s": seconds}
+        )
+        session.commit()
+
+
+def test_refresh_rotates_and_reuse_after_the_interval_revokes_family(app: Flask, client: FlaskClient) -> None:
     register(client)
     first = login(client).get_json()
-    second = client.post("/refresh", json={"refresh_token": first["refresh_token"]})
+    second = refresh(client, first["refresh_token"])
     assert second.status_code == 200
     assert second.headers["Cache-Control"] == "no-store"
     second = second.get_json()
     assert second["refresh_token"] != first["refresh_token"]
     assert second["access_token"] != first["access_token"]
+    age_refresh_tokens(app, 6)  # the default interval is 5 s
     # reuse of the first token: 401, and the whole family (including the second token) is dead
-    assert client.post("/refresh", json={"refresh_token": first["refresh_token"]}).status_code == 401
-    assert client.post("/refresh", json={"refresh_token": second["refresh_token"]}).status_code == 401
-    assert client.post("/refresh", json={"refresh_token": "not-a-token"}).status_code == 401
+    reused = refresh(client, first["refresh_token"])
+    assert reused.status_code == 401
+    assert "error=" not in reused.headers["WWW-Authenticate"]  # no access token was presented
+    assert refresh(client, second["refresh_token"]).status_code == 401
+    assert refresh(client, "not-a-token").status_code == 401
+
+
+def test_a_refresh_retried_within_the_interval_gets_the_same_pair(app: Flask, client: FlaskClient) -> None:
+    """Issue 22: a client that lost the answer to a refresh and sends it again keeps its session."""
+    register(client)
+    first = login(client).get_json()
+    answer = refresh(client, first["refresh_token"]).get_json()
+    retried = refresh(client, first["refresh_token"])
+    assert retried.status_code == 200
+    assert retried.headers["Cache-Control"] == "no-store"
+    again = retried.get_json()
+    assert (again["access_token"], again["refresh_token"]) == (answer["access_token"], answer["refresh_token"])
+    assert 0 <= again["expires_in"] <= answer["expires_in"]
+    # nothing was revoked: both access tokens work, and the successor refreshes as usual
+    assert client.get("/me", headers=bearer(first["access_token"])).status_code == 200
+    assert client.get("/me", headers=bearer(again["access_token"])).status_code == 200
+    assert refresh(client, again["refresh_token"]).status_code == 200
+    assert len(refresh_rows(app)) == 3  # login, first refresh, second refresh: the retry minted nothing
+
+
+def test_the_reuse_interval_is_a_setting_and_zero_turns_it_off(make_app: Callable[..., Flask], app: Flask) -> None:
+    client = make_app(refresh_reuse_interval_seconds=0).test_client()
+    register(client)
+    first = login(client).get_json()
+    second = refresh(client, first["refresh_token"]).get_json()
+    assert all(row["successor"] is None for row in refresh_rows(app))  # nothing kept to replay
+    assert refresh(client, first["refresh_token"]).status_code == 401  # at once: the family is ended
+    assert client.get("/me", headers=bearer(second["access_token"])).status_code == 401
+
+
+def test_the_successor_pair_is_stored_sealed_and_erased_after_the_interval(app: Flask, client: FlaskClient) -> None:
+    register(client)
+    first = login(client).get_json()
+    second = refresh(client, first["refresh_token"]).get_json()
+    used = refresh_rows(app)[0]
+    sealed = bytes(used["successor"])
+    for secret in (second["refresh_token"], second["access_token"], first["refresh_token"]):
+        assert secret.encode() not in sealed
+        assert secret not in " ".join(str(v) for row in refresh_rows(app) for v in row.values())
+    assert b"access_token" not in sealed  # not the JSON document in the clear
+    # Past the interval, the next refresh of the family erases what it sealed.
+    age_refresh_tokens(app, 6)
+    third = refresh(client, second["refresh_token"])
+    assert third.status_code == 200
+    rows = refresh_rows(app)
+    assert rows[0]["successor"] is None
+    assert rows[1]["successor"] is not None  # the refresh just made: its own interval runs
+    assert client.post("/logout", headers=bearer(third.get_json()["access_token"])).status_code == 204
+    assert all(row["successor"] is None for row in refresh_rows(app))  # a logout erases them all
+
+
+def test_a_retry_at_another_replica_gets_the_same_pair(make_app: Callable[..., Flask], app: Flask) -> None:
+    """The state is in Postgres, so both auth replicas answer a retry alike."""
+    one, other = app.test_client(), make_app().test_client()
+    register(one)
+    first = login(one).get_json()
+    answer = refresh(one, first["refresh_token"]).get_json()
+    again = refresh(other, first["refresh_token"]).get_json()
+    assert again["refresh_token"] == answer["refresh_token"]
+    assert again["access_token"] == answer["access_token"]
+
+
+def test_a_retry_after_logout_is_401(app: Flask, client: FlaskClient) -> None:
+    register(client)
+    first = login(client).get_json()
+    answer = refresh(client, first["refresh_token"]).get_json()
+    assert client.post("/logout", headers=bearer(answer["access_token"])).status_code == 204
+    assert refresh(client, first["refresh_token"]).status_code == 401
 
 
 def refresh_rows(app: Flask) -> list[dict]:
@@ -498,9 +610,37 @@ def test_refresh_token_lifetime_is_configurable_and_enforced(make_app: Callable[
     assert client.post("/refresh", json={"refresh_token": token}).status_code == 401
 
 
-def test_refresh_is_race_safe(app: Flask, client: FlaskClient) -> None:
+def test_concurrent_refreshes_of_one_token_mint_one_pair(app: Flask, client: FlaskClient) -> None:
+    """Two replicas (here: threads) presenting the same token at once: the row lock makes them
+    answer one after the other, and the later one gets the pair the first one minted."""
     import threading
 
+    register(client)
+    token = login(client).get_json()["refresh_token"]
+    results: list[tuple[int, str, str]] = []
+    barrier = threading.Barrier(4)
+
+    def attempt() -> None:
+        barrier.wait()
+        response = app.test_client().post("/refresh", json={"refresh_token": token})
+        body = response.get_json()
+        results.append((response.status_code, body.get("access_token", ""), body.get("refresh_token", "")))
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [status for status, _, _ in results] == [200] * 4
+    assert len(set(results)) == 1, "every presentation got the same pair"
+    assert len(refresh_rows(app)) == 2  # the login's token and one successor
+
+
+def test_concurrent_reuse_after_the_interval_mints_nothing(make_app: Callable[..., Flask], app: Flask) -> None:
+    import threading
+
+    strict = make_app(refresh_reuse_interval_seconds=0)
+    client = strict.test_client()
     register(client)
     token = login(client).get_json()["refresh_token"]
     results: list[int] = []
@@ -508,7 +648,7 @@ def test_refresh_is_race_safe(app: Flask, client: FlaskClient) -> None:
 
     def attempt() -> None:
         barrier.wait()
-        results.append(app.test_client().post("/refresh", json={"refresh_token": token}).status_code)
+        results.append(strict.test_client().post("/refresh", json={"refresh_token": token}).status_code)
 
     threads = [threading.Thread(target=attempt) for _ in range(4)]
     for t in threads:
@@ -516,7 +656,7 @@ def test_refresh_is_race_safe(app: Flask, client: FlaskClient) -> None:
     for t in threads:
         t.join()
     assert results.count(200) <= 1
-    assert sorted(results)[-1] in {200, 401}
+    assert all(row["revoked_at"] is not None for row in refresh_rows(app))  # the reuse ended the family
 
 
 def test_logout_revokes_access_and_refresh(client: FlaskClient) -> None:
@@ -544,11 +684,12 @@ def test_logout_ends_every_token_of_the_session(client: FlaskClient, app: Flask)
     assert kinds == ["family", "jti"]
 
 
-def test_refresh_reuse_also_kills_the_sessions_access_tokens(client: FlaskClient) -> None:
+def test_refresh_reuse_also_kills_the_sessions_access_tokens(app: Flask, client: FlaskClient) -> None:
     register(client)
     first = login(client).get_json()
     second = client.post("/refresh", json={"refresh_token": first["refresh_token"]}).get_json()
     assert client.get("/me", headers=bearer(second["access_token"])).status_code == 200
+    age_refresh_tokens(app, 6)
     assert client.post("/refresh", json={"refresh_token": first["refresh_token"]}).status_code == 401  # stolen
     assert client.get("/me", headers=bearer(second["access_token"])).status_code == 401
 
@@ -608,6 +749,9 @@ def test_openapi_document(client: FlaskClient) -> None:
     recovery = {"/password-reset", "/password-reset/confirm", "/verify-email", "/verify-email/resend"}
     assert set(paths) == sessions | recovery
     assert set(paths["/login"]["post"]["responses"]) >= {"200", "400", "401", "415", "422", "429", "503"}
+    # The reuse interval is part of the contract (issue 22).
+    assert "REFRESH_REUSE_INTERVAL_SECONDS" in paths["/refresh"]["post"]["description"]
+    assert document["servers"] == [{"url": "/", "description": "Relative to the URL this document was fetched from"}]
     assert paths["/me"]["get"]["security"] == [{"bearerAuth": []}]
     assert "security" not in paths["/login"]["post"]
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -105,6 +105,16 @@ class CommonSettings(ServerSettings):
     token_issuer: str = Field(default="wharf-auth", min_length=1)
     token_audience: str = Field(default="wharf", min_length=1)
     revocation_max_staleness_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    # The edge's public URL (e.g. https://wharf.example.com): the OpenAPI documents then name it
+    # as an absolute server, besides the relative one. Unset: the relative one only.
+    edge_public_url: AnyHttpUrl | None = None
+
+    @field_validator("edge_public_url", mode="before")
+    @classmethod
+    def _unset_edge_public_url(cls, value: object) -> object:
+        # Compose and the ConfigMap pass the variable through even when nobody set it.
+        return None if value == "" else value
 
 
 S = TypeVar("S", bound=ServerSettings)

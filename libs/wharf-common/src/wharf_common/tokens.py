@@ -8,8 +8,10 @@ every failure is raised as :class:`InvalidToken`.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -39,6 +41,26 @@ class KeysUnavailable(InvalidToken):
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+# Three base64url segments (RFC 7515 section 2: no padding, no other characters).
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def is_canonical_jws(token: str) -> bool:
+    """True when ``token`` is a compact JWS whose every segment is canonical base64url: only the
+    URL-safe alphabet, no ``=`` padding, and the unused low bits of the last character zero (so
+    that exactly one spelling decodes to the same bytes). PyJWT's decoder is lenient on all three."""
+    if not _COMPACT_JWS.fullmatch(token):
+        return False
+    for segment in token.split("."):
+        try:
+            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        except (binascii.Error, ValueError):  # a length of 4n+1 characters decodes to nothing
+            return False
+        if b64url(raw) != segment:
+            return False
+    return True
 
 
 def okp_thumbprint(x: str, crv: str = "Ed25519") -> str:
@@ -225,6 +247,8 @@ class TokenVerifier:
         return True
 
     def _verify_fully(self, token: str) -> Verified:
+        if not is_canonical_jws(token):
+            raise InvalidToken("malformed token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

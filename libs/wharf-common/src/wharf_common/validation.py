@@ -7,7 +7,7 @@ from typing import Annotated, Any, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from flask import request
-from pydantic import AfterValidator, BaseModel, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
 
 from wharf_common.problems import Problem
 
@@ -29,6 +29,13 @@ Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
 ]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(normalise_email)]
+
+
+def omitted() -> Any:
+    """The default of a field that may be left out but is never ``null`` (a merge patch's member):
+    unset when absent, and its JSON schema shows neither ``null`` nor a default, so the document
+    says exactly what is accepted."""
+    return Field(default=None, json_schema_extra=lambda schema: schema.pop("default", None))
 
 
 def field_errors(error: ValidationError) -> list[dict[str, str]]:
@@ -53,9 +60,21 @@ def invalid_field(field: str, message: str) -> Problem:
     return invalid([{"field": field, "message": message}])
 
 
-def json_body() -> Any:
-    if not request.is_json:
-        raise Problem(415, "The request body must be application/json.", slug="unsupported-media-type")
+JSON = ("application/json",)
+
+
+def unsupported_media_type(accepted: tuple[str, ...]) -> Problem:
+    """415 naming the media types this operation takes (its OpenAPI requestBody lists the same)."""
+    names = " or ".join(accepted)
+    headers = {"Accept-Patch": ", ".join(accepted)} if request.method == "PATCH" else {}  # RFC 5789 section 3.1
+    return Problem(415, f"The request body must be {names}.", slug="unsupported-media-type", headers=headers)
+
+
+def json_body(accepted: tuple[str, ...] = JSON) -> Any:
+    """The parsed JSON body. Only the ``accepted`` media types: another ``+json`` type is another
+    format (``application/json-patch+json`` is a list of operations, not a document), so 415."""
+    if request.mimetype not in accepted:
+        raise unsupported_media_type(accepted)
     raw = request.get_data(cache=True)
     try:
         return json.loads(raw)

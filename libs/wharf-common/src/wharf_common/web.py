@@ -34,8 +34,18 @@ def _assign_request_id() -> None:
     g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
 
 
+def _without_content(response: Response) -> bool:
+    return response.status_code == 204 or (
+        request.method == "OPTIONS" and not response.is_streamed and response.calculate_content_length() == 0
+    )
+
+
 def _finish(response: Response) -> Response:
-    """Echo the request id, then count and log the request (never its headers or body)."""
+    """Drop the media type of an empty answer, echo the request id, then count and log the request
+    (never its headers or body)."""
+    if _without_content(response):
+        # No body, so no media type: Flask's default (text/html) would describe content that is not there.
+        response.headers.remove("Content-Type")
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     duration = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"

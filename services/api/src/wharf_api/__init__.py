@@ -54,7 +54,12 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     def openapi_document() -> ResponseReturnValue:
         return jsonify(
             openapi.build(
-                app, title="Wharf API", version=VERSION, description="The users resource. Errors are RFC 9457."
+                app,
+                title="Wharf API",
+                version=VERSION,
+                description="The users resource. Errors are RFC 9457.",
+                public_url=str(settings.edge_public_url) if settings.edge_public_url else None,
+                required_parameters=frozenset({"If-Match"}) if settings.require_if_match else frozenset(),
             )
         )
 

@@ -21,10 +21,13 @@ from sqlalchemy.exc import IntegrityError
 
 from wharf_api import extensions, idempotency, queries
 from wharf_api.documents import etag_of, json_bytes
+from wharf_api.settings import ApiSettings
+from wharf_common import extensions as common
 from wharf_common import metrics
 from wharf_common.authn import current_principal
 from wharf_common.db import get_session
 from wharf_common.openapi import Parameter
+from wharf_common.openapi import Response as Doc
 from wharf_common.problems import Problem
 from wharf_common.validation import invalid_field, json_body, validate
 
@@ -40,7 +43,17 @@ LIST_PARAMETERS = (
     Parameter("cursor", "query", {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}, "next_cursor of the last page"),
 )
 IF_NONE_MATCH = Parameter("If-None-Match", "header", {"type": "string"}, "ETag of a cached copy")
-IF_MATCH = Parameter("If-Match", "header", {"type": "string"}, "Only apply if the resource still has this ETag")
+IF_MATCH = Parameter(
+    "If-Match",
+    "header",
+    {"type": "string"},
+    "Only apply if the resource still has this ETag (required when the server sets REQUIRE_IF_MATCH)",
+)
+# What every write to one item (PATCH, DELETE through lock_for_write) can answer besides success.
+PRECONDITION_RESPONSES: dict[int, Doc | str] = {
+    412: "If-Match does not match the current ETag",
+    428: "If-Match is missing, and this server requires it (REQUIRE_IF_MATCH)",
+}
 IDEMPOTENCY_KEY = Parameter(
     idempotency.HEADER,
     "header",
@@ -56,14 +69,6 @@ def json_response(document: bytes, status: int = 200, *, cache: str | None = Non
     if etag:
         response.set_etag(etag_of(document))
     return response
-
-
-def item_id(raw: str, not_found: Problem) -> uuid.UUID:
-    """The id in a path; a malformed one names nothing, so it is ``not_found``."""
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise not_found from None
 
 
 # -- pages ---------------------------------------------------------------------------------------
@@ -164,7 +169,14 @@ def lock_for_write(
     """The row, locked until the request's session commits, once the caller may change it and
     its ``If-Match`` (if any) holds. Only its ``owner`` or an admin may: anyone else gets
     ``others`` (a 403 where others may read the row), or ``not_found`` (where they may not even
-    know it exists)."""
+    know it exists). Without ``If-Match`` where the settings require it: 428."""
+    settings: ApiSettings = common.of().settings  # type: ignore[assignment]
+    if settings.require_if_match and not request.if_match:
+        raise Problem(
+            428,
+            "This server requires If-Match with the resource's current ETag on PATCH and DELETE.",
+            slug="precondition-required",
+        )
     row = queries.lock_by_id(get_session(), model=model, key=key)
     if row is None:
         raise not_found
@@ -179,7 +191,7 @@ def lock_for_write(
 def merge_patch(model: type[M]) -> dict[str, Any]:
     """The changes a JSON merge patch (RFC 7396) asks for, validated by ``model`` (every field
     optional); ``null`` removes a member, and the members of these resources cannot be removed."""
-    data = json_body()
+    data = json_body(MERGE_PATCH_TYPES)
     if not isinstance(data, dict):
         raise Problem(400, "A merge patch must be a JSON object.", slug="malformed-json", title="Bad Request")
     nulls = [{"field": name, "message": "may not be null"} for name, value in data.items() if value is None]

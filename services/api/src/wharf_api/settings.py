@@ -17,3 +17,7 @@ class ApiSettings(CommonSettings):
     # Seconds cached documents live; 0 turns the read cache off (every read goes to Postgres;
     # writes still invalidate, for replicas that cache). `make bench` measures both.
     cache_ttl_seconds: int = Field(default=60, ge=0, le=86_400)
+
+    # PATCH and DELETE without If-Match are refused (428 Precondition Required, RFC 6585), so that
+    # no client can overwrite a change it has not seen (lost updates).
+    require_if_match: bool = False

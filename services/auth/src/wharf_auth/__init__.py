@@ -58,6 +58,10 @@ def create_app(settings: AuthSettings | None = None) -> Flask:
     @app.get("/openapi.json")
     def openapi_document() -> ResponseReturnValue:
         description = "Accounts and tokens. Every error is an RFC 9457 problem document."
-        return jsonify(openapi.build(app, title="Wharf auth", version=VERSION, description=description))
+        public_url = str(settings.edge_public_url) if settings.edge_public_url else None
+        document = openapi.build(
+            app, title="Wharf auth", version=VERSION, description=description, public_url=public_url
+        )
+        return jsonify(document)
 
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ARRAY, DateTime, ForeignKey, MetaData, String, Text, func
+from sqlalchemy import ARRAY, DateTime, ForeignKey, LargeBinary, MetaData, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "auth"
@@ -44,6 +44,9 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The pair that replaced this token, encrypted under a key derived from this token (see
+    # wharf_auth.sessions.seal_successor); kept only during the reuse interval (migration 0005).
+    successor: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class Revocation(Base):

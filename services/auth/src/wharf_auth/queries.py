@@ -43,37 +43,48 @@ def add_refresh_token(
     )
 
 
-def claim_refresh_token(session: Session, *, token_hash: str, now: datetime) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """(account id, family id) of the usable refresh token with this hash, now marked used; None
-    if there is none. Of two concurrent claims of one token only one UPDATE matches."""
-    claimed = session.execute(
-        update(RefreshToken)
-        .where(
-            RefreshToken.token_hash == token_hash,
-            RefreshToken.used_at.is_(None),
-            RefreshToken.revoked_at.is_(None),
-            RefreshToken.expires_at > now,
-        )
-        .values(used_at=now)
-        .returning(RefreshToken.account_id, RefreshToken.family_id)
+def refresh_token_for_update(session: Session, *, token_hash: str) -> RefreshToken | None:
+    """The refresh token with this hash, locked until the transaction ends: concurrent
+    presentations of one token (two replicas, two threads) are answered one after the other, and
+    the later one sees what the first did."""
+    return session.scalars(
+        select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
     ).one_or_none()
-    return None if claimed is None else (claimed.account_id, claimed.family_id)
 
 
-def refresh_token_by_hash(session: Session, *, token_hash: str) -> RefreshToken | None:
-    return session.scalars(select(RefreshToken).where(RefreshToken.token_hash == token_hash)).one_or_none()
+def forget_successors(session: Session, *, family_id: uuid.UUID, used_before: datetime) -> None:
+    """Erase the sealed successor pairs of the family's tokens used before ``used_before`` (their
+    reuse interval is over: presenting them again now ends the session). Rows another request
+    holds are skipped (a later refresh erases them): waiting for them could deadlock with a reuse
+    that is revoking this family."""
+    expired = (
+        select(RefreshToken.id)
+        .where(
+            RefreshToken.family_id == family_id,
+            RefreshToken.successor.is_not(None),
+            RefreshToken.used_at < used_before,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id.in_(expired))
+        .values(successor=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def revoke_refresh_tokens(
     session: Session, *, now: datetime, family_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
 ) -> None:
-    """Revoke the unrevoked refresh tokens of a family, of an account, or of the account's family."""
+    """Revoke the unrevoked refresh tokens of a family, of an account, or of the account's family
+    (and erase their sealed successor pairs)."""
     conditions = [RefreshToken.revoked_at.is_(None)]
     if family_id is not None:
         conditions.append(RefreshToken.family_id == family_id)
     if account_id is not None:
         conditions.append(RefreshToken.account_id == account_id)
-    session.execute(update(RefreshToken).where(*conditions).values(revoked_at=now))
+    session.execute(update(RefreshToken).where(*conditions).values(revoked_at=now, successor=None))
 
 
 # -- mailed tokens (password reset, email verification) -----------------------------------------

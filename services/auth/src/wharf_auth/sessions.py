@@ -8,12 +8,18 @@ transaction, then announces them on Redis to every other service once committed.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import secrets
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import g
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
@@ -78,6 +84,41 @@ def set_password(session: Session, account: Account, password_hash: str) -> Revo
     everything_before = Revocation("account", str(account.id), covering_expiry(), changed_at.timestamp())
     revoke(session, everything_before)
     return everything_before
+
+
+# -- the refresh reuse interval ---------------------------------------------------------------
+# A used refresh token presented again within REFRESH_REUSE_INTERVAL_SECONDS gets the pair that
+# replaced it (a client retrying a refresh whose answer it lost). That pair is stored on the used
+# token's row, encrypted (AES-GCM) under a key derived (HKDF) from the used refresh token itself:
+# auth keeps only that token's SHA-256, so neither the database nor a backup of it can open the
+# pair; only whoever presents the used token again can, which is who would get it anyway.
+_SUCCESSOR_INFO = b"wharf refresh-token successor v1"
+_NONCE_BYTES = 12
+
+
+def _successor_cipher(refresh_token: str) -> AESGCM:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SUCCESSOR_INFO).derive(refresh_token.encode())
+    return AESGCM(key)
+
+
+def seal_successor(refresh_token: str, tokens: dict[str, Any]) -> bytes:
+    """``tokens`` (the pair that replaced ``refresh_token``), encrypted for ``refresh_token``'s holder."""
+    document = {**tokens, "expires_at": now().timestamp() + tokens["expires_in"]}
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + _successor_cipher(refresh_token).encrypt(nonce, json.dumps(document).encode(), None)
+
+
+def open_successor(refresh_token: str, sealed: bytes) -> dict[str, Any] | None:
+    """The pair :func:`seal_successor` sealed, its ``expires_in`` counted from now; None if it
+    cannot be opened with this token."""
+    try:
+        document = json.loads(
+            _successor_cipher(refresh_token).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], None)
+        )
+    except (InvalidTag, ValueError):
+        return None
+    expires_at = document.pop("expires_at")
+    return {**document, "expires_in": max(0, int(expires_at - now().timestamp()))}
 
 
 def covering_expiry() -> float:

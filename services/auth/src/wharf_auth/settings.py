@@ -26,6 +26,9 @@ class AuthSettings(CommonSettings):
     signing_key_activation_seconds: int = Field(default=10, ge=0, le=3600)
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=60, le=31_536_000)
+    # A used refresh token presented again within this many seconds of its first use gets the same
+    # new pair back (a retried refresh); later, reuse ends the whole session. 0: reuse always does.
+    refresh_reuse_interval_seconds: int = Field(default=5, ge=0, le=60)
 
     argon2_memory_kib: int = Field(default=ARGON2_MIN_MEMORY_KIB, ge=ARGON2_MIN_MEMORY_KIB, le=4_194_304)
     argon2_time_cost: int = Field(default=ARGON2_MIN_TIME_COST, ge=ARGON2_MIN_TIME_COST, le=20)

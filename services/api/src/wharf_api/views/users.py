@@ -17,7 +17,7 @@ from wharf_common.db import get_session
 from wharf_common.openapi import Response as Doc
 from wharf_common.openapi import operation
 from wharf_common.problems import Problem
-from wharf_common.validation import Email, Name, parse_body
+from wharf_common.validation import Email, Name, omitted, parse_body
 
 bp = Blueprint("users", __name__, url_prefix="/users")
 KIND = "users"
@@ -40,8 +40,8 @@ class UserPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: Name | None = None
-    email: Email | None = None
+    name: Name = omitted()
+    email: Email = omitted()
 
 
 class UserOut(BaseModel):
@@ -61,7 +61,7 @@ class UserPage(BaseModel):
 WRITE_RESPONSES = {
     403: "Not the owner and not an admin",
     404: "No user with this id",
-    412: "If-Match does not match the current ETag",
+    **resource.PRECONDITION_RESPONSES,
 }
 
 
@@ -79,7 +79,7 @@ def list_users() -> Response:
     return resource.read_page(KIND, EVERYONE, page, load, user_json)
 
 
-@bp.get("/<user_id>")
+@bp.get("/<uuid:user_id>")
 @operation(
     "Read one user",
     parameters=(resource.IF_NONE_MATCH,),
@@ -91,12 +91,11 @@ def list_users() -> Response:
     tags=("users",),
 )
 @require_auth
-def get_user(user_id: str) -> Response:
-    key = resource.item_id(user_id, NOT_FOUND)
-    return resource.read_item(KIND, key, lambda: queries.by_id(table=USERS, key=key), user_json, NOT_FOUND)
+def get_user(user_id: uuid.UUID) -> Response:
+    return resource.read_item(KIND, user_id, lambda: queries.by_id(table=USERS, key=user_id), user_json, NOT_FOUND)
 
 
-@bp.patch("/<user_id>")
+@bp.patch("/<uuid:user_id>")
 @operation(
     "Change a user's name or email (JSON merge patch)",
     body=UserPatch,
@@ -106,7 +105,7 @@ def get_user(user_id: str) -> Response:
     tags=("users",),
 )
 @require_auth
-def patch_user(user_id: str) -> Response:
+def patch_user(user_id: uuid.UUID) -> Response:
     changes = resource.merge_patch(UserPatch)
     session = get_session()
     user = _lock(user_id)
@@ -125,7 +124,7 @@ def patch_user(user_id: str) -> Response:
     return resource.json_response(json_bytes(user_json(user)), etag=True)
 
 
-@bp.delete("/<user_id>")
+@bp.delete("/<uuid:user_id>")
 @operation(
     "Delete a user",
     parameters=(resource.IF_MATCH,),
@@ -133,7 +132,7 @@ def patch_user(user_id: str) -> Response:
     tags=("users",),
 )
 @require_auth
-def delete_user(user_id: str) -> Response:
+def delete_user(user_id: uuid.UUID) -> Response:
     session = get_session()
     user = _lock(user_id)
     session.delete(user)
@@ -142,10 +141,9 @@ def delete_user(user_id: str) -> Response:
     return Response(status=204)
 
 
-def _lock(user_id: str) -> User:
+def _lock(user_id: uuid.UUID) -> User:
     """Every account may read every user; only its owner or an admin may change it (else 403)."""
-    key = resource.item_id(user_id, NOT_FOUND)
-    return resource.lock_for_write(User, key, user_json, not_found=NOT_FOUND, others=NOT_YOURS)
+    return resource.lock_for_write(User, user_id, user_json, not_found=NOT_FOUND, others=NOT_YOURS)
 
 
 @bp.post("")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 
 from wharf_auth import events, extensions, queries, sessions
 from wharf_auth.limits import Limit, email_key, ip_key
+from wharf_auth.models import RefreshToken
 from wharf_auth.schemas import LoginBody, RefreshBody, TokenPair
 from wharf_common.authn import unauthorized
 from wharf_common.db import get_session
@@ -60,7 +63,7 @@ def login() -> ResponseReturnValue:
     if not found.passwords.verify(account.password_hash if account else None, body.password) or account is None:
         found.limiter.record_failure(limits)
         events.emit("login_failure", email=email, level=logging.WARNING)
-        raise unauthorized(LOGIN_FAILED)
+        raise unauthorized(LOGIN_FAILED, token_sent=False)
     found.limiter.reset(account_limit)
     if account.email_verified_at is None and not config.allow_unverified_login:
         events.emit("login_unverified", account_id=account.id, level=logging.WARNING)
@@ -79,46 +82,74 @@ def login() -> ResponseReturnValue:
     return jsonify(tokens), 200, NO_STORE
 
 
+REFRESH_DESCRIPTION = """Each refresh token is used once: the answer carries a new access token and a new
+refresh token of the same session, and the old refresh token is used up.
+
+**Retrying is safe for a few seconds.** The same refresh token presented again within the reuse
+interval (`REFRESH_REUSE_INTERVAL_SECONDS`, 5 s by default) after its first use answers 200 with
+the same pair as the first time (`expires_in` counts down), so a client that lost the answer to
+a timeout can simply send the request again.
+
+**Reuse after that ends the session.** A used refresh token presented after the interval is
+taken as stolen: the answer is 401, and every token of that sign-in (the access tokens and the
+refresh token that replaced it included) is revoked at every service. Other sessions of the
+account go on."""
+
+
 @bp.post("/refresh")
 @operation(
-    "Trade a refresh token for new tokens (each refresh token works once)",
+    "Trade a refresh token for new tokens",
+    description=REFRESH_DESCRIPTION,
     body=RefreshBody,
-    responses={200: Doc("Tokens", TokenPair, headers=("Cache-Control",)), 401: "Invalid, used or revoked"},
+    responses={
+        200: Doc(
+            "Tokens (the same ones again for a retry within the reuse interval)", TokenPair, headers=("Cache-Control",)
+        ),
+        401: "Unknown, expired or revoked refresh token, or one used before the reuse interval (its session is ended)",
+    },
     tags=("tokens",),
 )
 def refresh() -> ResponseReturnValue:
-    """Rotate a refresh token. Presenting one that was already used revokes its whole family."""
-    token_hash = sessions.hash_token(parse_body(RefreshBody).refresh_token)
-    session = get_session()
-    claimed = queries.claim_refresh_token(session, token_hash=token_hash, now=sessions.now())
-    if claimed is None:
-        _revoke_family_if_reused(token_hash)
-        raise unauthorized(REFRESH_FAILED)
-    account_id, family_id = claimed
-    account = queries.account_by_id(session, account_id=account_id)
-    if account is None:
+    """Rotate a refresh token: see REFRESH_DESCRIPTION."""
+    presented = parse_body(RefreshBody).refresh_token
+    config, session, now = sessions.settings(), get_session(), sessions.now()
+    row = queries.refresh_token_for_update(session, token_hash=sessions.hash_token(presented))
+    if row is None or row.revoked_at is not None:
         session.rollback()
-        raise unauthorized(REFRESH_FAILED)
-    tokens = sessions.issue_tokens(session, account, family_id)
+        raise unauthorized(REFRESH_FAILED, token_sent=False)
+    if row.used_at is not None:
+        within = (now - row.used_at).total_seconds() <= config.refresh_reuse_interval_seconds
+        again = sessions.open_successor(presented, row.successor) if within and row.successor else None
+        if again is None:
+            _end_family(session, row)
+            raise unauthorized(REFRESH_FAILED, token_sent=False)
+        session.rollback()
+        events.emit("refresh_retried", account_id=row.account_id)
+        return jsonify(again), 200, NO_STORE
+    account = queries.account_by_id(session, account_id=row.account_id)
+    if row.expires_at <= now or account is None:
+        session.rollback()
+        raise unauthorized(REFRESH_FAILED, token_sent=False)
+    tokens = sessions.issue_tokens(session, account, row.family_id)
+    row.used_at = now
+    if config.refresh_reuse_interval_seconds:
+        row.successor = sessions.seal_successor(presented, tokens)
+    interval = timedelta(seconds=config.refresh_reuse_interval_seconds)
+    queries.forget_successors(session, family_id=row.family_id, used_before=now - interval)
     session.commit()
     events.emit("refresh", account_id=account.id)
     return jsonify(tokens), 200, NO_STORE
 
 
-def _revoke_family_if_reused(token_hash: str) -> None:
-    """A used refresh token presented again was stolen or leaked: end its whole session, the
-    access tokens of the family included, at every service."""
-    session = get_session()
-    existing = queries.refresh_token_by_hash(session, token_hash=token_hash)
-    if existing is None or existing.used_at is None:
-        session.rollback()
-        return
-    queries.revoke_refresh_tokens(session, now=sessions.now(), family_id=existing.family_id)
-    family = Revocation("family", str(existing.family_id), sessions.covering_expiry())
+def _end_family(session: Session, reused: RefreshToken) -> None:
+    """A used refresh token presented again after the reuse interval was stolen or leaked: end its
+    whole session, the access tokens of the family included, at every service."""
+    queries.revoke_refresh_tokens(session, now=sessions.now(), family_id=reused.family_id)
+    family = Revocation("family", str(reused.family_id), sessions.covering_expiry())
     sessions.revoke(session, family)
     session.commit()
     sessions.announce(family)
-    events.emit("refresh_reuse_detected", account_id=existing.account_id, level=logging.WARNING)
+    events.emit("refresh_reuse_detected", account_id=reused.account_id, level=logging.WARNING)
 
 
 @bp.post("/logout")
