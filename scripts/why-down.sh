@@ -4,7 +4,7 @@
 # line (every Wharf container states the cause and the fix that way), else its last log line.
 # Arguments go to compose before `ps` (e.g. -p PROJECT).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 found=0
 while read -r name service state code health; do
   case $state:$code:$health in

@@ -127,6 +127,7 @@ real_ip_from=$(addresses NGINX_REAL_IP_FROM "${NGINX_REAL_IP_FROM-}")
   if [[ -n $real_ip_from ]]; then
     echo "real_ip_header X-Forwarded-For;"
     echo "real_ip_recursive on;"
+    # shellcheck disable=SC2086 # split on purpose: one directive per address
     printf 'set_real_ip_from %s;\n' $real_ip_from
   fi
 } >"$out/conf.d/realip.conf"
@@ -135,6 +136,7 @@ real_ip_from=$(addresses NGINX_REAL_IP_FROM "${NGINX_REAL_IP_FROM-}")
 status_allow=$(addresses NGINX_STATUS_ALLOW "$NGINX_STATUS_ALLOW")
 {
   echo "# Written by wharf-nginx-entrypoint from NGINX_STATUS_ALLOW."
+  # shellcheck disable=SC2086 # split on purpose: one directive per address
   [[ -z $status_allow ]] || printf 'allow %s;\n' $status_allow
   echo "deny all;"
 } >"$out/snippets/status-access.conf"

@@ -31,6 +31,11 @@ def project() -> Iterator[str]:
     subprocess.run(down, cwd=ROOT, capture_output=True, timeout=300, check=False)
 
 
+def _directory(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def _superuser_login(stack: Stack, password: str) -> bool:
     """Whether the superuser logs in over TCP (as db-init does) with ``password``."""
     result = docker(
@@ -50,7 +55,7 @@ def _data_is_there(stack: Stack, email: str, location: str, document: dict[str, 
 
 
 def test_another_clone_and_regenerated_secrets_come_up_on_the_same_data(project: str, tmp_path: Path) -> None:
-    first = new_stack(project, tmp_path / "clone-1")
+    first = new_stack(project, _directory(tmp_path / "clone-1"))
     first.compose("down", "-v", "--remove-orphans", check=False)
     first.up()
     with requests.Session() as http:
@@ -66,7 +71,7 @@ def test_another_clone_and_regenerated_secrets_come_up_on_the_same_data(project:
 
     # A second clone's `make up` on the same project while the first one's stack runs: its own
     # (new) secrets directory, the first one's data volume.
-    second = new_stack(project, tmp_path / "clone-2")
+    second = new_stack(project, _directory(tmp_path / "clone-2"))
     second.up()
     assert second.secret("postgres/password") != first.secret("postgres/password")
     assert _superuser_login(second, second.secret("postgres/password"))
@@ -84,36 +89,36 @@ def test_another_clone_and_regenerated_secrets_come_up_on_the_same_data(project:
     _data_is_there(second, email, location, document)
 
 
-def test_data_of_another_postgres_major_version_stops_with_one_line(project: str, tmp_path: Path) -> None:
-    """What the entrypoint cannot fix stops postgres with one line naming the cause and the fix,
-    and scripts/why-down.sh (what `make up` prints when it fails) repeats it."""
-    stack = new_stack(project, tmp_path / "secrets")
+def test_data_of_another_postgres_major_version_stops_make_up_with_one_line(project: str, tmp_path: Path) -> None:
+    """What postgres's entrypoint cannot fix stops `make up` at once (postgres-check, before
+    postgres starts) with one line naming the cause and the fix, and no traceback."""
+    stack = new_stack(project, _directory(tmp_path / "secrets"))
     stack.compose("down", "-v", "--remove-orphans", check=False)
-    stack.compose("up", "-d", "--wait", "--wait-timeout", "120", "postgres")
-    postgres = stack.container_id("postgres")
-    stack.compose("stop", "postgres")
-    image = docker("inspect", "-f", "{{.Config.Image}}", postgres).stdout.strip()
-    volume = f"{project}_pgdata"
-    docker("run", "--rm", "--user", "postgres", "-v", f"{volume}:/data", "--entrypoint", "bash", image,
-           "-c", "echo 16 > /data/PG_VERSION")  # fmt: skip
     try:
-        stack.compose("start", "postgres")
-        deadline = time.monotonic() + 60
-        while "configuration error" not in (logs := docker("logs", postgres, check=False).stderr):
-            assert time.monotonic() < deadline, logs
-            time.sleep(0.5)
-        errors = [line for line in logs.splitlines() if line.startswith("configuration error")]
-        assert errors[0].startswith("configuration error: the data volume holds PostgreSQL 16 data"), errors
-        assert "Fix:" in errors[0]
-        assert "Traceback" not in logs
-        explained = subprocess.run(
-            [str(ROOT / "scripts" / "why-down.sh"), "-p", project],
-            env=stack.env,
+        stack.compose("up", "-d", "--wait", "--wait-timeout", "120", "postgres")
+        image = docker("inspect", "-f", "{{.Config.Image}}", stack.container_id("postgres")).stdout.strip()
+        stack.compose("stop", "postgres")
+        docker("run", "--rm", "--user", "postgres", "-v", f"{project}_pgdata:/data", "--entrypoint", "bash", image,
+               "-c", "echo 16 > /data/PG_VERSION")  # fmt: skip
+
+        started = time.monotonic()
+        made = subprocess.run(
+            ["make", "--no-print-directory", "up"],
+            cwd=ROOT,
+            env={**stack.env, "COMPOSE_PROJECT_NAME": project},
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=60,
-            check=True,
-        ).stdout.splitlines()
-        assert explained[0] == f"postgres: {errors[0]}", explained
+            timeout=300,
+            check=False,
+        )
+        took = time.monotonic() - started
+        assert made.returncode != 0
+        explained = [line for line in made.stderr.splitlines() if "configuration error" in line]
+        assert len(explained) == 1, made.stderr
+        assert explained[0].startswith("postgres-check: configuration error: the data volume holds PostgreSQL 16"), made
+        assert "Fix:" in explained[0]
+        assert "Traceback" not in made.stdout + made.stderr
+        print(f"make up failed in {took:.0f} s: {explained[0]}")
     finally:
         stack.compose("down", "-v", "--remove-orphans", check=False, timeout=180)

@@ -32,6 +32,7 @@ COUNTERPARTS = {
 }
 NOT_IN_K8S = {
     "dev-secrets": "k8s/secrets.sh runs the same generator (wharf_common.devsecrets) outside the cluster",
+    "postgres-check": "the pre-flight of compose's postgres entrypoint (deploy/postgres/entrypoint.sh)",
     # The compose profile `observability`: a cluster has its own monitoring, which scrapes the pods.
     "prometheus": "a cluster's own Prometheus scrapes the pods (k8s/README.md)",
     "nginx-exporter": "runs beside the cluster's Prometheus, reading each nginx pod's status port",
