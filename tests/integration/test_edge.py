@@ -809,7 +809,7 @@ def _worker_connections(container: str) -> int:
 def test_workers_raise_their_open_file_limit_above_twice_their_connections(lab: Lab) -> None:
     """A proxied request holds two descriptors: with the common soft limit of 1024, each worker
     raises its own (worker_rlimit_nofile) so that all its connections can be proxied at once."""
-    edge = lab.start_edge(run_args=("--ulimit", "nofile=1024:65536"))
+    edge = lab.start_edge(run_args=("--ulimit", "nofile=1024:16384"))
     limits = _worker_open_files(edge.container)
     assert limits, "no nginx worker found"
     assert min(limits) >= 2 * _worker_connections(edge.container), limits
