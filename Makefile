@@ -11,8 +11,8 @@ BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate bench lint fmt config lock base-images clean admin rotate-keys \
-	migrate backup restore psql redis-cli shell
+.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate bench bench-workers lint fmt config lock base-images clean admin rotate-keys \
+	migrate backup restore psql redis-cli shell mail
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ k8s-validate: ## Render every k8s/ overlay with the pinned kustomize and check i
 
 bench: ## Load-test the stack through nginx (own project wharf-bench, about 6 min); results: bench/results/, bench/README.md
 	@scripts/bench.sh
+
+bench-workers: ## The worker-model sweep behind the gunicorn defaults (MODELS="2x3x1 2x2x4": replicas x workers x threads)
+	@scripts/bench.sh workers $(MODELS)
 
 lint: ## ruff (lint + format check), compose config, shell syntax
 	@scripts/venv.sh
@@ -130,9 +133,12 @@ restore: ## Replace both schemas with a backup: make restore FILE=backups/wharf-
 psql: ## Open psql on the database as the Postgres superuser
 	@$(EXEC) postgres psql -U postgres -d wharf
 
-redis-cli: ## Open redis-cli as a service's Redis user (REDIS_USER=api|auth, default api)
+redis-cli: ## Open redis-cli as a service's Redis user (REDIS_USER=api|auth|auth-mail, default api)
 	@$(EXEC) -e REDISCLI_AUTH="$$(cat "$(SECRETS_DIR)/$(or $(REDIS_USER),api)/redis_password")" redis \
 	  redis-cli --user "$(or $(REDIS_USER),api)"
+
+mail: ## What the development mail sink received: a list, or one message with N=<number> (N=-1: the newest)
+	@$(EXEC) mail-sink python /app/mailsink.py $(if $(N),show $(N),list)
 
 shell: ## Open a shell in a running service container: make shell SERVICE=api
 	@test -n "$(SERVICE)" || { echo "usage: make shell SERVICE=api|auth|nginx|postgres|redis" >&2; exit 2; }

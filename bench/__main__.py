@@ -89,7 +89,7 @@ def bring_up(stack: BenchStack) -> dict[str, object]:
     tag = os.environ.get("WHARF_TAG", "dev")
     prefix = os.environ.get("WHARF_IMAGE_PREFIX", "wharf")
     images = footprint.image_sizes([f"{prefix}/{name}:{tag}" for name in ("api", "auth", "nginx")])
-    stack.up_ceiling()
+    stack.up_references()
     return {
         "warm_up_seconds": round(warm, 1),
         "first_up_seconds": round(first, 1),
@@ -146,11 +146,19 @@ def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> 
             work / "login.json", [f'{{"email":"{account.email}","password":"{seed.PASSWORD}"}}']
         ),
         healthz=seed.write_lines(work / "healthz.paths", ["/healthz"]),
+        seed_ids=seed.write_lines(work / "seed-recipe.ids", seed.recipe_ids(stack)),
+        me=seed.write_lines(work / "me.paths", ["/auth/me"]),
     )
     first, deep = list_paths(work, stack, "cached")
-    main_scenarios = [*scenarios.references(config, files), *scenarios.cached(config, files, rows, first, deep)]
-    runner = Runner(config, stack, total=len(main_scenarios) + 3 * len(config.scale_rows) + 1)
-    for scenario in main_scenarios:
+    references = scenarios.references(config, files)
+    cached = scenarios.cached(config, files, rows, first, deep)
+    tails_count = len(scenarios.tails(config, files, 1.0))
+    total = len(references) + tails_count + len(cached) + 3 * len(config.scale_rows) + 1
+    runner = Runner(config, stack, total=total)
+    for scenario in references:
+        runner.run(scenario)
+    ceiling = report.ceiling_rps(runner.measurements) or 1.0
+    for scenario in [*scenarios.tails(config, files, ceiling), *cached]:
         runner.run(scenario)
 
     log("api replicas restarted with CACHE_TTL_SECONDS=0 (reads bypass the cache) for the scale runs")

@@ -42,6 +42,7 @@ class BenchConfig:
     http_port: int
     https_port: int
     ceiling_port: int
+    seed_port: int
     duration: int  # seconds of each measured run
     warmup: int  # seconds of load before each measured run, not counted
     connections: int
@@ -55,6 +56,7 @@ class BenchConfig:
     # BenchStack.load_urls); None: their published ports.
     edge_url: str | None = None
     ceiling_edge_url: str | None = None
+    seed_edge_url: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -65,12 +67,20 @@ class BenchConfig:
         return f"http://127.0.0.1:{self.ceiling_port}"
 
     @property
+    def seed_url(self) -> str:
+        return f"http://127.0.0.1:{self.seed_port}"
+
+    @property
     def load_url(self) -> str:
         return self.edge_url or self.base_url
 
     @property
     def ceiling_load_url(self) -> str:
         return self.ceiling_edge_url or self.ceiling_url
+
+    @property
+    def seed_load_url(self) -> str:
+        return self.seed_edge_url or self.seed_url
 
     @property
     def main_rows(self) -> int:
@@ -86,6 +96,7 @@ class BenchConfig:
             http_port=18080,
             https_port=18443,
             ceiling_port=18090,
+            seed_port=18091,
             duration=_int("BENCH_DURATION", 10, 1, 600),
             warmup=2,
             connections=_int("BENCH_CONNECTIONS", 64, 1, 10000),

@@ -8,10 +8,13 @@ from pathlib import Path
 from bench.config import BenchConfig
 
 CEILING = "framework_ceiling"
+SEED = "seed_recipe"
 API_PATH = ("nginx", "api", "redis", "postgres")
 AUTH_PATH = ("nginx", "auth", "redis", "postgres")
 CEILING_PATH = ("nginx-ceiling", "ceiling")
+SEED_PATH = ("nginx-seed", "seed-recipe")
 LOGIN_CONNECTIONS = 8
+FEW_CONNECTIONS = 8  # the tail at light load, next to the run's default (64)
 
 
 @dataclass(frozen=True)
@@ -39,28 +42,37 @@ class DataFiles:
     refresh_tokens: Path
     login_body: Path
     healthz: Path
+    seed_ids: Path  # the seed recipe's own users
+    me: Path
 
 
 def cpu_path(scenario: Scenario) -> tuple[str, ...]:
     """The services a scenario's requests pass through, whose CPU time is counted per request."""
-    if scenario.key == CEILING:
+    if scenario.key.startswith(CEILING):
         return CEILING_PATH
+    if scenario.key == SEED:
+        return SEED_PATH
     if scenario.key == "nginx_healthz":
         return ("nginx",)
-    return AUTH_PATH if scenario.key in ("login", "refresh") else API_PATH
+    return AUTH_PATH if scenario.key in ("login", "refresh", "me") else API_PATH
 
 
-def _opts(mode: str, data: Path | None = None, tokens: Path | None = None) -> dict[str, str]:
+def _opts(
+    mode: str, data: Path | None = None, tokens: Path | None = None, pace_ms: float | None = None
+) -> dict[str, str]:
     options = {"mode": mode}
     if data is not None:
         options["data"] = str(data)
     if tokens is not None:
         options["tokens"] = str(tokens)
+    if pace_ms is not None:
+        options["pace_ms"] = f"{pace_ms:.3f}"
     return options
 
 
 def references(config: BenchConfig, files: DataFiles) -> list[Scenario]:
-    """The two ceilings every other figure is compared with, behind the same nginx configuration."""
+    """What every other figure is compared with, each behind the same nginx configuration: nginx alone,
+    the framework ceiling and the seed's recipe."""
     return [
         Scenario("nginx_healthz", "nginx answering /healthz itself", config.load_url, _opts("paths", files.healthz)),
         # The same requests (token included, ignored) as the cached GET, to an app that does nothing.
@@ -70,6 +82,37 @@ def references(config: BenchConfig, files: DataFiles) -> list[Scenario]:
             config.ceiling_load_url,
             _opts("get", files.cached_ids, files.tokens),
         ),
+        Scenario(
+            SEED,
+            "Seed recipe: bare Flask users API, gunicorn -w 4",
+            config.seed_load_url,
+            _opts("get", files.seed_ids, files.tokens),
+        ),
+    ]
+
+
+def tails(config: BenchConfig, files: DataFiles, ceiling_rps: float) -> list[Scenario]:
+    """The tail two more ways: closed loop at a few connections, and paced at half the framework
+    ceiling's throughput (a steady arrival rate, so the load generator's own queueing cannot hide the
+    server's), for the ceiling and the authenticated cached read alike; and the signed-in account."""
+    pace_ms = config.connections * 1000 / (ceiling_rps / 2)
+    get, few = _opts("get", files.cached_ids, files.tokens), FEW_CONNECTIONS
+    return [
+        Scenario(f"{CEILING}_few", "Framework ceiling", config.ceiling_load_url, get, connections=few),
+        Scenario("get_cached_few", "GET /api/users/<id>, cache hits", config.load_url, get, connections=few),
+        Scenario(
+            f"{CEILING}_paced",
+            f"Framework ceiling, paced at {ceiling_rps / 2:,.0f}/s",
+            config.ceiling_load_url,
+            _opts("get", files.cached_ids, files.tokens, pace_ms),
+        ),
+        Scenario(
+            "get_cached_paced",
+            f"GET /api/users/<id>, cache hits, paced at {ceiling_rps / 2:,.0f}/s",
+            config.load_url,
+            _opts("get", files.cached_ids, files.tokens, pace_ms),
+        ),
+        Scenario("me", "GET /auth/me", config.load_url, _opts("paths", files.me, files.tokens), connections=few),
     ]
 
 

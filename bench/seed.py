@@ -113,6 +113,12 @@ def cursor_at(stack: BenchStack, fraction: float) -> str:
     return base64.urlsafe_b64encode(uuid.UUID(last_id).bytes).rstrip(b"=").decode("ascii")
 
 
+def recipe_ids(stack: BenchStack) -> list[str]:
+    """The ids of the seed recipe's users (bench/ceiling/seed_recipe.py), from its own list."""
+    with urllib.request.urlopen(f"{stack.config.seed_url}/api/users", timeout=10) as response:  # noqa: S310
+        return [str(user["id"]) for user in json.loads(response.read())["items"]]
+
+
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

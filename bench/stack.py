@@ -16,7 +16,7 @@ from bench.config import RAISED_LIMITS, ROOT, BenchConfig
 COMPOSE = [str(ROOT / "scripts" / "compose.sh")]
 PRODUCT_FILES = ["-f", "compose.yaml"]
 BENCH_FILES = [*PRODUCT_FILES, "-f", "bench/compose.bench.yaml"]
-CEILING_SERVICES = ["ceiling", "nginx-ceiling"]
+REFERENCE_SERVICES = ["ceiling", "nginx-ceiling", "seed-recipe", "nginx-seed"]
 
 
 class StackError(RuntimeError):
@@ -50,9 +50,9 @@ class BenchStack:
         return result.stdout
 
     def build(self) -> None:
-        # The ceiling's image is built FROM the api image: that one first.
+        # The references' image is built FROM the api image: that one first.
         self.compose("build", "--quiet", files=PRODUCT_FILES)
-        self.compose("build", "--quiet", *CEILING_SERVICES)
+        self.compose("build", "--quiet", "ceiling")
 
     def make_up(self) -> float:
         """Seconds `make up` takes (the product stack only), as ops run it."""
@@ -64,8 +64,8 @@ class BenchStack:
             raise StackError(f"make up failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
         return time.monotonic() - started
 
-    def up_ceiling(self) -> None:
-        self.compose("up", "--detach", "--wait", "--wait-timeout", "240", *CEILING_SERVICES)
+    def up_references(self) -> None:
+        self.compose("up", "--detach", "--wait", "--wait-timeout", "240", *REFERENCE_SERVICES)
 
     def stop_product(self) -> None:
         """`make down` for this project, keeping the volumes (so the next `make up` is warm)."""
@@ -120,7 +120,8 @@ class BenchStack:
         to the same cores as the stack, and no part of it (a client on another host, or a cluster's
         ingress, never meets it)."""
         found = {}
-        for key, service in (("edge_url", "nginx"), ("ceiling_edge_url", "nginx-ceiling")):
+        services = (("edge_url", "nginx"), ("ceiling_edge_url", "nginx-ceiling"), ("seed_edge_url", "nginx-seed"))
+        for key, service in services:
             address = self._reachable_address(self.container_id(service), 8080)
             if address is not None:
                 found[key] = f"http://{address}:8080"

@@ -25,6 +25,7 @@ class WrkResult:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    p999_ms: float
     errors: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -49,6 +50,7 @@ def parse_output(stdout: str) -> WrkResult:
                 p50_ms=latency["p50"] / 1000,
                 p90_ms=latency["p90"] / 1000,
                 p99_ms=latency["p99"] / 1000,
+                p999_ms=latency["p999"] / 1000,
                 errors={k: int(v) for k, v in data["errors"].items()},
             )
     raise WrkError(f"no {RESULT_PREFIX.strip()} line in wrk's output:\n{stdout[-2000:]}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create or update Wharf's Secrets from a directory laid out like compose's secrets directory:
-#   postgres/password  auth/{db_password,redis_password,signing-keys/*.pem}
-#   api/{db_password,redis_password}  redis/users.acl  nginx/{tls.crt,tls.key}
+#   postgres/password  auth/{db_password,redis_password,signing-keys/*.pem}  auth-mail/redis_password
+#   [auth-mail/smtp_password]  api/{db_password,redis_password}  redis/users.acl  nginx/{tls.crt,tls.key}
 # Files missing from DIR are generated first by the same code compose uses
 # (python -m wharf_common.devsecrets: random passwords, an Ed25519 key, the Redis ACL derived
 # from the passwords, a self-signed certificate for localhost); files already there are kept, so
@@ -45,6 +45,10 @@ manifests=$(
   secret generic wharf-postgres --from-file=password="$dir/postgres/password"
   secret generic wharf-auth --from-file=db_password="$dir/auth/db_password" --from-file=redis_password="$dir/auth/redis_password"
   secret generic wharf-auth-signing-keys --from-file="$dir/auth/signing-keys/"
+  # The mail worker's Redis password, and its SMTP server's password when DIR has one.
+  mail=(--from-file=redis_password="$dir/auth-mail/redis_password")
+  [[ -f $dir/auth-mail/smtp_password ]] && mail+=(--from-file=smtp_password="$dir/auth-mail/smtp_password")
+  secret generic wharf-auth-mail "${mail[@]}"
   secret generic wharf-api --from-file=db_password="$dir/api/db_password" --from-file=redis_password="$dir/api/redis_password"
   secret generic wharf-redis --from-file=users.acl="$dir/redis/users.acl"
   # type kubernetes.io/tls (keys tls.crt, tls.key): kubectl checks that key and certificate match

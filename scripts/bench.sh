@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: install what the benchmark needs (Docker engine, Compose v2, the tooling virtualenv,
 # wrk from Debian), then run the driver (bench/__main__.py). BENCH_* variables tune it (bench/README.md).
+# `scripts/bench.sh workers [MODEL...]` runs the worker-model sweep instead (bench/workers.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,4 +15,5 @@ if ! command -v wrk >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
 fi
 export WHARF_TAG=${WHARF_TAG:-dev}
+if [[ ${1:-} == workers ]]; then exec .venv/bin/python -m bench.workers "${@:2}"; fi
 exec .venv/bin/python -m bench "$@"

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Regenerate the hash-pinned lock files. The dev lock covers every package; each service's lock
-# is constrained by it, so tests and images run the very same versions.
+# (and the development mail sink's) is constrained by it, so tests and images run the very same versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uv=${UV:-.venv/bin/uv}
 common=(--quiet --generate-hashes --universal --python-version 3.11 --no-header --annotation-style line)
 "$uv" pip compile "${common[@]}" -o requirements-dev.lock \
-  libs/wharf-common/pyproject.toml services/api/pyproject.toml services/auth/pyproject.toml requirements-dev.in
+  libs/wharf-common/pyproject.toml services/api/pyproject.toml services/auth/pyproject.toml requirements-dev.in \
+  deploy/mail-sink/requirements.in
 for svc in api auth; do
   "$uv" pip compile "${common[@]}" -c requirements-dev.lock -o "services/$svc/requirements.lock" \
     libs/wharf-common/pyproject.toml "services/$svc/pyproject.toml"
 done
+# The development mail sink's image (deploy/mail-sink): aiosmtpd and what it needs, nothing else.
+"$uv" pip compile "${common[@]}" -c requirements-dev.lock -o deploy/mail-sink/requirements.lock \
+  deploy/mail-sink/requirements.in

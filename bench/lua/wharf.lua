@@ -1,6 +1,6 @@
 -- One wrk script for every `make bench` scenario (bench/scenarios.py picks the mode):
 --   wrk -s bench/lua/wharf.lua URL -- mode=<mode> threads=<n> [data=<file>] [tokens=<file>] [run=<id>]
---                                        [start=<first line of data to use>]
+--                                        [start=<first line of data to use>] [pace_ms=<mean gap>]
 -- Modes:
 --   paths    GET each line of `data` in turn (absolute paths)
 --   get      GET /api/users/<id> for each id in `data`
@@ -9,6 +9,9 @@
 --   login    POST /auth/login with the JSON body in `data`
 --   refresh  POST /auth/refresh, each request with its own refresh token (lines of `data`)
 -- Access tokens (lines of `tokens`) are spread over the threads, one per thread.
+-- pace_ms: each connection waits a random gap (exponential, this mean) after each answer before its
+-- next request, so the load is a steady arrival rate (about connections * 1000 / pace_ms requests/s)
+-- rather than as fast as the server answers: a slow answer then shows as latency, not as less load.
 -- done() prints one line, `WRK_JSON {...}`, that bench/wrk.py parses.
 
 -- setup() runs in wrk's main Lua state; thread:set() makes `thread_index` a global of the thread's.
@@ -55,6 +58,12 @@ function init(args)
   elseif mode == "patch" then
     headers["Content-Type"] = "application/merge-patch+json"
   end
+  if options.pace_ms then
+    local mean = tonumber(options.pace_ms)
+    math.randomseed(thread_index + 1)
+    -- wrk calls delay() (when the script defines it) before each request and waits that many ms.
+    delay = function() return -math.log(1 - math.random()) * mean end
+  end
   -- Threads walk disjoint slices of the data: no two requests share a refresh token.
   next_index = tonumber(options.start or "0") + thread_index
 end
@@ -90,8 +99,9 @@ function done(summary, latency, requests)
   io.write(string.format(
     'WRK_JSON {"requests":%d,"duration_us":%d,"bytes":%d,' ..
     '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
-    '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f}}\n',
+    '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d,"mean":%.1f}}\n',
     summary.requests, summary.duration, summary.bytes,
     e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+    latency.max, latency.mean))
 end

@@ -139,7 +139,7 @@ def new_stack(
 ) -> Stack:
     """A compose project of its own: its own ports on loopback and its own (empty) secrets
     directory, with ``settings`` added to the environment. Nothing is started yet."""
-    for name in ("postgres", "auth", "api", "redis", "nginx"):
+    for name in ("postgres", "auth", "auth-mail", "api", "redis", "nginx"):
         (secrets_dir / name).mkdir(exist_ok=True)
     port = port or _free_port()
     https_port = https_port or _free_port()
@@ -245,6 +245,27 @@ def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> d
     assert tokens.status_code == 200, tokens.text
     ISSUED_SECRETS.add(tokens.json()["refresh_token"])
     return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+
+
+def run_make(
+    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``make ARGS`` on this stack's compose project, without a terminal (as from a script or CI)."""
+    env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
+    if backup_dir is not None:
+        env["BACKUP_DIR"] = str(backup_dir)
+    result = subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

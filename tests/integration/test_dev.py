@@ -29,6 +29,7 @@ MOUNTS = {
     "api-migrate": ("wharf_api", "wharf_common"),
     "auth": ("wharf_auth", "wharf_common"),
     "auth-migrate": ("wharf_auth", "wharf_common"),
+    "auth-mail": ("wharf_auth", "wharf_common"),
 }
 RELOADING = ("api", "auth")
 

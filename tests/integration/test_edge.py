@@ -839,9 +839,10 @@ def test_strict_rate_on_sign_in_routes_general_rate_elsewhere(lab: Lab) -> None:
         with requests.Session() as session:
             signed_in = [session.post(limited.base_url + "/auth/login", json={}, timeout=5) for _ in range(3)]
             assert [r.status_code for r in signed_in] == [200, 200, 200]  # 1 + burst
-            # One strict allowance per client address for the three credential routes together,
+            # One strict allowance per client address for the credential and mail routes together,
             # however the path is spelled.
-            for path in ("/auth/register", "/auth/refresh", "/auth/login", "/auth//login"):
+            strict = ("/auth/register", "/auth/refresh", "/auth/login", "/auth//login")
+            for path in (*strict, "/auth/password-reset", "/auth/verify-email/resend"):
                 refused = session.post(limited.base_url + path, json={}, timeout=5)
                 _assert_problem(refused, 429)
                 assert refused.headers["Retry-After"] == "1"
@@ -851,7 +852,7 @@ def test_strict_rate_on_sign_in_routes_general_rate_elsewhere(lab: Lab) -> None:
             assert others == [200] * 10
             assert session.post(limited.base_url + "/auth/logout", json={}, timeout=5).status_code == 200
         assert len(lab.hits("/login")) == 3
-        assert lab.hits("/register") == lab.hits("/refresh") == []
+        assert lab.hits("/register") == lab.hits("/refresh") == lab.hits("/password-reset") == []
         assert len(lab.hits("/me")) == 10
     finally:
         lab.remove(auth_stub)

@@ -14,7 +14,6 @@ import itertools
 import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -26,7 +25,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import PASSWORD, ROOT, Stack, composed_stack, container_ip, docker, register, sign_in, wait_healthy
+from .conftest import (
+    PASSWORD,
+    ROOT,
+    Stack,
+    composed_stack,
+    container_ip,
+    docker,
+    register,
+    run_make,
+    sign_in,
+    wait_healthy,
+)
 from .load import FAULT_REPORT, FaultRow, Load, Operation, Outcomes, is_success, unique_email
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
@@ -458,19 +468,6 @@ def _next_release(tmp_path: Path) -> Path:
     return copy
 
 
-def _make_in(checkout: Path, stack: Stack, target: str) -> subprocess.CompletedProcess[str]:
-    env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
-    return subprocess.run(
-        ["make", "--no-print-directory", "-C", str(checkout), target],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def _images(stack: Stack, *services: str) -> set[str]:
     return {
         docker("inspect", "-f", "{{.Image}}", cid).stdout.strip() for s in services for cid in stack.container_ids(s)
@@ -519,7 +516,7 @@ def _deploy_and_roll_back(
     for fault, checkout, target in steps:
         with Load(operations, threads=3, pace_seconds=0.05, max_requests=50_000, max_seconds=600) as load:
             time.sleep(1)
-            result = _make_in(checkout, faults, target)
+            result = run_make(faults, "-C", str(checkout), target, check=False)
             time.sleep(2)
         counts = load.stop()
         written = {row[0] for row in _psql(faults, "SELECT id::text, '' FROM api.users")}

@@ -44,6 +44,9 @@ EXAMPLES_PER_OPERATION = 20
 # Each failed sign-in counts against this address (auth locks it out after IP_MAX_FAILURES, 50 by
 # default, and every later test signs in from here too): few examples for /login.
 FEWER_EXAMPLES = {"/login": 6}
+# Each accepted request for a mail counts against this address too (RECOVERY_IP_MAX_REQUESTS, 20 an
+# hour, shared with test_recovery_flow.py).
+FEWER_EXAMPLES |= {"/password-reset": 4, "/verify-email/resend": 4}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,10 +66,11 @@ def bearer(stack: Stack) -> dict[str, str]:
 
 def _within_edge_limits(send: Callable[[], Any]) -> Any:
     """``send()``, sent again after ``Retry-After`` while the edge's rate limit answers 429 (the
-    strict one on sign-in routes is soon spent by a fuzzer); auth's own lockout 429 is kept."""
+    strict one on sign-in routes is soon spent by a fuzzer); auth's own 429s (sign-in lockout,
+    requests for a mail) are kept."""
     response = send()
     for _ in range(10):
-        if response.status_code != 429 or "sign-in" in response.text:
+        if response.status_code != 429 or "sign-in" in response.text or "for a mail" in response.text:
             break
         time.sleep(float(response.headers.get("Retry-After", "1")))
         response = send()
@@ -211,6 +215,17 @@ CASES: dict[str, tuple[Send, tuple[int, ...]]] = {
     "very long header": (_get("/api/users", **{"X-Filler": "f" * 10_000}), (431,)),
     "oversized bearer token": (_get("/api/users", Authorization="Bearer " + "a" * 10_000), (431,)),
     "long bearer token": (_get("/api/users", Authorization="Bearer " + "a" * 7000), (401,)),
+    "SQL in a reset token": (
+        _post("/auth/password-reset/confirm", json.dumps({"token": SQL, "new_password": SQL * 3})),
+        (400,),
+    ),
+    "NUL byte in a reset email": (_post("/auth/password-reset", '{"email": "a\\u0000@example.com"}'), (422,)),
+    "very long verification token": (_post("/auth/verify-email", json.dumps({"token": "t" * 100_000})), (422,)),
+    "verification token of the wrong type": (_post("/auth/verify-email", '{"token": {"$ne": null}}'), (422,)),
+    "form-encoded reset request": (
+        _post("/auth/password-reset", "email=a%40b.c", "application/x-www-form-urlencoded"),
+        (415,),
+    ),
     "CRLF in a query (header injection)": (_get("/api/users?cursor=%0d%0aSet-Cookie:%20pwned=1"), (422,)),
     "Idempotency-Key too long": (
         lambda stack, headers: requests.post(

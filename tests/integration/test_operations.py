@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -17,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from wharf_common.devsecrets import KEY_NAME_FORMAT
 
-from .conftest import PASSWORD, ROOT, Stack, register, sign_in
+from .conftest import PASSWORD, Stack, register, sign_in
+from .conftest import run_make as _make
 
 pytestmark = pytest.mark.integration
 
@@ -119,27 +119,6 @@ def test_a_user_journey_leaves_no_secret_in_any_log(stack: Stack, http: requests
     requests_logged = [e for e in api_lines if e.get("logger") == "wharf.request" and e.get("route") == "/users"]
     assert any(e.get("account_id") == created.json()["owner"] and e.get("status") == 201 for e in requests_logged)
     assert all({"time", "level", "service", "request_id", "method", "duration_ms"} <= set(e) for e in requests_logged)
-
-
-def _make(
-    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """``make ARGS`` on this stack's compose project, without a terminal (as from a script or CI)."""
-    env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
-    if backup_dir is not None:
-        env["BACKUP_DIR"] = str(backup_dir)
-    result = subprocess.run(
-        ["make", "--no-print-directory", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def test_make_admin_grants_the_role_through_the_services_own_cli(stack: Stack, http: requests.Session) -> None:

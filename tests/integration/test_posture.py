@@ -105,3 +105,8 @@ def test_each_service_reaches_only_its_own_redis_keys(stack: Stack) -> None:
         assert "NOPERM" in _redis_as(stack, user, "CONFIG", "GET", "*"), user
         assert "NOPERM" in _redis_as(stack, user, "FLUSHALL"), user
     assert _redis_as(stack, "auth", "GET", "auth:posture-probe") == "1"  # untouched by api
+    # auth's mail worker: RQ's keys only, nothing of auth's or api's, no revocation channel
+    for command in (("GET", "auth:posture-probe"), ("GET", "api:posture-probe"), ("PUBLISH", "wharf:revocations", "x")):
+        assert "NOPERM" in _redis_as(stack, "auth-mail", *command), command
+    assert _redis_as(stack, "auth-mail", "SET", "rq:posture-probe", "1", "EX", "60") == "OK"
+    assert "NOPERM" in _redis_as(stack, "auth-mail", "KEYS", "*")

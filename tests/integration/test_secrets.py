@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import COMPOSE, ROOT, Stack, docker, new_stack, register, sign_in
+from .conftest import COMPOSE, ROOT, Stack, docker, new_stack, register, run_make, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -102,16 +102,7 @@ def test_data_of_another_postgres_major_version_stops_make_up_with_one_line(proj
                "-c", "echo 16 > /data/PG_VERSION")  # fmt: skip
 
         started = time.monotonic()
-        made = subprocess.run(
-            ["make", "--no-print-directory", "up"],
-            cwd=ROOT,
-            env={**stack.env, "COMPOSE_PROJECT_NAME": project},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        made = run_make(stack, "up", check=False)
         took = time.monotonic() - started
         assert made.returncode != 0
         explained = [line for line in made.stderr.splitlines() if "configuration error" in line]

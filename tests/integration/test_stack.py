@@ -14,7 +14,7 @@ from .conftest import Stack, docker, psql_as_api, sign_in
 
 pytestmark = pytest.mark.integration
 
-LONG_RUNNING = {"nginx", "api", "auth", "postgres", "redis"}
+LONG_RUNNING = {"nginx", "api", "auth", "auth-mail", "mail-sink", "postgres", "redis"}
 ONE_SHOT = {"dev-secrets", "postgres-check", "db-init", "auth-migrate", "api-migrate"}
 
 

@@ -3,7 +3,8 @@
 real signing key and honest claims is accepted, so each 401 is the attack's doing.
 
 Also: tokens after logout, refresh-token reuse (revokes the whole family), and password guessing
-that spreads itself over spoofed ``X-Forwarded-For`` values.
+that spreads itself over spoofed ``X-Forwarded-For`` values; no other token passes for a mailed
+password-reset or verification token.
 """
 
 from __future__ import annotations
@@ -229,3 +230,23 @@ def test_password_guessing_is_429_even_spread_over_spoofed_forwarded_for(stack: 
         assert locked.headers["Content-Type"] == "application/problem+json"
         assert "sign-in attempts" in locked.json()["detail"]
         assert int(locked.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize("path", ["/auth/password-reset/confirm", "/auth/verify-email"])
+def test_no_other_token_passes_for_a_mailed_one(stack: Stack, http: requests.Session, path: str) -> None:
+    """Access tokens, refresh tokens and forgeries are not password-reset or verification tokens
+    (those are random, mailed, and known to auth only as a hash): each is a 400 problem."""
+    tokens = _sign_in(stack, http, register(stack, http))
+    candidates = [tokens["access_token"], tokens["refresh_token"], _unsigned({"alg": "none"}, {"sub": "x"})]
+    candidates += [hashlib.sha256(tokens["refresh_token"].encode()).hexdigest(), "A" * 43]
+    for candidate in candidates:
+        body = {"token": candidate, "new_password": "a completely different passphrase"}
+        if path.endswith("verify-email"):
+            del body["new_password"]
+        response = http.post(f"{stack.base_url}{path}", json=body, timeout=10)
+        assert response.status_code == 400, (candidate[:20], response.text)
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert response.json()["type"].endswith("/token-invalid")
+    # A token in the URL is never read: the body is what counts (an empty body is 400/415, never a 2xx).
+    in_url = http.post(f"{stack.base_url}{path}?token={tokens['refresh_token']}", timeout=10)
+    assert in_url.status_code in {400, 415}

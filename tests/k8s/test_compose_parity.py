@@ -27,6 +27,7 @@ COUNTERPARTS = {
     "auth-migrate": ("auth", "migrate"),
     "api-migrate": ("api", "migrate"),
     "auth": ("auth", "auth"),
+    "auth-mail": ("auth-mail", "auth-mail"),
     "api": ("api", "api"),
     "nginx": ("nginx", "nginx"),
 }
@@ -36,11 +37,16 @@ NOT_IN_K8S = {
     # The compose profile `observability`: a cluster has its own monitoring, which scrapes the pods.
     "prometheus": "a cluster's own Prometheus scrapes the pods (k8s/README.md)",
     "nginx-exporter": "runs beside the cluster's Prometheus, reading each nginx pod's status port",
+    "mail-sink": "development only: a cluster's auth-mail sends to a real SMTP server (ConfigMap wharf-mail)",
 }
 # Differences that Kubernetes itself needs, each with its reason. Nothing else may differ.
 K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
 # Secret files compose mounts (a whole directory) but a Kubernetes container does without.
-K8S_WITHHELD_SECRETS = {"db-init": {"/run/secrets/auth/signing-keys/"}}  # it signs no token
+K8S_WITHHELD_SECRETS = {
+    "db-init": {"/run/secrets/auth/signing-keys/"},  # it signs no token
+    # the mail worker signs no token and has a Redis user of its own
+    "auth-mail": {"/run/secrets/auth/signing-keys/", "/run/secrets/auth/redis_password"},
+}
 # Entrypoints compose puts in front of the image's own, each with its reason.
 COMPOSE_ONLY_ENTRYPOINTS = {
     "postgres": "deploy/postgres/entrypoint.sh sets the superuser password from the secret file on every"
@@ -116,12 +122,14 @@ def test_a_setting_on_one_side_only_fails_the_parity_check(
     (auth_map,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("wharf-auth-")]
     auth_map["data"]["NEW_SETTING"] = "1"
     only_k8s = {"compose only": set(), "k8s only": {"NEW_SETTING"}}
-    assert env_name_differences(compose, Rendering("grown", docs)) == {"auth": only_k8s, "auth-migrate": only_k8s}
+    grown_auth = {"auth": only_k8s, "auth-migrate": only_k8s, "auth-mail": only_k8s}  # one ConfigMap
+    assert env_name_differences(compose, Rendering("grown", docs)) == grown_auth
 
 
 # Values Kubernetes needs set differently from compose's defaults, each with its reason
 # (k8s/README.md, "The edge (nginx) in a cluster" and "Rotate keys and passwords"). Every other
 # default is compose's.
+NO_MAIL_SINK = "a cluster has no development mail sink: a real SMTP server, with STARTTLS on port 587"
 ROTATED_SECRET_REACHES_PODS_LATE = "the kubelet updates a mounted Secret in each pod up to a minute or so later"
 K8S_OWN_VALUES = {
     ("nginx", "NGINX_HTTPS_REDIRECT_PORT"): "the Service's HTTPS port 443, not the host's 8443",
@@ -129,6 +137,10 @@ K8S_OWN_VALUES = {
     ("nginx", "NGINX_DNS_INTERVAL"): "with reload, the watcher only notices a re-created Service",
     ("auth", "SIGNING_KEY_ACTIVATION_SECONDS"): ROTATED_SECRET_REACHES_PODS_LATE,
     ("auth-migrate", "SIGNING_KEY_ACTIVATION_SECONDS"): ROTATED_SECRET_REACHES_PODS_LATE,  # same ConfigMap
+    ("auth-mail", "SIGNING_KEY_ACTIVATION_SECONDS"): ROTATED_SECRET_REACHES_PODS_LATE,  # same ConfigMap
+    ("auth-mail", "SMTP_HOST"): NO_MAIL_SINK,
+    ("auth-mail", "SMTP_PORT"): NO_MAIL_SINK,
+    ("auth-mail", "SMTP_SECURITY"): NO_MAIL_SINK,
 }
 
 

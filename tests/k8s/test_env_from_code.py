@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from wharf_api.settings import ApiSettings
-from wharf_auth.settings import AuthSettings
+from wharf_auth.settings import AuthSettings, MailWorkerSettings
 from wharf_common import provision
 from wharf_common.settings import CommonSettings
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 SETTINGS: dict[str, type[CommonSettings]] = {"api": ApiSettings, "auth": AuthSettings}
 # What a URL held in a Secret (k8s/components/external-postgres) may look like, for the start-up check.
+# Secrets a container does without unless the operator adds them, each with its reason.
+OPTIONAL_SECRETS = {"smtp_password": "only for an SMTP server that wants a login (k8s/README.md)"}
 SECRET_URL_STAND_IN = "postgresql://someone@db.example.internal:5432/wharf?sslmode=require"
 
 
@@ -60,9 +62,31 @@ def _runnable_env(overlay: Rendering, workload: Workload, container: dict[str, A
 def test_app_containers_set_only_names_the_code_reads_and_start_with_them(
     overlay: Rendering, service: str, container_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cls = SETTINGS[service]
-    workload = overlay.workload(service)
-    container = workload.container(service if container_name == "app" else container_name)
+    container = service if container_name == "app" else container_name
+    _check_settings_of(overlay, service, container, SETTINGS[service], tmp_path, monkeypatch)
+
+
+def test_the_mail_worker_sets_only_names_the_code_reads_and_starts_with_them(
+    overlay: Rendering, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It inherits auth's settings but signs no token: its signing-key directory is never read.
+    _check_settings_of(
+        overlay, "auth-mail", "auth-mail", MailWorkerSettings, tmp_path, monkeypatch, unused={"signing_keys_dir"}
+    )
+
+
+def _check_settings_of(
+    overlay: Rendering,
+    workload_name: str,
+    container_name: str,
+    cls: type[CommonSettings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    unused: frozenset[str] | set[str] = frozenset(),
+) -> None:
+    service = workload_name
+    workload = overlay.workload(workload_name)
+    container = workload.container(container_name)
     # The migrate container shares the app's environment, as compose's *-migrate one-shots do.
     known = _settings_env_names(cls)  # gunicorn reads ServerSettings, a base of every service's settings
     names = set(overlay.env(container))
@@ -79,11 +103,13 @@ def test_app_containers_set_only_names_the_code_reads_and_start_with_them(
     for field, info in cls.model_fields.items():
         if info.annotation is not None and SecretStr in getattr(info.annotation, "__args__", (info.annotation,)):
             assert field.upper() not in names
+            if field in OPTIONAL_SECRETS:
+                continue
             assert f"{field.upper()}_FILE" in names, f"{service}: {field} is not provided"
             assert getattr(settings, field) is not None
     # Paths the settings default to under /run/secrets (e.g. SIGNING_KEYS_DIR) are mounted.
     mounted = workload.secret_files(container)
-    for field in cls.model_fields:
+    for field in set(cls.model_fields) - set(unused):
         value = getattr(settings, field)
         if isinstance(value, Path) and str(value).startswith("/run/secrets"):
             assert f"{value}/" in mounted or str(value) in mounted, f"{service}: {field}={value} is not mounted"

@@ -35,7 +35,12 @@ NAMESPACE_LABELS = {
 }
 # Endpoints that are not Wharf workloads.
 OUTSIDERS = (
-    Endpoint("internet", None, ports=((None, 443, "TCP"), (None, 5432, "TCP")), ip="203.0.113.7"),
+    Endpoint(
+        "internet",
+        None,
+        ports=((None, 443, "TCP"), (None, 5432, "TCP"), (None, 25, "TCP"), (None, 465, "TCP"), (None, 587, "TCP")),
+        ip="203.0.113.7",
+    ),
     Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, ((None, 53, "UDP"), (None, 53, "TCP"))),
     Endpoint("stranger", NS, {"app.kubernetes.io/name": "debug"}, ((None, 8080, "TCP"),)),
     Endpoint("other-ns-pod", "other", {"app.kubernetes.io/name": "api"}, ((None, 8000, "TCP"),)),
@@ -59,11 +64,15 @@ EXPECTED = {
     ("auth", "postgres", 5432),
     ("auth", "redis", 6379),
     ("db-init", "postgres", 5432),
-    *((name, "kube-dns", 53) for name in ("nginx", "api", "auth", "db-init")),
+    # auth's mail worker: its data, and SMTP servers outside
+    ("auth-mail", "postgres", 5432),
+    ("auth-mail", "redis", 6379),
+    *(("auth-mail", "internet", port) for port in (25, 465, 587)),
+    *((name, "kube-dns", 53) for name in ("nginx", "api", "auth", "auth-mail", "db-init")),
 }
 # With a managed database there is no postgres pod; its clients reach out of the cluster on 5432.
 EXPECTED_MANAGED_DB = {f for f in EXPECTED if f[1] != "postgres"} | {
-    (name, "internet", 5432) for name in ("api", "auth", "db-init")
+    (name, "internet", 5432) for name in ("api", "auth", "auth-mail", "db-init")
 }
 
 

@@ -26,6 +26,12 @@ def test_redis_acl_has_no_default_user_and_no_plain_passwords(tmp_path: Path) ->
         assert (tmp_path / f"{service}/redis_password").read_text() not in acl
         assert f"user {service} on #" in acl
         assert f"~{service}:*" in acl
+    # auth's mail worker: RQ's keys and channels only
+    assert (tmp_path / "auth-mail/redis_password").read_text() not in acl
+    (worker,) = [line for line in acl.splitlines() if line.startswith("user auth-mail on #")]
+    assert "~rq:*" in worker
+    assert "~auth:*" not in worker
+    assert "&wharf:*" not in worker
 
 
 def test_rotation_adds_a_newer_key_and_retires_only_long_superseded_ones(tmp_path: Path) -> None:

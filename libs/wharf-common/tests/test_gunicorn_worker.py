@@ -1,5 +1,6 @@
-"""The draining worker under a real gunicorn: told to stop, it refuses new connections at once
-(so nginx retries them on another replica, whatever the method) and still finishes what it took."""
+"""The draining workers under a real gunicorn. Told to stop, the threaded one refuses new connections
+at once (so nginx retries them on another replica, whatever the method) and still finishes what it
+took; the sync one finishes its request, serves what was queued meanwhile, then refuses."""
 
 from __future__ import annotations
 
@@ -41,14 +42,15 @@ def _refused(port: int) -> bool:
 
 
 @pytest.fixture
-def gunicorn(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def gunicorn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    worker, threads = getattr(request, "param", ("DrainingThreadWorker", 2))
     (tmp_path / "slow_app.py").write_text(SLOW_APP)
     port = _free_port()
     server = subprocess.Popen(
         [
             sys.executable, "-m", "gunicorn", "--chdir", str(tmp_path), "--bind", f"127.0.0.1:{port}",
-            "--worker-class", "wharf_common.gunicorn_worker.DrainingThreadWorker",
-            "--workers", "2", "--threads", "2", "--graceful-timeout", "20", "slow_app:app",
+            "--worker-class", f"wharf_common.gunicorn_worker.{worker}",
+            "--workers", "2", "--threads", str(threads), "--graceful-timeout", "20", "slow_app:app",
         ]
     )  # fmt: skip
     try:
@@ -85,3 +87,28 @@ def test_a_stopping_worker_refuses_new_connections_and_finishes_in_flight_ones(
     assert refused_while_in_flight  # the stock gthread worker keeps its listener open until it exits
     assert answers == [b"done"]
     assert server.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("gunicorn", [("DrainingSyncWorker", 1)], indirect=True)
+def test_a_stopping_sync_worker_serves_what_was_queued_then_refuses(
+    gunicorn: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    server, port = gunicorn
+    answers: list[bytes] = []
+
+    def get(path: str) -> None:
+        answers.append(urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30).read())
+
+    in_flight = threading.Thread(target=get, args=("/slow",))
+    in_flight.start()
+    time.sleep(0.5)  # the slow request is being served
+    server.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the idle worker has stopped; the busy one still holds the listener
+    queued = threading.Thread(target=get, args=("/",))
+    queued.start()
+    in_flight.join(timeout=30)
+    queued.join(timeout=30)
+
+    assert answers == [b"done", b"done"]  # the stock sync worker resets the queued connection
+    assert server.wait(timeout=30) == 0
+    assert _refused(port)

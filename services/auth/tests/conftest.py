@@ -67,6 +67,7 @@ def clean(app: Flask, truncate_tables: Callable[..., None]) -> None:
     if keys:
         redis.delete(*keys)
     extensions.of(app).limiter.local.clear()
+    extensions.of(app).recovery_limiter.local.clear()
 
 
 @pytest.fixture

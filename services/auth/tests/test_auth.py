@@ -235,7 +235,7 @@ def test_login_returns_tokens(client: FlaskClient) -> None:
     assert response.headers["Cache-Control"] == "no-store"
     me = client.get("/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
-    assert set(me.get_json()) == {"id", "email", "name", "roles"}
+    assert set(me.get_json()) == {"id", "email", "email_verified", "name", "roles"}
     assert me.get_json()["roles"] == ["user"]
     assert me.get_json()["email"] == "ada@example.com"
     # a refresh token is not an access token, and a token in the URL is never read
@@ -604,7 +604,9 @@ def test_openapi_document(client: FlaskClient) -> None:
     document = client.get("/openapi.json").get_json()
     validate(document)
     paths = document["paths"]
-    assert set(paths) == {"/register", "/login", "/refresh", "/logout", "/me", "/password", "/.well-known/jwks.json"}
+    sessions = {"/register", "/login", "/refresh", "/logout", "/me", "/password", "/.well-known/jwks.json"}
+    recovery = {"/password-reset", "/password-reset/confirm", "/verify-email", "/verify-email/resend"}
+    assert set(paths) == sessions | recovery
     assert set(paths["/login"]["post"]["responses"]) >= {"200", "400", "401", "415", "422", "429", "503"}
     assert paths["/me"]["get"]["security"] == [{"bearerAuth": []}]
     assert "security" not in paths["/login"]["post"]

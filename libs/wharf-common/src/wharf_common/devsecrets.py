@@ -29,6 +29,7 @@ PASSWORDS = (
     "auth/redis_password",
     "api/db_password",
     "api/redis_password",
+    "auth-mail/redis_password",  # auth's mail worker (wharf_auth.worker): a Redis user of its own
 )
 # Ed25519 signing keys of the auth service (SIGNING_KEYS_DIR): all are published, and the newest one
 # signs once SIGNING_KEY_ACTIVATION_SECONDS have passed since the UTC time in its name.
@@ -63,16 +64,26 @@ def _ed25519_pem() -> str:
     ).decode()
 
 
-def redis_acl(auth_password: str, api_password: str) -> str:
-    """One Redis user per service, each confined to its own key prefix; no default user."""
+# What auth needs of RQ's keys to queue a mail (a job hash, the queue's list, the set of queues);
+# the queue is wharf_auth.mail.QUEUE. The mail worker may touch RQ's keys and channels, nothing else.
+AUTH_QUEUE_KEYS = "~rq:queues ~rq:queue:auth-mail ~rq:job:*"
+MAIL_WORKER_KEYS = "~rq:* resetchannels &rq:*"
+
+
+def redis_acl(auth_password: str, api_password: str, mail_password: str) -> str:
+    """One Redis user per service, each confined to its own keys; no default user. RQ reads the
+    server's version (INFO) before it queues or takes a job, hence ``+info`` for auth and its worker."""
 
     def digest(password: str) -> str:
         return hashlib.sha256(password.encode()).hexdigest()
 
     return (
         "user default off resetkeys resetchannels -@all\n"
-        f"user auth on #{digest(auth_password)} resetkeys ~auth:* resetchannels &wharf:* +@all -@admin -@dangerous\n"
+        f"user auth on #{digest(auth_password)} resetkeys ~auth:* {AUTH_QUEUE_KEYS} resetchannels &wharf:* "
+        "+@all -@admin -@dangerous +info\n"
         f"user api on #{digest(api_password)} resetkeys ~api:* resetchannels &wharf:* +@all -@admin -@dangerous\n"
+        f"user auth-mail on #{digest(mail_password)} resetkeys {MAIL_WORKER_KEYS} "
+        "+@all -@admin -@dangerous +info\n"
     )
 
 
@@ -168,6 +179,7 @@ def generate(directory: Path) -> list[str]:
     acl = redis_acl(
         (directory / "auth/redis_password").read_text().strip(),
         (directory / "api/redis_password").read_text().strip(),
+        (directory / "auth-mail/redis_password").read_text().strip(),
     )
     acl_path = directory / REDIS_ACL
     if not acl_path.exists() or acl_path.read_text() != acl:

@@ -21,8 +21,9 @@ settings = load_settings(ServerSettings)
 bind = f"0.0.0.0:{PORT}"
 workers = settings.gunicorn_workers
 threads = settings.gunicorn_threads
-# gthread that stops listening as soon as it is told to stop (see gunicorn_worker).
-worker_class = "wharf_common.gunicorn_worker.DrainingThreadWorker" if threads > 1 else "sync"
+# sync (one request at a time per process) or gthread, either one closing its listener as soon as
+# it stops (see gunicorn_worker). Sync by default: the shorter tail (bench/README.md, worker model).
+worker_class = f"wharf_common.gunicorn_worker.Draining{'Thread' if threads > 1 else 'Sync'}Worker"
 timeout = settings.gunicorn_timeout
 # SIGTERM: stop accepting, let in-flight requests finish for up to this long.
 graceful_timeout = 20
@@ -34,7 +35,7 @@ reload = settings.gunicorn_reload
 preload_app = not reload
 # The root filesystem is read-only; heartbeat files live in shared memory.
 worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn heartbeat files, not data
-# No gunicorn access log: the app writes one JSON line per request (wharf_common.web). Any
+# No gunicorn access log: nginx logs every request, the app what only it knows (wharf_common.web). Any
 # logconfig* setting would switch gunicorn's access log back on.
 accesslog = None
 errorlog = "-"

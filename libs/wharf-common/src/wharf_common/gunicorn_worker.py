@@ -1,4 +1,4 @@
-"""gunicorn's threaded worker, but a stopping worker stops listening at once.
+"""gunicorn's sync and threaded workers, but a stopping worker stops listening at once.
 
 On SIGTERM the stock gthread worker only stops *accepting*: its listening socket stays open until
 the worker exits (after in-flight requests and a short keep-alive linger), so the kernel keeps
@@ -6,7 +6,9 @@ completing handshakes for connections nobody will read. nginx sends a request on
 connection, and at exit it is reset: a GET is retried on another replica, but a POST or PATCH
 (already sent, so never re-sent) becomes a 502. This worker takes what the kernel has already
 queued for it and then closes its listener, so that once every worker of the replica has done so,
-new connections are refused outright and nginx tries the next replica, for every method.
+new connections are refused outright and nginx tries the next replica, for every method. The sync
+worker has the same gap (its listener stays open until the process exits): it serves what is queued
+once its loop ends, then closes the listener.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import select
 
 from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.sync import SyncWorker
 
 
 class DrainingThreadWorker(ThreadWorker):
@@ -29,3 +32,15 @@ class DrainingThreadWorker(ThreadWorker):
                 if self.nr_conns == before:  # another worker took it
                     break
             listener.close()  # ...and no more are taken in.
+
+
+class DrainingSyncWorker(SyncWorker):
+    def run(self) -> None:
+        super().run()  # returns once the worker is told to stop
+        for listener in self.sockets:
+            while select.select([listener], [], [], 0)[0]:
+                try:
+                    self.accept(listener)
+                except OSError:  # another worker took it, or the client went away
+                    break
+            listener.close()

@@ -53,8 +53,10 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
 
     log_level: str = "INFO"
-    gunicorn_workers: int = Field(default=2, ge=1, le=64)
-    gunicorn_threads: int = Field(default=4, ge=1, le=64)  # > 1: the threaded worker
+    # Sync workers by default (threads 1): the shortest tail at the same throughput and memory
+    # (bench/README.md, "Worker model"); threads > 1 picks the threaded worker.
+    gunicorn_workers: int = Field(default=3, ge=1, le=64)
+    gunicorn_threads: int = Field(default=1, ge=1, le=64)
     # A worker stuck this long is killed; keep it above nginx's NGINX_PROXY_READ_TIMEOUT.
     gunicorn_timeout: int = Field(default=30, ge=5, le=600)
     # Development (`make dev`): restart a worker when a source file changes.

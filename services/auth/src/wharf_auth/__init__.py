@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 from wharf_auth import cli, extensions, sessions, views
 from wharf_auth import passwords as policy
 from wharf_auth.keys import KeyRing, SigningKeyError
-from wharf_auth.limits import LoginLimiter
+from wharf_auth.limits import RECOVERY_PREFIX, LoginLimiter
 from wharf_auth.models import SCHEMA
 from wharf_auth.settings import AuthSettings
 from wharf_common import authn, migrations, openapi
@@ -37,12 +37,16 @@ def create_app(settings: AuthSettings | None = None) -> Flask:
     migrations.init_app(app, Path(__file__).parent / "migrations", SCHEMA)
     keyring = _keyring(settings)
     hasher = policy.make_hasher(settings.argon2_memory_kib, settings.argon2_time_cost)
-    limiter = LoginLimiter(common.of(app).redis, settings.login_window_seconds)
-    extensions.init_app(app, extensions.AuthExtensions(keyring, policy.Passwords(hasher), limiter))
-    # Our own keys, read locally (no HTTP round trip; a rotation is seen at once), and revocations
-    # checked in our own database, so a logout takes effect here at once.
+    redis = common.of(app).redis
+    limiter = LoginLimiter(redis, settings.login_window_seconds)
+    recovery_limiter = LoginLimiter(redis, settings.recovery_window_seconds, prefix=RECOVERY_PREFIX)
+    extensions.init_app(app, extensions.AuthExtensions(keyring, policy.Passwords(hasher), limiter, recovery_limiter))
+    # Our own keys, read locally (no HTTP round trip): a new key is seen at once (an unknown kid
+    # re-reads them), a removed one within a second; between re-reads the same key objects, so a
+    # token verified once is not verified again (VerifiedTokens). Revocations are checked in our own
+    # database, so a logout takes effect here at once.
     verifier = TokenVerifier(
-        JwksCache(keyring.jwks, ttl=0, min_refresh_interval=0),
+        JwksCache(keyring.jwks, ttl=1, min_refresh_interval=0),
         issuer=settings.token_issuer,
         audience=settings.token_audience,
         leeway=5,

@@ -18,6 +18,7 @@ class AuthExtensions:
     keyring: KeyRing
     passwords: Passwords
     limiter: LoginLimiter
+    recovery_limiter: LoginLimiter  # requests for password-reset and verification mails
 
 
 def init_app(app: Flask, extensions: AuthExtensions) -> None:

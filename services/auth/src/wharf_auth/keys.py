@@ -126,7 +126,15 @@ class KeyRing:
         return active[-1] if active else keys[0]
 
     def sign_access_token(
-        self, *, issuer: str, audience: str, subject: str, roles: list[str], family_id: str | None, ttl: int
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        subject: str,
+        roles: list[str],
+        family_id: str | None,
+        ttl: int,
+        email_verified: bool | None = None,
     ) -> tuple[str, dict[str, Any]]:
         key = self.signing_key()
         now = time.time()
@@ -145,6 +153,8 @@ class KeyRing:
         }
         if family_id is not None:
             claims["fid"] = family_id
+        if email_verified is not None:
+            claims["email_verified"] = email_verified  # the OpenID Connect claim's name and meaning
         token = jwt.encode(
             claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
         )

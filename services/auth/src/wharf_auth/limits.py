@@ -26,6 +26,7 @@ from wharf_common.cache import guarded, make_breaker
 log = logging.getLogger(__name__)
 
 PREFIX = "auth:login-failures:"
+RECOVERY_PREFIX = "auth:recovery-requests:"
 T = TypeVar("T")
 
 
@@ -87,6 +88,8 @@ class LocalCounter:
 
 
 class LoginLimiter:
+    """Counts events (failed sign-ins; with another ``prefix``, requests for a recovery mail) per key."""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -94,9 +97,11 @@ class LoginLimiter:
         *,
         local: LocalCounter | None = None,
         breaker: pybreaker.CircuitBreaker | None = None,
+        prefix: str = PREFIX,
     ) -> None:
         self.redis = client
         self.window = window_seconds
+        self.prefix = prefix
         self.local = local or LocalCounter()
         self.breaker = breaker or make_breaker()
 
@@ -107,8 +112,8 @@ class LoginLimiter:
     def _remote_counts(self, limits: list[Limit]) -> dict[str, tuple[int, float]]:
         pipe = self.redis.pipeline(transaction=False)
         for limit in limits:
-            pipe.get(PREFIX + limit.key)
-            pipe.pttl(PREFIX + limit.key)
+            pipe.get(self.prefix + limit.key)
+            pipe.pttl(self.prefix + limit.key)
         replies = pipe.execute()
         counts = {}
         for i, limit in enumerate(limits):
@@ -129,8 +134,8 @@ class LoginLimiter:
     def _record_remote(self, limits: list[Limit]) -> None:
         pipe = self.redis.pipeline(transaction=True)
         for limit in limits:
-            pipe.set(PREFIX + limit.key, 0, ex=self.window, nx=True)
-            pipe.incr(PREFIX + limit.key)
+            pipe.set(self.prefix + limit.key, 0, ex=self.window, nx=True)
+            pipe.incr(self.prefix + limit.key)
         pipe.execute()
 
     def record_failure(self, limits: list[Limit]) -> None:
@@ -140,4 +145,4 @@ class LoginLimiter:
 
     def reset(self, limit: Limit) -> None:
         self.local.reset(limit.key)
-        self._remote(lambda: self.redis.delete(PREFIX + limit.key), "reset")
+        self._remote(lambda: self.redis.delete(self.prefix + limit.key), "reset")

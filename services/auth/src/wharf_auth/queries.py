@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import Float, Row, Select, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from wharf_auth.models import Account, RefreshToken
+from wharf_auth.models import Account, AccountToken, RefreshToken
 from wharf_auth.models import Revocation as RevocationRow
+from wharf_common.db import autocommit_connection
 from wharf_common.revocation import Revocation
 
 # -- accounts -----------------------------------------------------------------------------------
@@ -23,8 +25,9 @@ def account_by_email(session: Session, *, email: str) -> Account | None:
     return session.scalars(select(Account).where(func.lower(Account.email) == email.lower())).one_or_none()
 
 
-def account_by_id(session: Session, *, account_id: uuid.UUID) -> Account | None:
-    return session.get(Account, account_id)
+def lock_account(session: Session, *, account: Account) -> None:
+    """Hold the account's row until the transaction ends (serialises issuing its mailed tokens)."""
+    session.execute(select(Account.id).where(Account.id == account.id).with_for_update())
 
 
 # -- refresh tokens -----------------------------------------------------------------------------
@@ -73,6 +76,58 @@ def revoke_refresh_tokens(
     session.execute(update(RefreshToken).where(*conditions).values(revoked_at=now))
 
 
+# -- mailed tokens (password reset, email verification) -----------------------------------------
+
+
+def add_account_token(
+    session: Session, *, account_id: uuid.UUID, purpose: str, token_hash: str, now: datetime, expires_at: datetime
+) -> None:
+    """A new token of ``purpose`` for the account; its earlier unused ones of that purpose stop working."""
+    session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.account_id == account_id,
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+            AccountToken.superseded_at.is_(None),
+        )
+        .values(superseded_at=now)
+    )
+    session.add(
+        AccountToken(
+            id=uuid.uuid4(), account_id=account_id, purpose=purpose, token_hash=token_hash, expires_at=expires_at
+        )
+    )
+
+
+def account_token(session: Session, *, token_hash: str, purpose: str) -> AccountToken | None:
+    return session.scalars(
+        select(AccountToken).where(AccountToken.token_hash == token_hash, AccountToken.purpose == purpose)
+    ).one_or_none()
+
+
+def claim_account_token(session: Session, *, token_hash: str, purpose: str, now: datetime) -> uuid.UUID | None:
+    """The account id of the usable token with this hash, now marked used; None if there is none.
+    Of two concurrent claims of one token only one UPDATE matches."""
+    return session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.token_hash == token_hash,
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+            AccountToken.superseded_at.is_(None),
+            AccountToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(AccountToken.account_id)
+    ).scalar_one_or_none()
+
+
+def delete_account_tokens_expired_before(session: Session, *, before: datetime) -> None:
+    """Housekeeping: tokens long expired (kept a while so that reuse is still told apart from a typo)."""
+    session.execute(delete(AccountToken).where(AccountToken.expires_at < before))
+
+
 # -- revocations of access tokens ---------------------------------------------------------------
 
 
@@ -95,20 +150,51 @@ def record_revocation(session: Session, *, revocation: Revocation) -> None:
     )
 
 
-def is_revoked(session: Session, *, claims: Mapping[str, Any]) -> bool:
-    keys = [("jti", str(claims["jti"])), ("account", str(claims["sub"]))]
-    if isinstance(claims.get("fid"), str):
-        keys.append(("family", claims["fid"]))
-    rows = session.execute(
-        select(RevocationRow.kind, RevocationRow.issued_before).where(
-            tuple_(RevocationRow.kind, RevocationRow.value).in_(keys), RevocationRow.expires_at > func.now()
+@functools.cache
+def _signed_in_account() -> Select[Any]:
+    accounts, revocations = Account.__table__, RevocationRow.__table__
+    issued_at = func.to_timestamp(bindparam("iat", type_=Float))
+    revoked = (
+        select(revocations.c.kind)
+        .where(
+            revocations.c.expires_at > func.now(),
+            or_(
+                and_(revocations.c.kind == "jti", revocations.c.value == bindparam("jti")),
+                and_(revocations.c.kind == "family", revocations.c.value == bindparam("fid")),
+                and_(
+                    revocations.c.kind == "account",
+                    revocations.c.value == bindparam("sub"),
+                    issued_at < revocations.c.issued_before,
+                ),
+            ),
         )
-    ).all()
-    issued_at = float(claims["iat"])
-    return any(
-        kind != "account" or (issued_before is not None and issued_at < issued_before.timestamp())
-        for kind, issued_before in rows
+        .exists()
     )
+    return select(accounts).where(
+        accounts.c.id == bindparam("account_id"),
+        or_(accounts.c.tokens_valid_after.is_(None), issued_at >= accounts.c.tokens_valid_after),
+        ~revoked,
+    )
+
+
+def signed_in_account(*, claims: Mapping[str, Any]) -> Row[Any] | None:
+    """The account row behind a verified access token's claims, or None when the token is revoked:
+    its ``jti``, its login family or its account revoked, or issued before the account's
+    ``tokens_valid_after`` (password change). One statement, built once, on the autocommit
+    connection: the account and its revocations in a single round trip."""
+    family = claims.get("fid")
+    parameters = {
+        "account_id": uuid.UUID(str(claims["sub"])),
+        "sub": str(claims["sub"]),
+        "jti": str(claims["jti"]),
+        "fid": family if isinstance(family, str) else None,
+        "iat": float(claims["iat"]),
+    }
+    return autocommit_connection().execute(_signed_in_account(), parameters).one_or_none()
+
+
+def account_by_id(session: Session, *, account_id: uuid.UUID) -> Account | None:
+    return session.get(Account, account_id)
 
 
 def current_revocations(session: Session) -> list[Revocation]:

@@ -41,6 +41,31 @@ class PasswordChangeBody(Strict):
     new_password: Password
 
 
+# A mailed token (43 characters as issued); any other string is answered as an invalid token
+# (400), a JWT included. The bound only stops absurd bodies early (422).
+MailedToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class EmailBody(Strict):
+    email: Email
+
+
+class PasswordResetBody(Strict):
+    token: MailedToken
+    new_password: Password
+
+
+class VerifyEmailBody(Strict):
+    token: MailedToken
+
+
+class Accepted(BaseModel):
+    """The same answer whether or not an account has the address."""
+
+    status: Literal["accepted"]
+    detail: str
+
+
 class AccountOut(BaseModel):
     id: uuid.UUID
     email: str
@@ -51,6 +76,7 @@ class AccountOut(BaseModel):
 class MeOut(BaseModel):
     id: uuid.UUID
     email: str
+    email_verified: bool
     name: str
     roles: list[str]
 

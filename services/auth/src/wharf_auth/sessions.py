@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flask import g
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from wharf_auth import extensions, queries
@@ -21,8 +23,6 @@ from wharf_auth.models import Account
 from wharf_auth.settings import AuthSettings
 from wharf_common import authn
 from wharf_common import extensions as common
-from wharf_common.authn import unauthorized
-from wharf_common.db import get_session
 from wharf_common.revocation import Revocation, publish
 from wharf_common.tokens import MAX_LEEWAY_SECONDS
 
@@ -47,6 +47,7 @@ def issue_tokens(session: Session, account: Account, family_id: uuid.UUID) -> di
         audience=config.token_audience,
         subject=str(account.id),
         roles=list(account.roles or []),
+        email_verified=account.email_verified_at is not None,
         family_id=str(family_id),
         ttl=config.access_token_ttl_seconds,
     )
@@ -66,6 +67,19 @@ def issue_tokens(session: Session, account: Account, family_id: uuid.UUID) -> di
     }
 
 
+def set_password(session: Session, account: Account, password_hash: str) -> Revocation:
+    """Set the account's password and end every session of it, in the caller's transaction:
+    :func:`announce` the returned revocation once committed."""
+    changed_at = now()
+    account.password_hash = password_hash
+    account.updated_at = changed_at
+    account.tokens_valid_after = changed_at
+    queries.revoke_refresh_tokens(session, now=changed_at, account_id=account.id)
+    everything_before = Revocation("account", str(account.id), covering_expiry(), changed_at.timestamp())
+    revoke(session, everything_before)
+    return everything_before
+
+
 def covering_expiry() -> float:
     """When every access token issued until now has expired (TTL plus the verifiers' leeway)."""
     return now().timestamp() + settings().access_token_ttl_seconds + MAX_LEEWAY_SECONDS
@@ -82,19 +96,10 @@ def announce(*revocations: Revocation) -> None:
         publish(common.of().redis, revocation)
 
 
-def current_account() -> tuple[Account, dict[str, Any]]:
-    """The account behind the request's Bearer access token (revocations checked in the database)."""
-    claims = authn.authenticator().authenticate().claims
-    try:
-        account_id = uuid.UUID(claims["sub"])
-    except ValueError:
-        raise unauthorized() from None
-    account = queries.account_by_id(get_session(), account_id=account_id)
-    if account is None:
-        raise unauthorized()
-    if account.tokens_valid_after is not None and float(claims["iat"]) < account.tokens_valid_after.timestamp():
-        raise unauthorized()
-    return account, claims
+def current_account() -> tuple[Row[Any], dict[str, Any]]:
+    """The account row behind the request's Bearer access token, read by the revocation check."""
+    principal = authn.authenticator().authenticate()
+    return g.signed_in_account, principal.claims
 
 
 class DatabaseCheck:
@@ -102,4 +107,11 @@ class DatabaseCheck:
     effect here at once."""
 
     def is_revoked(self, claims: Mapping[str, Any]) -> bool:
-        return queries.is_revoked(get_session(), claims=claims)
+        """Revoked unless the account exists and neither the token, its login nor its account is
+        revoked; the account found is kept for :func:`current_account` (one query for both)."""
+        try:
+            uuid.UUID(str(claims["sub"]))
+        except ValueError:
+            return True
+        g.signed_in_account = queries.signed_in_account(claims=claims)
+        return g.signed_in_account is None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
 from wharf_common.settings import CommonSettings
 
@@ -32,3 +33,44 @@ class AuthSettings(CommonSettings):
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_seconds: int = Field(default=900, ge=1, le=86_400)
     ip_max_failures: int = Field(default=50, ge=1, le=100_000)
+
+    # Account recovery (password reset, email verification): tokens mailed to the address.
+    account_token_ttl_seconds: int = Field(default=1800, ge=60, le=86_400)
+    # Requests for a mail (reset or verification resend) per address and per client address, in a window.
+    recovery_max_requests: int = Field(default=3, ge=1, le=1000)
+    recovery_ip_max_requests: int = Field(default=20, ge=1, le=100_000)
+    recovery_window_seconds: int = Field(default=3600, ge=1, le=86_400)
+    # False: an account signs in only once its email address is verified.
+    allow_unverified_login: bool = True
+    # Where the client application lives: mails link to <PUBLIC_URL>/reset-password#token=... and
+    # <PUBLIC_URL>/verify-email#token=... (a fragment: browsers never send it to a server).
+    public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8080")
+
+
+class MailWorkerSettings(AuthSettings):
+    """The mail worker (``python -m wharf_auth.worker``): auth's settings plus the SMTP server's."""
+
+    service_name: str = "auth-mail"
+
+    smtp_host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    smtp_port: int = Field(default=587, ge=1, le=65_535)
+    # starttls: plain connection upgraded with STARTTLS (port 587); tls: TLS from the start (465);
+    # none: no encryption (only for a server on a private network, such as the development sink).
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    mail_from: str = Field(default="Wharf <no-reply@wharf.localhost>", min_length=3, max_length=320)
+
+    @field_validator("smtp_username", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # compose and ConfigMaps pass an unset value as ""
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> Self:
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("SMTP_USERNAME and SMTP_PASSWORD (SMTP_PASSWORD_FILE) go together")
+        if self.smtp_password is not None and self.smtp_security == "none":
+            raise ValueError("SMTP_SECURITY=none would send SMTP_PASSWORD in clear text; use starttls or tls")
+        return self

@@ -14,11 +14,12 @@ from wharf_auth import events, extensions, queries, sessions
 from wharf_auth import passwords as policy
 from wharf_auth.models import Account
 from wharf_auth.schemas import AccountOut, MeOut, PasswordChangeBody, RegisterBody
+from wharf_auth.views.recovery import queue_verification
+from wharf_common.authn import unauthorized
 from wharf_common.db import get_session, insert_unique
 from wharf_common.openapi import Response as Doc
 from wharf_common.openapi import operation
 from wharf_common.problems import Problem
-from wharf_common.revocation import Revocation
 from wharf_common.validation import json_object, validate
 
 bp = Blueprint("accounts", __name__)
@@ -33,12 +34,13 @@ M = TypeVar("M", bound=BaseModel)
     tags=("accounts",),
 )
 def register() -> ResponseReturnValue:
-    """Create an account (role ``user``; roles cannot be chosen here)."""
+    """Create an account (role ``user``; roles cannot be chosen here) and mail a verification link."""
     body = _parse_with_password_policy(RegisterBody, "password", None)
     password_hash = extensions.of().passwords.hash(body.password)
     account = Account(id=uuid.uuid4(), email=body.email, name=body.name, password_hash=password_hash)
     insert_unique(account, "An account with this email already exists.")
     events.emit("register", account_id=account.id)
+    queue_verification(account.email)
     return jsonify(_account_json(account)), 201
 
 
@@ -46,7 +48,13 @@ def register() -> ResponseReturnValue:
 @operation("The signed-in account", responses={200: Doc("The account", MeOut)}, tags=("accounts",), bearer=True)
 def me() -> ResponseReturnValue:
     account, _claims = sessions.current_account()
-    document = {"id": str(account.id), "email": account.email, "name": account.name, "roles": list(account.roles)}
+    document = {
+        "id": str(account.id),
+        "email": account.email,
+        "email_verified": account.email_verified_at is not None,
+        "name": account.name,
+        "roles": list(account.roles),
+    }
     return jsonify(document), 200, {"Cache-Control": "no-store"}
 
 
@@ -59,19 +67,17 @@ def me() -> ResponseReturnValue:
     bearer=True,
 )
 def change_password() -> ResponseReturnValue:
-    account, _claims = sessions.current_account()
-    body = _parse_with_password_policy(PasswordChangeBody, "new_password", account.email)
+    signed_in, _claims = sessions.current_account()
+    body = _parse_with_password_policy(PasswordChangeBody, "new_password", signed_in.email)
+    account = queries.account_by_id(get_session(), account_id=signed_in.id)
+    if account is None:  # deleted since the check
+        raise unauthorized()
     passwords = extensions.of().passwords
     if not passwords.verify(account.password_hash, body.current_password):
         events.emit("password_change_failure", account_id=account.id, level=logging.WARNING)
         raise Problem(403, "The current password is wrong.", slug="wrong-password")
-    session, now = get_session(), sessions.now()
-    account.password_hash = passwords.hash(body.new_password)
-    account.updated_at = now
-    account.tokens_valid_after = now
-    queries.revoke_refresh_tokens(session, now=now, account_id=account.id)
-    everything_before = Revocation("account", str(account.id), sessions.covering_expiry(), now.timestamp())
-    sessions.revoke(session, everything_before)
+    session = get_session()
+    everything_before = sessions.set_password(session, account, passwords.hash(body.new_password))
     session.commit()
     sessions.announce(everything_before)
     events.emit("password_changed", account_id=account.id)

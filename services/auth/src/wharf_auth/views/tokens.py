@@ -34,6 +34,7 @@ NO_STORE = {"Cache-Control": "no-store"}
     responses={
         200: Doc("Tokens", TokenPair, headers=("Cache-Control",)),
         401: "Wrong email or password",
+        403: "The email address is not verified and ALLOW_UNVERIFIED_LOGIN is off",
         429: Doc("Too many failed attempts", problem=True, headers=("Retry-After",)),
     },
     tags=("tokens",),
@@ -61,6 +62,14 @@ def login() -> ResponseReturnValue:
         events.emit("login_failure", email=email, level=logging.WARNING)
         raise unauthorized(LOGIN_FAILED)
     found.limiter.reset(account_limit)
+    if account.email_verified_at is None and not config.allow_unverified_login:
+        events.emit("login_unverified", account_id=account.id, level=logging.WARNING)
+        raise Problem(
+            403,
+            "Confirm your email address first (POST /auth/verify-email/resend mails the link again).",
+            slug="email-not-verified",
+            title="Email address not verified",
+        )
     if found.passwords.needs_rehash(account.password_hash):
         account.password_hash = found.passwords.hash(body.password)
         account.updated_at = sessions.now()
