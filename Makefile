@@ -11,7 +11,7 @@ BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up dev observability down logs ps images test test-unit test-integration test-faults k8s-validate bench bench-workers lint fmt config lock base-images clean admin rotate-keys \
+.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate bench bench-workers lint fmt config lock base-images clean admin rotate-keys \
 	migrate backup restore psql redis-cli shell mail
 
 help: ## List the targets
@@ -20,7 +20,15 @@ help: ## List the targets
 up: ## Build what is missing, start the stack, wait until healthy, print the URL
 	@scripts/bootstrap-docker.sh
 	@start=$$(date +%s); $(COMPOSE) up --detach --build --wait --wait-timeout 300 --quiet-pull \
-	  && echo "Wharf is up at $(URL) (healthy in $$(( $$(date +%s) - start )) s)"
+	  && echo "Wharf is up at $(URL) (healthy in $$(( $$(date +%s) - start )) s)" \
+	  || { scripts/why-down.sh >&2; exit 1; }
+
+deploy: ## A new version of api and auth without a failed request: build, migrate, replace replicas one at a time
+	@scripts/bootstrap-docker.sh
+	@scripts/deploy.sh deploy
+
+rollback: ## Back to the api and auth images that ran before the last deploy, one replica at a time (schema kept)
+	@scripts/deploy.sh rollback
 
 dev: ## Start for development: api/auth source mounted, a code change is live in seconds (no rebuild)
 	@scripts/bootstrap-docker.sh
@@ -71,7 +79,7 @@ lint: ## ruff (lint + format check), compose config, shell syntax
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@docker compose config --quiet
-	@for f in scripts/*.sh k8s/*.sh deploy/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@for f in scripts/*.sh k8s/*.sh deploy/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh deploy/postgres/*.sh .ci/run; do bash -n "$$f" || exit 1; done
 	@echo "lint: clean"
 
 fmt: ## Format the Python code with ruff

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by scripts/compose.sh: choose the base images and export them for compose.
-#   WHARF_BASE_IMAGES=official  python:3.13-slim, postgres:17, redis:8, nginx:1.27 (from a registry)
+#   WHARF_BASE_IMAGES=official  python:3.13-slim, postgres:17, redis:8, nginx:1.30 (from a registry)
 #   WHARF_BASE_IMAGES=local     wharf-local/* built from Debian 13 packages, no registry needed
 #   WHARF_BASE_IMAGES=auto      (default) official when a registry answers, else local
 #   (plus prom/prometheus and nginx/nginx-prometheus-exporter for the `observability` profile, and
@@ -34,7 +34,7 @@ case $wharf_base_images in
     export PYTHON_IMAGE=${PYTHON_IMAGE:-python:3.13-slim}
     export POSTGRES_IMAGE=${POSTGRES_IMAGE:-postgres:17}
     export REDIS_IMAGE=${REDIS_IMAGE:-redis:8}
-    export NGINX_IMAGE=${NGINX_IMAGE:-nginx:1.27}
+    export NGINX_IMAGE=${NGINX_IMAGE:-nginx:1.30}
     export PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-prom/prometheus:v2.53.3}
     export NGINX_EXPORTER_IMAGE=${NGINX_EXPORTER_IMAGE:-nginx/nginx-prometheus-exporter:1.4.1}
     export DEBIAN_IMAGE=${DEBIAN_IMAGE:-debian:trixie-slim}

@@ -3,7 +3,7 @@
 #   wharf-local/python:3.13-slim  ~ python:3.13-slim
 #   wharf-local/postgres:17       ~ postgres:17
 #   wharf-local/redis:8           ~ redis:8
-#   wharf-local/nginx:stable      ~ nginx:1.27 (Debian's nginx)
+#   wharf-local/nginx:stable      ~ nginx:1.30 (Debian 13's nginx 1.26, without `resolve` in upstreams)
 #   wharf-local/prometheus:2      ~ prom/prometheus:v2.53.3 (compose profile `observability`)
 #   wharf-local/nginx-prometheus-exporter:1 ~ nginx/nginx-prometheus-exporter:1.4.1 (same profile)
 # Each honours the same environment variables, ports, volumes, users and health commands as the

@@ -3,8 +3,9 @@
 # upstreams and the trusted-proxy list, check the result with `nginx -t` (a broken config stops
 # the container here, loudly, with exit 78), then run nginx.
 #
-# Replicas that come and go (Docker DNS): nginx >= 1.27.3 re-resolves upstream names itself
-# (`server NAME:PORT resolve`). Older nginx (Debian's 1.26 in the registry-free image) resolves
+# Replicas that come and go (Docker DNS): nginx >= 1.27.3 (the official nginx:1.30 image, the
+# stable branch) re-resolves upstream names itself (`server NAME:PORT resolve`). Older nginx
+# (Debian 13's 1.26 in the registry-free image, which lacks `resolve`) resolves
 # them only when it loads its configuration, so a small watcher here re-resolves the names every
 # NGINX_DNS_INTERVAL seconds and, only when the set of addresses changed, rewrites upstreams.conf
 # and reloads nginx gracefully (in-flight requests finish on the old workers). A reload also closes
@@ -109,18 +110,36 @@ while IFS= read -r -d '' template; do
   envsubst "$(printf '${%s} ' $names)" <"$template" >"$out/${rel%.template}"
 done < <(find "$src" -name '*.template' -print0)
 
+# `addresses NAME VALUE`: the addresses/CIDRs of the comma-separated setting, one per line;
+# anything else stops here.
+addresses() {
+  local cidr
+  for cidr in ${2//,/ }; do
+    [[ $cidr =~ ^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$ ]] || fail "$1: '$cidr' is not an address or CIDR"
+    echo "$cidr"
+  done
+}
+
 # --- Trusted proxies (real_ip): none by default, so $remote_addr is the TCP peer ---------------
+real_ip_from=$(addresses NGINX_REAL_IP_FROM "${NGINX_REAL_IP_FROM-}")
 {
   echo "# Written by wharf-nginx-entrypoint from NGINX_REAL_IP_FROM."
-  if [[ -n ${NGINX_REAL_IP_FROM-} ]]; then
+  if [[ -n $real_ip_from ]]; then
     echo "real_ip_header X-Forwarded-For;"
     echo "real_ip_recursive on;"
-    for cidr in ${NGINX_REAL_IP_FROM//,/ }; do
-      [[ $cidr =~ ^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$ ]] || fail "NGINX_REAL_IP_FROM: '$cidr' is not an address or CIDR"
-      echo "set_real_ip_from $cidr;"
-    done
+    # shellcheck disable=SC2086 # split on purpose: one directive per address
+    printf 'set_real_ip_from %s;\n' $real_ip_from
   fi
 } >"$out/conf.d/realip.conf"
+
+# --- Who may read the status listener (NGINX_STATUS_ALLOW); everyone else is denied ------------
+status_allow=$(addresses NGINX_STATUS_ALLOW "$NGINX_STATUS_ALLOW")
+{
+  echo "# Written by wharf-nginx-entrypoint from NGINX_STATUS_ALLOW."
+  # shellcheck disable=SC2086 # split on purpose: one directive per address
+  [[ -z $status_allow ]] || printf 'allow %s;\n' $status_allow
+  echo "deny all;"
+} >"$out/snippets/status-access.conf"
 
 # --- Upstreams ----------------------------------------------------------------------------------
 upstream_names=(api auth)

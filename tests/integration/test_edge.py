@@ -508,7 +508,7 @@ class Lab:
         """(stub, method) for every request a stub received on exactly ``path``."""
         return [(name, str(entry["hit"])) for name, entry in self.received(path)]
 
-    def start_edge(self, volumes: tuple[str, ...] = (), **env: str) -> Edge:
+    def start_edge(self, volumes: tuple[str, ...] = (), run_args: tuple[str, ...] = (), **env: str) -> Edge:
         name = f"{self.network}-nginx-{uuid.uuid4().hex[:6]}"
         settings = {"API_UPSTREAM": "api:8000", "AUTH_UPSTREAM": "127.0.0.1:9", **env}
         env_args = [arg for key, value in settings.items() for arg in ("-e", f"{key}={value}")]
@@ -516,7 +516,7 @@ class Lab:
         docker(
             "run", "-d", "--name", name, "--network", self.network, "-p", "127.0.0.1::8080",
             "-p", "127.0.0.1::8443", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges:true", *env_args, *mounts, NGINX_IMAGE,
+            "--security-opt", "no-new-privileges:true", *run_args, *env_args, *mounts, NGINX_IMAGE,
         )  # fmt: skip
         self.containers.append(name)
         http_port = docker("port", name, "8080/tcp").stdout.split(":")[-1].strip()
@@ -754,6 +754,66 @@ def test_replicas_that_come_and_go_are_noticed_without_a_restart(lab: Lab, edge:
     noticed = stderr.index(f"upstream addresses gone: {gone}; pruning them in 30s")
     assert noticed < stderr.rindex("upstream addresses changed, reloaded"), stderr[-3000:]
     assert docker("inspect", "-f", "{{.State.StartedAt}}", edge.container).stdout == started
+
+
+# Inside the nginx container (bash, no curl in the official image): the status line of one GET.
+GET_FROM_INSIDE = 'exec 3<>/dev/tcp/127.0.0.1/"$1"; printf "GET %s HTTP/1.0\\r\\n\\r\\n" "$2" >&3; head -n1 <&3'
+
+
+def _status_from(edge: Edge, client: str) -> tuple[int, str]:
+    """GET the edge's /stub_status from the ``client`` container on the lab network."""
+    script = (
+        "import sys, urllib.error, urllib.request\n"
+        "try:\n    r = urllib.request.urlopen(sys.argv[1], timeout=5)\n"
+        "except urllib.error.HTTPError as e:\n    r = e\n"
+        "print(r.status, r.headers.get('Content-Type'))\nprint(r.read().decode(), end='')\n"
+    )
+    out = docker("exec", client, "python", "-c", script, f"http://{edge.container}:9000/stub_status").stdout
+    head, _, body = out.partition("\n")
+    status, content_type = head.split(" ", 1)
+    return int(status), content_type + "\n" + body
+
+
+def test_status_listener_answers_only_the_allowed_addresses(lab: Lab, edge: Edge) -> None:
+    neighbour = next(name for name in lab.containers if "-stub-" in name)  # on the same private network
+    status, body = _status_from(edge, neighbour)  # the default: private ranges and loopback
+    assert status == 200, body
+    assert "Active connections:" in body
+
+    closed = lab.start_edge(NGINX_STATUS_ALLOW="127.0.0.1")
+    status, body = _status_from(closed, neighbour)
+    assert status == 403, body
+    content_type, _, problem = body.partition("\n")
+    assert content_type == PROBLEM
+    assert json.loads(problem)["type"] == "https://wharf.dev/problems/forbidden"
+    inside = docker("exec", closed.container, "bash", "-c", GET_FROM_INSIDE, "get", "9000", "/stub_status")
+    assert inside.stdout.startswith("HTTP/1.1 200"), inside
+
+
+def _worker_open_files(container: str) -> list[int]:
+    """The soft open-file limit of each nginx worker process in ``container``."""
+    script = (
+        'for p in /proc/[0-9]*; do if tr "\\0" " " <"$p/cmdline" 2>/dev/null | grep -q "^nginx: worker"; then '
+        "awk '/^Max open files/ {print $4}' \"$p/limits\"; fi; done"
+    )
+    return [int(n) for n in docker("exec", container, "bash", "-c", script).stdout.split()]
+
+
+def _worker_connections(container: str) -> int:
+    conf = docker("exec", container, "cat", "/tmp/nginx/nginx.conf").stdout
+    found = re.search(r"^\s*worker_connections (\d+);", conf, re.MULTILINE)
+    assert found, conf
+    return int(found[1])
+
+
+def test_workers_raise_their_open_file_limit_above_twice_their_connections(lab: Lab) -> None:
+    """A proxied request holds two descriptors: with the common soft limit of 1024, each worker
+    raises its own (worker_rlimit_nofile) so that all its connections can be proxied at once."""
+    edge = lab.start_edge(run_args=("--ulimit", "nofile=1024:16384"))
+    limits = _worker_open_files(edge.container)
+    assert limits, "no nginx worker found"
+    assert min(limits) >= 2 * _worker_connections(edge.container), limits
+    assert "setrlimit" not in edge.logs()[1]
 
 
 def test_request_rate_over_the_limit_is_429_problem(lab: Lab) -> None:

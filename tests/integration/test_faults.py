@@ -12,22 +12,38 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
+import shutil
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
 
-from .conftest import PASSWORD, Stack, composed_stack, container_ip, docker, register, sign_in, wait_healthy
+from .conftest import (
+    PASSWORD,
+    ROOT,
+    Stack,
+    composed_stack,
+    container_ip,
+    docker,
+    register,
+    run_make,
+    sign_in,
+    wait_healthy,
+)
 from .load import FAULT_REPORT, FaultRow, Load, Operation, Outcomes, is_success, unique_email
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
 TIMEOUT = 15  # seconds; a request that takes longer counts as hung (ReadTimeout)
+IMAGE_PREFIX = os.environ.get("WHARF_IMAGE_PREFIX", "wharf")
+TAG = os.environ.get("WHARF_TAG", "dev")
 PROBLEM = "503 problem"
 
 
@@ -423,6 +439,105 @@ def _psql(stack: Stack, query: str) -> list[tuple[str, str]]:
         "exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "wharf", "-tA", "-F", "\t", "-c", query
     ).stdout
     return [tuple(line.split("\t", 1)) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
+
+
+def _next_release(tmp_path: Path) -> Path:
+    """A checkout of the next release: this one plus an expand migration in api (a nullable column
+    the running release does not know) and a changed line in each service, so both images change."""
+    copy = tmp_path / "next-release"
+    ignored = shutil.ignore_patterns(".git", ".venv", ".wharf", "__pycache__", ".pytest_cache", "test-artifacts")
+    shutil.copytree(ROOT, copy, ignore=ignored, symlinks=True)
+    versions = copy / "services/api/src/wharf_api/migrations/versions"
+    revisions = {}  # revision -> the one it revises
+    for script in versions.glob("*.py"):
+        found = dict(re.findall(r'^(revision|down_revision) = "([^"]+)"$', script.read_text(), re.MULTILINE))
+        revisions[found["revision"]] = found.get("down_revision")
+    (head,) = set(revisions) - set(revisions.values())
+    (versions / "9000_deploy_probe.py").write_text(
+        '"""The next release\'s expand step: a nullable column the running release ignores."""\n\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        f'revision = "9000_deploy_probe"\ndown_revision = "{head}"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade() -> None:\n"
+        '    op.add_column("users", sa.Column("deploy_probe", sa.Text(), nullable=True), schema="api")\n\n\n'
+        "def downgrade() -> None:\n"
+        '    op.drop_column("users", "deploy_probe", schema="api")\n'
+    )
+    for service in ("api", "auth"):
+        with (copy / f"services/{service}/src/wharf_{service}/__init__.py").open("a") as module:
+            module.write("# the next release\n")
+    return copy
+
+
+def _images(stack: Stack, *services: str) -> set[str]:
+    return {
+        docker("inspect", "-f", "{{.Image}}", cid).stdout.strip() for s in services for cid in stack.container_ids(s)
+    }
+
+
+def test_deploy_of_a_changed_image_and_rollback_under_load(faults: Stack, workload: Workload, tmp_path: Path) -> None:
+    """`make deploy` of the next release (new api and auth images, an expand migration), then
+    `make rollback`: every request answered, every acknowledged create kept. During both, the
+    previous release's code serves on the new schema."""
+    workload.warm()
+    before = _images(faults, "api", "auth")
+    replicas = {s: len(faults.container_ids(s)) for s in ("api", "auth")}
+    acknowledged: list[str] = []
+
+    def create(session: requests.Session) -> requests.Response:
+        response = workload.create_user(session)
+        if response.status_code == 201:
+            acknowledged.append(response.json()["id"])
+        return response
+
+    operations = {**workload.operations("read", "list", "patch", "me", "jwks"), "create": create}
+    steps = [("deploy of a changed image (api and auth; expand migration)", _next_release(tmp_path), "deploy")]
+    steps.append(("rollback to the previous images (schema kept)", ROOT, "rollback"))
+    tags = {image: _image_id(image) for image in (f"{IMAGE_PREFIX}/{s}:{TAG}" for s in ("api", "auth"))}
+    try:
+        _deploy_and_roll_back(faults, steps, operations, acknowledged, before, replicas)
+    finally:  # the images the rest of the session runs, whatever happened; no release left behind
+        for image, image_id in tags.items():
+            docker("tag", image_id, image)
+            docker("image", "rm", f"{image}-previous", check=False)
+
+
+def _image_id(image: str) -> str:
+    return docker("image", "inspect", "-f", "{{.Id}}", image).stdout.strip()
+
+
+def _deploy_and_roll_back(
+    faults: Stack,
+    steps: list[tuple[str, Path, str]],
+    operations: dict[str, Operation],
+    acknowledged: list[str],
+    before: set[str],
+    replicas: dict[str, int],
+) -> None:
+    for fault, checkout, target in steps:
+        with Load(operations, threads=3, pace_seconds=0.05, max_requests=50_000, max_seconds=600) as load:
+            time.sleep(1)
+            result = run_make(faults, "-C", str(checkout), target, check=False)
+            time.sleep(2)
+        counts = load.stop()
+        written = {row[0] for row in _psql(faults, "SELECT id::text, '' FROM api.users")}
+        lost = [user_id for user_id in acknowledged if user_id not in written]
+        _report(f"make {fault}", counts, lost=len(lost))
+        print(result.stdout, result.stderr, sep="\n")
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert _failures(counts) == Counter(), counts
+        assert counts["create 201"] > 0, counts
+        assert counts["read 200 HIT"] > 0, counts
+        assert lost == [], lost
+        assert {s: len(faults.container_ids(s)) for s in ("api", "auth")} == replicas
+        after = _images(faults, "api", "auth")
+        if target == "deploy":
+            assert not after & before, "a replica still runs a previous image"
+            assert len(after) == 2  # one new image each for api and auth
+            columns = _psql(faults, "SELECT column_name, '' FROM information_schema.columns WHERE table_name = 'users'")
+            assert ("deploy_probe", "") in columns
+        else:
+            assert after == before, "rollback did not return to the previous images"
 
 
 def test_compose_down_then_up_keeps_data_accounts_and_tokens(faults: Stack, workload: Workload) -> None:

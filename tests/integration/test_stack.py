@@ -15,7 +15,7 @@ from .conftest import Stack, docker, psql_as_api, sign_in
 pytestmark = pytest.mark.integration
 
 LONG_RUNNING = {"nginx", "api", "auth", "auth-mail", "mail-sink", "postgres", "redis"}
-ONE_SHOT = {"dev-secrets", "db-init", "auth-migrate", "api-migrate"}
+ONE_SHOT = {"dev-secrets", "postgres-check", "db-init", "auth-migrate", "api-migrate"}
 
 
 def _inspect(container_id: str) -> dict[str, object]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg2
 import pytest
 from psycopg2 import errors
 
 from wharf_common.provision import RETIRED_ROLES
+from wharf_common.settings import CONFIG_ERROR_EXIT_CODE
 
 
 def _connect(settings: dict[str, object]) -> psycopg2.extensions.connection:
@@ -82,3 +84,34 @@ def test_postgres_grants_no_privilege_on_the_other_schema(
             assert cursor.fetchone() == (0,)
     finally:
         connection.close()
+
+
+def test_a_refused_superuser_password_is_one_line_naming_the_fix(
+    postgres_address: tuple[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A database that holds another superuser password than the file (another clone's volume)
+    stops db-init with one `configuration error` line, never a psycopg2 traceback."""
+    from wharf_common import provision
+
+    host, port = postgres_address
+    for name, content in {"admin": "not-the-servers-password", "auth": "a" * 20, "api": "b" * 20}.items():
+        (tmp_path / name).write_text(content)
+    monkeypatch.setenv("DATABASE_ADMIN_URL", f"postgresql://postgres@{host}:{port}/wharf")
+    monkeypatch.setenv("DATABASE_ADMIN_PASSWORD_FILE", str(tmp_path / "admin"))
+    monkeypatch.setenv("DB_SERVICES", "auth,api")
+    monkeypatch.setenv("AUTH_DB_PASSWORD_FILE", str(tmp_path / "auth"))
+    monkeypatch.setenv("API_DB_PASSWORD_FILE", str(tmp_path / "api"))
+
+    with pytest.raises(SystemExit) as exited:
+        provision.main()
+
+    assert exited.value.code == CONFIG_ERROR_EXIT_CODE
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("configuration error: DATABASE_ADMIN_PASSWORD: Postgres at ")
+    assert str(tmp_path / "admin") in lines[0]
+    assert "Fix: restart Postgres" in lines[0]
+    assert "not-the-servers-password" not in lines[0]

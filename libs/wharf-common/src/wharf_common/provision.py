@@ -18,7 +18,7 @@ import sys
 
 import psycopg2
 from psycopg2 import sql
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from wharf_common.settings import CONFIG_ERROR_EXIT_CODE, read_secret
 
@@ -60,6 +60,37 @@ def drop_retired_roles(cursor: psycopg2.extensions.cursor) -> None:
             cursor.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
+def _connect_as_admin(admin_url: URL, password: str, database: str) -> psycopg2.extensions.connection:
+    """The superuser's connection; a refused password or an unreachable server stops the one-shot with
+    one line naming the cause and the fix (``make up`` prints it), never a traceback."""
+    where = f"{admin_url.host}:{admin_url.port or 5432}"
+    try:
+        return psycopg2.connect(
+            host=admin_url.host,
+            port=admin_url.port or 5432,
+            user=admin_url.username,
+            password=password,
+            dbname=database,
+            connect_timeout=10,
+            application_name="wharf-provision",
+        )
+    except psycopg2.OperationalError as exc:
+        reason = " ".join(str(exc).split())
+        if "password authentication failed" in reason:
+            # The compose stack's postgres sets it from the same file whenever it starts
+            # (deploy/postgres/entrypoint.sh), so a running one started before the file changed.
+            print(
+                f"configuration error: DATABASE_ADMIN_PASSWORD: Postgres at {where} refused the password of "
+                f"{admin_url.username!r} from {os.environ.get('DATABASE_ADMIN_PASSWORD_FILE')}. Fix: restart Postgres "
+                "so it takes the file's password (compose: scripts/compose.sh up -d --force-recreate postgres, data "
+                "kept), or, for a server of your own, put its password in that file",
+                file=sys.stderr,
+            )
+            raise SystemExit(CONFIG_ERROR_EXIT_CODE) from None
+        print(f"error: cannot connect to Postgres at {where} as {admin_url.username!r}: {reason}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     admin_url = make_url(_require("DATABASE_ADMIN_URL", os.environ.get("DATABASE_ADMIN_URL")))
@@ -72,15 +103,7 @@ def main() -> None:
     passwords = {s: _require(f"{s.upper()}_DB_PASSWORD", read_secret(f"{s.upper()}_DB_PASSWORD")) for s in services}
     database = admin_url.database or "postgres"
 
-    connection = psycopg2.connect(
-        host=admin_url.host,
-        port=admin_url.port or 5432,
-        user=admin_url.username,
-        password=admin_password,
-        dbname=database,
-        connect_timeout=10,
-        application_name="wharf-provision",
-    )
+    connection = _connect_as_admin(admin_url, admin_password, database)
     try:
         with connection, connection.cursor() as cursor:
             # Nobody but the owner and the granted roles may connect or create in public.
