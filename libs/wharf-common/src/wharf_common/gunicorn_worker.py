@@ -14,33 +14,42 @@ once its loop ends, then closes the listener.
 from __future__ import annotations
 
 import select
+import socket
+from collections.abc import Callable, Iterable
 
 from gunicorn.workers.gthread import ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
 
+def serve_queued_then_close(listeners: Iterable[socket.socket], take: Callable[[socket.socket], bool]) -> None:
+    """Connections already queued for each listener are served like any other (``take`` accepts one
+    and says whether it got it), then the listener is closed: no more are taken in."""
+    for listener in listeners:
+        while select.select([listener], [], [], 0)[0] and take(listener):
+            pass
+        listener.close()
+
+
 class DrainingThreadWorker(ThreadWorker):
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled)
-        if enabled or self.alive:
-            return
-        for listener in self.sockets:
-            # Connections already queued for this socket are served like any other...
-            while select.select([listener], [], [], 0)[0]:
-                before = self.nr_conns
-                self.accept(listener)
-                if self.nr_conns == before:  # another worker took it
-                    break
-            listener.close()  # ...and no more are taken in.
+        if not enabled and not self.alive:
+            serve_queued_then_close(self.sockets, self._take)
+
+    def _take(self, listener: socket.socket) -> bool:
+        before = self.nr_conns
+        self.accept(listener)
+        return self.nr_conns != before  # False: another worker took it
 
 
 class DrainingSyncWorker(SyncWorker):
     def run(self) -> None:
         super().run()  # returns once the worker is told to stop
-        for listener in self.sockets:
-            while select.select([listener], [], [], 0)[0]:
-                try:
-                    self.accept(listener)
-                except OSError:  # another worker took it, or the client went away
-                    break
-            listener.close()
+        serve_queued_then_close(self.sockets, self._take)
+
+    def _take(self, listener: socket.socket) -> bool:
+        try:
+            self.accept(listener)
+        except OSError:  # another worker took it, or the client went away
+            return False
+        return True
