@@ -188,14 +188,14 @@ def _signed_in_account() -> Select[Any]:
     )
 
 
-def signed_in_account(*, claims: Mapping[str, Any]) -> Row[Any] | None:
-    """The account row behind a verified access token's claims, or None when the token is revoked:
+def signed_in_account(*, account_id: uuid.UUID, claims: Mapping[str, Any]) -> Row[Any] | None:
+    """The account row of ``account_id`` (the token's ``sub``), or None when the token is revoked:
     its ``jti``, its login family or its account revoked, or issued before the account's
     ``tokens_valid_after`` (password change). One statement, built once, on the autocommit
     connection: the account and its revocations in a single round trip."""
     family = claims.get("fid")
     parameters = {
-        "account_id": uuid.UUID(str(claims["sub"])),
+        "account_id": account_id,
         "sub": str(claims["sub"]),
         "jti": str(claims["jti"]),
         "fid": family if isinstance(family, str) else None,

@@ -151,8 +151,8 @@ class DatabaseCheck:
         """Revoked unless the account exists and neither the token, its login nor its account is
         revoked; the account found is kept for :func:`current_account` (one query for both)."""
         try:
-            uuid.UUID(str(claims["sub"]))
+            account_id = uuid.UUID(str(claims["sub"]))
         except ValueError:
             return True
-        g.signed_in_account = queries.signed_in_account(claims=claims)
+        g.signed_in_account = queries.signed_in_account(account_id=account_id, claims=claims)
         return g.signed_in_account is None
