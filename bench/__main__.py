@@ -14,58 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu, footprint, report, scenarios, seed, wrk
+from bench import footprint, report, scenarios, seed, wrk
 from bench.config import README, ROOT, BenchConfig, ConfigError
-from bench.report import Measurement
-from bench.scenarios import DataFiles, Scenario
+from bench.runner import Runner, log
+from bench.scenarios import DataFiles
 from bench.stack import BenchStack, StackError
 
 # Long enough for several rounds of every container's health check (every 2-3 s).
 IDLE_CPU_SECONDS = 15
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
-
-
-class Runner:
-    def __init__(self, config: BenchConfig, stack: BenchStack, total: int) -> None:
-        self.config = config
-        self.stack = stack
-        self.total = total
-        self.measurements: list[Measurement] = []
-
-    def run(self, scenario: Scenario) -> Measurement:
-        c = self.config
-        connections = scenario.connections or c.connections
-        warmup = None
-        offset = 0
-        if c.warmup:
-            warmup = wrk.run(
-                scenario.url, seconds=c.warmup, connections=connections, threads=c.threads, options=scenario.options
-            )
-            # The measured run starts past every line the warm-up may have sent (refresh tokens work
-            # once): answered, failed, and in flight when it stopped.
-            offset = warmup.requests + warmup.error_count + 2 * connections
-        containers = self.stack.container_ids(scenarios.cpu_path(scenario))
-        cpu_before = cpu.snapshot(containers)
-        result = wrk.run(
-            scenario.url,
-            seconds=c.duration,
-            connections=connections,
-            threads=c.threads,
-            options={**scenario.options, "start": str(offset)},
-        )
-        cpu_ms = cpu.ms_per_request(cpu_before, cpu.snapshot(containers), result.requests)
-        measurement = Measurement.of(scenario, connections, result, warmup, cpu_ms=cpu_ms)
-        self.measurements.append(measurement)
-        errors = f"{measurement.errors} ERRORS {measurement.error_detail}" if measurement.errors else "0 errors"
-        log(
-            f"{len(self.measurements):2d}/{self.total} {scenario.label()}: {measurement.rps:,.0f} req/s, "
-            f"p50 {measurement.p50_ms} ms, p90 {measurement.p90_ms} ms, p99 {measurement.p99_ms} ms, "
-            f"{cpu_ms} ms CPU/request, {errors}"
-        )
-        return measurement
 
 
 def list_paths(work: Path, stack: BenchStack, name: str) -> tuple[Path, Path]:

@@ -3,9 +3,9 @@
 For each ``REPLICASxWORKERSxTHREADS`` given (threads 1: sync workers, more: gthread), the benchmark's
 compose project is (re)started with those settings for the api, auth and the framework ceiling
 alike; then the ceiling, the authenticated cached GET and GET /auth/me are driven at 64 and at 8
-connections (2 s warm-up, 8 s measured), with each replica's memory after start. One JSON line per
-run on stdout. Leaves the project running (``make bench`` or ``docker compose -p wharf-bench down -v``
-removes it).
+connections as `make bench` drives a scenario (2 s warm-up, 8 s measured), with each replica's
+memory after start. One JSON line per run on stdout (and `make bench`'s progress lines). Leaves the
+project running (``make bench`` or ``docker compose -p wharf-bench down -v`` removes it).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import cpu, scenarios, seed, wrk
+from bench import scenarios, seed
 from bench.config import BenchConfig
+from bench.runner import Runner
+from bench.scenarios import Scenario
 from bench.stack import BenchStack
 
 DEFAULT_MODELS = ["2x2x4", "2x2x2", "2x2x1", "2x3x1", "2x4x1", "1x4x1", "4x1x1"]
@@ -37,7 +39,7 @@ def _memory(stack: BenchStack) -> dict[str, str]:
 
 
 def sweep(models: list[str]) -> None:
-    config = BenchConfig.from_env()
+    config = dataclasses.replace(BenchConfig.from_env(), duration=8)
     stack = BenchStack(config)
     stack.build()
     work = Path(tempfile.mkdtemp(prefix="wharf-workers-"))
@@ -50,6 +52,7 @@ def sweep(models: list[str]) -> None:
         stack.compose("up", "--detach", "--wait", "--wait-timeout", "240", "--remove-orphans")
         stack.wait_routed("/api/healthz")
         urls = dataclasses.replace(config, **stack.load_urls())
+        runner = Runner(urls, stack, total=6)
         account = seed.account(stack, "workers@bench.example", logins=config.threads)
         if ids is None:
             seed.grow_users(stack, ROWS, account.id)
@@ -58,29 +61,17 @@ def sweep(models: list[str]) -> None:
         me = seed.write_lines(work / "me", ["/auth/me"])
         print(json.dumps({"model": model, "memory": _memory(stack)}), flush=True)
         get = {"mode": "get", "data": str(ids), "tokens": str(tokens)}
-        runs = [
-            ("ceiling", urls.ceiling_load_url, scenarios.CEILING_PATH, get),
-            ("cached", urls.load_url, scenarios.API_PATH, get),
-            ("me", urls.load_url, scenarios.AUTH_PATH, {"mode": "paths", "data": str(me), "tokens": str(tokens)}),
+        targets = [
+            Scenario(scenarios.CEILING, "ceiling", urls.ceiling_load_url, get),
+            Scenario("get_cached", "cached", urls.load_url, get),
+            Scenario("me", "me", urls.load_url, {"mode": "paths", "data": str(me), "tokens": str(tokens)}),
         ]
-        for target, url, path, options in runs:
+        for target in targets:
             for connections in (64, 8):
-                wrk.run(url, seconds=2, connections=connections, threads=config.threads, options=options)
-                containers = stack.container_ids(path)
-                before = cpu.snapshot(containers)
-                result = wrk.run(url, seconds=8, connections=connections, threads=config.threads, options=options)
-                row = {
-                    "model": model,
-                    "target": target,
-                    "connections": connections,
-                    "rps": round(result.rps),
-                    "p50_ms": result.p50_ms,
-                    "p99_ms": result.p99_ms,
-                    "p999_ms": result.p999_ms,
-                    "cpu_ms": cpu.ms_per_request(before, cpu.snapshot(containers), result.requests),
-                    "errors": result.error_count,
-                }
-                print(json.dumps(row), flush=True)
+                m = runner.run(dataclasses.replace(target, connections=connections))
+                row = {"model": model, "target": target.title, "connections": connections, "rps": round(m.rps)}
+                row |= {"p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "p999_ms": m.p999_ms, "cpu_ms": m.cpu_ms}
+                print(json.dumps({**row, "errors": m.errors}), flush=True)
 
 
 if __name__ == "__main__":
