@@ -11,7 +11,7 @@ BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate bench bench-workers lint fmt config lock base-images clean admin rotate-keys \
+.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate k8s-smoke bench bench-workers lint fmt config lock base-images clean admin rotate-keys \
 	migrate backup restore psql redis-cli shell mail
 
 help: ## List the targets
@@ -67,6 +67,9 @@ k8s-validate: ## Render every k8s/ overlay with the pinned kustomize and check i
 	@scripts/venv.sh
 	@scripts/k8s-tools.sh >/dev/null
 	@.venv/bin/pytest tests/k8s -q
+
+k8s-smoke: ## Start the k8s dev overlay's pods on Docker from their rendered specs (kubeplay), then the client flow through its nginx Service
+	@scripts/test.sh tests/kubeplay
 
 bench: ## Load-test the stack through nginx (own project wharf-bench, about 6 min); results: bench/results/, bench/README.md
 	@scripts/bench.sh
