@@ -166,7 +166,7 @@ def pod_of(
         restart_policy=pod.get("restartPolicy", default_restart),
         grace_seconds=pod.get("terminationGracePeriodSeconds", 30),
         subdomain=subdomain,
-        fs_group=(pod.get("securityContext") or {}).get("fsGroup"),
+        fs_group=_fs_group(pod),
         backoff_limit=backoff_limit,
     )
 

@@ -184,3 +184,22 @@ def test_unsupported_kinds_and_sidecars_are_refused() -> None:
     found.workloads[0]["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "app:1"})
     with pytest.raises(ManifestError, match="Deployment/web: 2 containers in one pod"):
         translate(found)
+
+
+def test_statefulset_pods_claims_and_job_retries() -> None:
+    found = Manifests()
+    template = {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "app:1"}]}}
+    claim = {"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}}
+    found.add(
+        {
+            "kind": "StatefulSet",
+            "metadata": {"name": "db"},
+            "spec": {"replicas": 2, "serviceName": "db", "template": template, "volumeClaimTemplates": [claim]},
+        }
+    )
+    found.add({"kind": "Job", "metadata": {"name": "init"}, "spec": {"backoffLimit": 2, "template": template}})
+    first, second = translate(found)
+    assert (first.name, second.name, first.subdomain) == ("db-0", "db-1", "db")
+    assert (first.volumes["data"].kind, first.volumes["data"].claim) == ("claim", "data-db-0")
+    (job,) = pods_of(found, found.workloads[1], images={}, image_user=image_user)
+    assert (job.owner, job.restart_policy, job.backoff_limit) == ("Job/init", "Never", 2)
