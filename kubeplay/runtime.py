@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -32,6 +33,10 @@ from .services import ServiceProxy
 from .translate import Container, Pod, Probe, VolumeMount, pods_of
 
 LABEL = "kubeplay.project"
+# The kubelet does not verify the certificate of an HTTPS probe.
+UNVERIFIED = ssl.create_default_context()
+UNVERIFIED.check_hostname = False
+UNVERIFIED.verify_mode = ssl.CERT_NONE
 MAX_BACKOFF = 300.0
 
 
@@ -151,7 +156,7 @@ class PodRunner(threading.Thread):
                     continue
                 if not probe.due():
                     continue
-                outcome = probe.record(self.check(container, probe.probe))
+                outcome = probe.record(run_probe(probe.probe, container.id, self.ip))
                 if probe.failures and not outcome:
                     self.state.problem = f"{probe.last} ({probe.failures} of {probe.probe.failure_threshold} failures)"
                 if probe.probe.kind == "startupProbe" and outcome == "passed":
@@ -295,41 +300,34 @@ class PodRunner(threading.Thread):
                 path.write_bytes(content)
                 _owned(path, mode, group)
 
-    # --- probes ------------------------------------------------------------------------------
 
-    def check(self, container: Any, probe: Probe) -> str:
-        """'' when ``probe`` passes, else what failed."""
-        if probe.action == "exec":
-            try:
-                result = subprocess.run(
-                    ["docker", "exec", container.id, *probe.command],
-                    capture_output=True,
-                    text=True,
-                    timeout=probe.timeout,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                return f"timed out after {probe.timeout} s"
-            return (
-                ""
-                if result.returncode == 0
-                else f"exit {result.returncode}: {(result.stdout + result.stderr).strip()[-200:]}"
-            )
-        address = container.attrs["NetworkSettings"]["Networks"][self.cluster.network]["IPAddress"]
+def run_probe(probe: Probe, container_id: str, address: str) -> str:
+    """Run ``probe`` once as the kubelet does, against a container at ``address``: '' or what failed."""
+    if probe.action == "exec":
         try:
-            if probe.action == "tcpSocket":
-                socket.create_connection((address, probe.port), timeout=probe.timeout).close()
-                return ""
-            url = f"{probe.scheme.lower()}://{address}:{probe.port}{probe.path}"
-            request = urllib.request.Request(url)  # noqa: S310 (the scheme is HTTP or HTTPS)
-            for name, value in probe.headers:
-                request.add_header(name, value)
-            with urllib.request.urlopen(request, timeout=probe.timeout) as response:  # noqa: S310
-                return "" if 200 <= response.status < 400 else f"HTTP {response.status}"
-        except urllib.error.HTTPError as error:
-            return f"HTTP {error.code}"
-        except (OSError, urllib.error.URLError) as error:
-            return str(getattr(error, "reason", error))
+            result = subprocess.run(
+                ["docker", "exec", container_id, *probe.command],
+                capture_output=True,
+                text=True,
+                timeout=probe.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return f"timed out after {probe.timeout} s"
+        output = (result.stdout + result.stderr).strip()[-200:]
+        return "" if result.returncode == 0 else f"exit {result.returncode}: {output}"
+    try:
+        if probe.action == "tcpSocket":
+            socket.create_connection((address, probe.port), timeout=probe.timeout).close()
+            return ""
+        url = f"{probe.scheme.lower()}://{address}:{probe.port}{probe.path}"
+        request = urllib.request.Request(url, headers=dict(probe.headers))  # noqa: S310 (HTTP or HTTPS)
+        with urllib.request.urlopen(request, timeout=probe.timeout, context=UNVERIFIED) as response:  # noqa: S310
+            return "" if 200 <= response.status < 400 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code}"
+    except (OSError, urllib.error.URLError) as error:
+        return str(getattr(error, "reason", error))
 
 
 @dataclass
