@@ -1,8 +1,11 @@
 """python -m kubeplay [options] FILE... : run rendered manifests on Docker until Ctrl-C.
 
-kubectl kustomize k8s/overlays/dev > /tmp/dev.yaml
-k8s/secrets.sh --dry-run DIR > /tmp/secrets.yaml
-python -m kubeplay --image postgres:17=wharf-local/postgres:17 --publish nginx:80=8088 /tmp/dev.yaml /tmp/secrets.yaml
+Example (the rest is in k8s/README.md#running-the-pods-without-a-cluster):
+
+    kubectl kustomize k8s/overlays/dev > /tmp/dev.yaml
+    k8s/secrets.sh --dry-run DIR > /tmp/secrets.yaml
+    python -m kubeplay --image postgres:17=wharf-local/postgres:17 --image redis:8=wharf-local/redis:8 \\
+        --proxy-image wharf-local/nginx:stable --publish nginx:80=8088 /tmp/dev.yaml /tmp/secrets.yaml
 """
 
 from __future__ import annotations
