@@ -26,10 +26,11 @@ PG_SUPERUSER_PASSWORD = "test-superuser-password"
 def base_image(name: str) -> str:
     """``$NAME`` if set, else what scripts/base-images.sh chooses (official or registry-free)."""
     if not os.environ.get(name):
-        script = f'source "{ROOT}/scripts/base-images.sh" >&2 && echo "$POSTGRES_IMAGE $REDIS_IMAGE"'
+        names = ("POSTGRES_IMAGE", "REDIS_IMAGE", "NGINX_IMAGE")
+        script = f'source "{ROOT}/scripts/base-images.sh" >&2 && echo ' + " ".join(f'"${n}"' for n in names)
         chosen = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
-        os.environ.setdefault("POSTGRES_IMAGE", chosen[0])
-        os.environ.setdefault("REDIS_IMAGE", chosen[1])
+        for chosen_name, image in zip(names, chosen, strict=True):
+            os.environ.setdefault(chosen_name, image)
     return os.environ[name]
 
 

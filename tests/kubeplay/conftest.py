@@ -20,20 +20,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # kubeplay/ is a top-level package, run as `python -m kubeplay`
 
+from conftest import base_image  # noqa: E402 (the root conftest's: the images `make test` uses)
 from kubeplay.manifests import Manifests  # noqa: E402
 from kubeplay.runtime import Cluster, NotReady, Publish  # noqa: E402
 
 PROJECT = os.environ.get("WHARF_IT_PROJECT", "wharf-it") + "-k8s"
 READY_TIMEOUT = 240  # the dev overlay converges in 20-40 s here; restarts back off 10, 20, 40 s
-
-
-def base_image(name: str) -> str:
-    """$NAME, else what scripts/base-images.sh picks (as `make test` does)."""
-    script = f'source "{ROOT}/scripts/base-images.sh" >&2 && echo "${name}"'
-    return (
-        os.environ.get(name)
-        or subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
-    )
 
 
 def images() -> dict[str, str]:
