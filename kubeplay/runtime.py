@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import docker.errors
-from docker.errors import APIError
+from docker.errors import APIError, ImageNotFound
 from docker.types import EndpointConfig, Mount
 
 from .manifests import ManifestError, Manifests, Obj, object_name
@@ -396,7 +395,7 @@ class Cluster:
     def image_user(self, image: str) -> str:
         try:
             return self.docker.images.get(image).attrs["Config"].get("User", "")
-        except docker.errors.ImageNotFound:
+        except ImageNotFound:
             raise ManifestError(f"image {image} is not on this machine (no registry here): build or map it") from None
 
     def plan_pods(self) -> list[tuple[Obj, list[Pod]]]:
