@@ -29,14 +29,10 @@ compose() { scripts/compose.sh "$@"; }
 image_of() { echo "${WHARF_IMAGE_PREFIX:-wharf}/$1:${WHARF_TAG:-dev}"; }
 image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null; }
 containers() { compose "$@" ps --quiet "${service:?}" 2>/dev/null; }
-# The first of them. Not `containers | head -n1`: head exits after one line, compose's next write
-# then fails (EPIPE) and it exits 255, which pipefail makes the script's silent exit status
-# (3 runs of the deploy test in 13 here).
-first_container() {
-  local ids
-  ids=$(containers "$@") || return
-  echo "${ids%%$'\n'*}"
-}
+# The first line of its input, read to the end. Not `head -n1`: head exits after one line,
+# compose's next write then fails (EPIPE) and it exits 255, which pipefail makes the script's silent
+# exit status (3 runs of the deploy test in 13 here).
+first_line() { sed -n 1p; }
 backend_address() {  # the container's address on the project's backend network (the one nginx uses)
   docker inspect -f '{{range $n, $v := .NetworkSettings.Networks}}{{$n}} {{$v.IPAddress}}{{"\n"}}{{end}}' "$1" \
     | awk '$1 ~ /_backend$/ {print $2}'
@@ -47,7 +43,7 @@ backend_address() {  # the container's address on the project's backend network 
 # log (written at least every second) read for a 200 from that upstream.
 routed() {
   local address=$1 nginx since deadline=$((SECONDS + 60)) i answered=
-  nginx=$(service=nginx first_container "${compose_args[@]}")
+  nginx=$(service=nginx containers "${compose_args[@]}" | first_line)
   [[ -n $nginx ]] || die "no nginx container runs: start the stack with make up"
   since=$(date +%s)
   while ((SECONDS < deadline)); do
@@ -75,8 +71,7 @@ roll() {
     compose "${compose_args[@]}" up --detach --no-deps --no-recreate --wait --wait-timeout 120 \
       --scale "$service=$((count + 1))" "$service" >/dev/null 2>&1 \
       || die "$service: a replica of the new image did not become healthy; the old ones still serve (scripts/why-down.sh)"
-    new=$(comm -13 <(echo "$before") <(containers "${compose_args[@]}" | sort))
-    new=${new%%$'\n'*}  # the first (not `| head -n1`: see first_container)
+    new=$(comm -13 <(echo "$before") <(containers "${compose_args[@]}" | sort) | first_line)
     [[ -n $new ]] || die "$service: compose started no new replica"
     address=$(backend_address "$new")
     if ! routed "$address"; then
@@ -99,7 +94,7 @@ roll() {
 compose_args=("$@")
 declare -A running target
 for service in "${SERVICES[@]}"; do
-  first=$(first_container "${compose_args[@]}") || die "$service: docker compose ps failed (scripts/compose.sh ps $service)"
+  first=$(containers "${compose_args[@]}" | first_line) || die "$service: docker compose ps failed (scripts/compose.sh ps $service)"
   [[ -n $first ]] || die "$service: no replica runs: start the stack with make up"
   running[$service]=$(docker inspect -f '{{.Image}}' "$first")
 done
