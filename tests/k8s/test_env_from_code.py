@@ -215,8 +215,9 @@ def test_nginx_settings_pass_the_entrypoint_checks(overlay: Rendering) -> None:
         assert effective[name] in {"on", "off"}, name
     assert re.fullmatch(r"[1-9][0-9]*", effective["NGINX_DNS_INTERVAL"])
     assert re.fullmatch(r"[0-9]{1,5}", effective["NGINX_HTTPS_REDIRECT_PORT"])
-    assert effective["NGINX_UPSTREAM_DISCOVERY"] in {"auto", "resolve", "reload"}
-    # `resolve` asks the template's resolver, Docker's DNS; `reload` uses the pod's resolv.conf.
+    assert effective["NGINX_UPSTREAM_DISCOVERY"] in {"auto", "resolve", "per-request", "reload"}
+    # `resolve` and `per-request` ask the template's resolver, Docker's DNS; `reload` uses the pod's
+    # resolv.conf.
     (resolver,) = _fixed_in_templates("resolver")
     if effective["NGINX_UPSTREAM_DISCOVERY"] != "reload":
         assert resolver != DOCKER_DNS, "nginx would ask a DNS server that is not there"
