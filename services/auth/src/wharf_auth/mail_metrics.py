@@ -2,9 +2,9 @@
 port 9000 (compose service ``mail-metrics``, profile ``observability``).
 
 Read from Redis at each scrape through RQ's public API, with the mail worker's Redis user (RQ's
-keys only), so nothing runs between scrapes; read only (no registry clean-up: the worker does it). A process of its own rather than a thread in the
-worker: RQ's worker forks its scheduler, and forking a process that runs threads can leave a lock
-held in the child.
+keys only), so nothing runs between scrapes; read only (the worker cleans RQ's registries up). A
+process of its own rather than a thread in the worker: RQ's worker forks its scheduler, and
+forking a process that runs threads can leave a lock held in the child.
 
 - ``wharf_mail_jobs{state}``: jobs queued, scheduled (waiting between two delivery attempts),
   started, and failed (given up after every retry; kept for 7 days);
