@@ -41,12 +41,12 @@ case ${ALERT_SMTP_REQUIRE_TLS:-} in
 esac
 for name in ALERT_GROUP_WAIT ALERT_GROUP_INTERVAL ALERT_REPEAT_INTERVAL; do duration "$name"; done
 
-# A login at the SMTP server: a user name and a password file, both or neither; never in clear
-# text (STARTTLS required, or implicit TLS on port 465).
+# A login at the SMTP server with ALERT_SMTP_USERNAME: the password is read from its secret file
+# (ALERT_SMTP_PASSWORD_FILE, by default the compose secret's), and never sent in clear text
+# (STARTTLS required, or implicit TLS on port 465).
 auth=
-if [ -n "${ALERT_SMTP_USERNAME:-}" ] || [ -n "${ALERT_SMTP_PASSWORD_FILE:-}" ]; then
-  [ -n "${ALERT_SMTP_USERNAME:-}" ] && [ -n "${ALERT_SMTP_PASSWORD_FILE:-}" ] \
-    || fail "ALERT_SMTP_USERNAME and ALERT_SMTP_PASSWORD_FILE go together"
+if [ -n "${ALERT_SMTP_USERNAME:-}" ]; then
+  ALERT_SMTP_PASSWORD_FILE=${ALERT_SMTP_PASSWORD_FILE:-/run/secrets/alertmanager/smtp_password}
   text ALERT_SMTP_USERNAME
   text ALERT_SMTP_PASSWORD_FILE
   [ -r "$ALERT_SMTP_PASSWORD_FILE" ] && [ -s "$ALERT_SMTP_PASSWORD_FILE" ] \

@@ -1,5 +1,6 @@
 """nginx's status on the internal network only, and the `observability` profile's Prometheus
-scraping every replica of api and auth and, through the exporter, nginx."""
+scraping every replica of api and auth, nginx (through its exporter), the mail queue, the volumes'
+free space and the edge's probes, with its alert rules loaded (test_alerting.py sends one)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from .conftest import Stack, sign_in
 pytestmark = pytest.mark.integration
 
 PROFILE = ("--profile", "observability")
+PROFILE_SERVICES = (
+    "prometheus", "alertmanager", "nginx-exporter", "mail-metrics", "node-exporter", "blackbox-exporter",
+)  # fmt: skip
+RULE_GROUPS = {"wharf-availability", "wharf-requests", "wharf-request-alerts", "wharf-security", "wharf-mail"}
+RULE_GROUPS |= {"wharf-disk", "wharf-tls", "wharf-expected-replicas"}
 STATUS_URL = "http://nginx:9000/stub_status"
 
 
@@ -66,8 +72,9 @@ def prometheus(stack: Stack) -> Iterator[Stack]:
         assert result.returncode == 0, result.stderr
         yield stack
     finally:
-        stack.compose(*PROFILE, "rm", "--stop", "--force", "--volumes", "prometheus", "nginx-exporter", check=False)
-        subprocess.run(["docker", "volume", "rm", f"{stack.project}_promdata"], capture_output=True, check=False)
+        stack.compose(*PROFILE, "rm", "--stop", "--force", "--volumes", *PROFILE_SERVICES, check=False)
+        for volume in ("promdata", "alertdata"):
+            subprocess.run(["docker", "volume", "rm", f"{stack.project}_{volume}"], capture_output=True, check=False)
 
 
 def test_prometheus_scrapes_every_replica_and_nginx(prometheus: Stack, http: requests.Session) -> None:
@@ -76,6 +83,8 @@ def test_prometheus_scrapes_every_replica_and_nginx(prometheus: Stack, http: req
     assert http.get(f"{stack.base_url}/api/users?limit=1", headers=headers, timeout=10).status_code == 200
     replicas = {service: len(stack.compose("ps", "-q", service).stdout.split()) for service in ("api", "auth")}
     want = Counter({"api": replicas["api"], "auth": replicas["auth"], "nginx": 1, "prometheus": 1})
+    # the mail queue, the volumes, three routes through the edge, its certificate, Alertmanager
+    want += Counter({"mail": 1, "node": 1, "edge": 3, "tls": 1, "alertmanager": 1})
 
     deadline = time.monotonic() + 90  # discovery, then one scrape interval (15 s)
     while True:
@@ -102,20 +111,52 @@ def test_prometheus_scrapes_every_replica_and_nginx(prometheus: Stack, http: req
     assert [r["value"][1] for r in nginx_up] == ["1"]  # type: ignore[index]
     assert _query(stack, "nginx_http_requests_total > 0")
     with_wharf_metrics = _query(stack, 'count by (job) ({__name__=~"wharf_.+"})')
-    assert {r["metric"]["job"] for r in with_wharf_metrics} == {"api", "auth"}  # type: ignore[index]
+    assert {r["metric"]["job"] for r in with_wharf_metrics} == {"api", "auth", "mail"}  # type: ignore[index]
+
+
+def test_what_the_alert_rules_need_is_there(prometheus: Stack) -> None:
+    """Every rule group is loaded (and no promtool test file as one), and the series the rules read
+    have values: replicas wanted, the mail queue, each data volume's free space, the certificate's
+    expiry, the edge's probes."""
+    stack = prometheus
+    response = requests.get(f"{stack.prometheus_url}/api/v1/rules", timeout=5)
+    response.raise_for_status()
+    assert {g["name"] for g in response.json()["data"]["groups"]} == RULE_GROUPS
+    replicas = {service: len(stack.compose("ps", "-q", service).stdout.split()) for service in ("api", "auth")}
+    expected = {r["metric"]["job"]: float(r["value"][1]) for r in _query(stack, "wharf:replicas:expected")}  # type: ignore[index]
+    assert expected == {job: float(count) for job, count in replicas.items()}
+
+    deadline = time.monotonic() + 120  # the node and tls jobs are scraped once a minute
+    while True:
+        volumes = {r["metric"]["volume"] for r in _query(stack, "volume:wharf_free_ratio > 0")}  # type: ignore[index]
+        expiry = _query(stack, "(wharf:tls_certificate_expiry_timestamp_seconds - time()) / 86400")
+        probes = _query(stack, "probe_success == 1")
+        queue = _query(stack, "wharf_mail_queue_up == 1 and on () wharf_mail_workers >= 1")
+        if (volumes and expiry and len(probes) == 4 and queue) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert volumes == {"pgdata", "redisdata", "promdata", "maildata", "alertdata"}
+    # the development certificate: valid for a year, made again 30 days before it expires
+    assert 29 < float(expiry[0]["value"][1]) <= 366  # type: ignore[index]
+    assert len(probes) == 4, probes
+    assert queue
 
 
 def test_profile_runs_healthy_non_root_and_publishes_on_loopback_only(prometheus: Stack) -> None:
     stack = prometheus
-    containers = {c["Service"]: c for c in stack.containers() if c["Service"] in {"prometheus", "nginx-exporter"}}
-    assert (containers["prometheus"]["State"], containers["prometheus"]["Health"]) == ("running", "healthy")
-    assert containers["nginx-exporter"]["State"] == "running"
+    containers = {c["Service"]: c for c in stack.containers() if c["Service"] in PROFILE_SERVICES}
+    assert set(containers) == set(PROFILE_SERVICES)
+    for name in ("prometheus", "alertmanager", "mail-metrics"):
+        assert (containers[name]["State"], containers[name]["Health"]) == ("running", "healthy"), name
+    assert {c["State"] for c in containers.values()} == {"running"}
     for container in containers.values():
         processes = subprocess.run(
             ["docker", "top", str(container["ID"]), "-o", "pid,uid"], capture_output=True, text=True, check=True
         ).stdout.splitlines()[1:]
         assert processes
-        assert {line.split()[1] for line in processes} == {"65534"}, processes  # nobody
+        assert {line.split()[1] for line in processes} <= {"65534", "10001"}, processes  # nobody, wharf
     publishers = containers["prometheus"]["Publishers"]
     assert {p["URL"] for p in publishers if p["PublishedPort"]} == {"127.0.0.1"}  # type: ignore[index, union-attr]
-    assert not [p for p in containers["nginx-exporter"]["Publishers"] or [] if p["PublishedPort"]]  # type: ignore[union-attr]
+    for name, container in containers.items():
+        if name != "prometheus":
+            assert not [p for p in container["Publishers"] or [] if p["PublishedPort"]], name  # type: ignore[union-attr]
