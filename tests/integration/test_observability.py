@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+import yaml
 
-from .conftest import Stack, sign_in
+from .conftest import ROOT, Stack, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +21,14 @@ PROFILE = ("--profile", "observability")
 PROFILE_SERVICES = (
     "prometheus", "alertmanager", "nginx-exporter", "mail-metrics", "node-exporter", "blackbox-exporter",
 )  # fmt: skip
-RULE_GROUPS = {"wharf-availability", "wharf-requests", "wharf-request-alerts", "wharf-security", "wharf-mail"}
-RULE_GROUPS |= {"wharf-disk", "wharf-tls", "wharf-expected-replicas"}
+RULES = ROOT / "deploy/prometheus/rules"
+# Every group of every rule file (not of their promtool tests), and the one the image's entrypoint writes.
+RULE_GROUPS = {
+    group["name"]
+    for path in RULES.glob("*.yml")
+    if not path.name.endswith(".test.yml")
+    for group in yaml.safe_load(path.read_text())["groups"]
+} | {"wharf-expected-replicas"}
 STATUS_URL = "http://nginx:9000/stub_status"
 
 
