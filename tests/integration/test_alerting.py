@@ -143,3 +143,30 @@ def test_make_mail_lists_the_alert_mails(alerting: Stack) -> None:
     listing = run_make(alerting, "mail").stdout
     assert f"{RECIPIENT}  [FIRING:1] WharfReplicasMissing api" in listing
     assert f"{RECIPIENT}  [RESOLVED] WharfReplicasMissing api" in listing
+
+
+@pytest.mark.parametrize(
+    ("service", "settings", "error"),
+    [
+        ("alertmanager", {"ALERT_MAIL_TO": ""}, "ALERT_MAIL_TO is required"),
+        ("alertmanager", {"ALERT_SMTP_SMARTHOST": "smtp.example.com"}, "ALERT_SMTP_SMARTHOST: host:port"),
+        ("alertmanager", {"ALERT_SMTP_REQUIRE_TLS": "yes"}, "ALERT_SMTP_REQUIRE_TLS: true or false"),
+        ("alertmanager", {"ALERT_GROUP_WAIT": "soon"}, "ALERT_GROUP_WAIT: a duration"),
+        ("alertmanager", {"ALERT_MAIL_TO": 'a@example.com"\nx: y'}, "ALERT_MAIL_TO: no double quote"),
+        ("alertmanager", {"ALERT_SMTP_USERNAME": "alerts"}, "cannot read /run/secrets/alertmanager/smtp_password"),
+        (  # a readable, non-empty file stands in for the password: refused in clear text
+            "alertmanager",
+            {"ALERT_SMTP_USERNAME": "alerts", "ALERT_SMTP_PASSWORD_FILE": "/etc/alertmanager/entrypoint.sh"},
+            "ALERT_SMTP_REQUIRE_TLS=false would send the SMTP password in clear text",
+        ),
+        ("prometheus", {"API_REPLICAS": "two"}, "API_REPLICAS: the number of replicas the stack runs"),
+    ],
+)
+def test_a_bad_setting_stops_the_container_with_one_line(
+    alerting: Stack, service: str, settings: dict[str, str], error: str
+) -> None:
+    options = [arg for name, value in settings.items() for arg in ("-e", f"{name}={value}")]
+    result = alerting.compose(*FILES, *PROFILE, "run", "--rm", "--no-deps", *options, service, check=False)
+    assert result.returncode == 78, result.stdout + result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("configuration error:")]
+    assert error in line
