@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from conftest import ROOT, base_image
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from conftest import base_image  # noqa: E402 (the root conftest's: the images `make test` uses)
 
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 TEST_SUFFIX = ".test.yml"
