@@ -100,3 +100,10 @@ def test_a_wrong_expectation_fails(tmp_path: Path) -> None:
     result = promtool("test", "rules", test_file.name, rules=rules)
     assert result.returncode != 0, result.stdout
     assert "FAILED" in result.stdout + result.stderr
+
+
+def test_the_scrape_configurations_are_valid() -> None:
+    """compose's (built into wharf/prometheus) and the Kubernetes component's."""
+    for config in (ROOT / "deploy/prometheus/prometheus.yml", ROOT / "k8s/components/observability/prometheus.yml"):
+        result = promtool("check", "config", "--syntax-only", config.name, rules=config.parent)
+        assert result.returncode == 0, f"{config}: {result.stdout}{result.stderr}"
