@@ -128,14 +128,15 @@ def fast_prometheus(directory: Path) -> None:
 
 @pytest.fixture(scope="module")
 def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The profile started beside the session's stack with the fast settings; removed afterwards."""
+    """The profile started beside the session's stack with the fast settings, its images built from
+    the working tree (`make test` builds the default services only); removed afterwards."""
     directory = tmp_path_factory.mktemp("prometheus")
     fast_prometheus(directory)
     env = stack.env | ALERTMANAGER_SETTINGS | {"WHARF_TEST_PROMETHEUS_DIR": str(directory)}
     fast = dataclasses.replace(stack, env=env)
     try:
         result = fast.compose(
-            *FILES, *PROFILE, "up", "-d", "--wait", "--wait-timeout", "180", "prometheus", check=False
+            *FILES, *PROFILE, "up", "-d", "--build", "--wait", "--wait-timeout", "180", "prometheus", check=False
         )
         assert result.returncode == 0, result.stderr
         yield fast
