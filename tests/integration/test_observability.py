@@ -309,8 +309,14 @@ def test_make_mail_lists_the_alert_mails(prometheus: Stack) -> None:
 def test_a_bad_setting_stops_the_container_with_one_line(
     prometheus: Stack, service: str, settings: dict[str, str], error: str
 ) -> None:
-    options = [arg for name, value in settings.items() for arg in ("-e", f"{name}={value}")]
-    result = prometheus.compose(*FILES, *PROFILE, "run", "--rm", "--no-deps", *options, service, check=False)
+    """The service's image with its running container's environment, one setting changed."""
+    container = prometheus.container_id(service)
+    image = docker("inspect", "-f", "{{.Config.Image}}", container).stdout.strip()
+    env = dict(
+        item.split("=", 1) for item in json.loads(docker("inspect", "-f", "{{json .Config.Env}}", container).stdout)
+    )
+    options = [arg for name, value in (env | settings).items() for arg in ("-e", f"{name}={value}")]
+    result = docker("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", *options, image, check=False)
     assert result.returncode == 78, result.stdout + result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("configuration error:")]
     assert error in line
