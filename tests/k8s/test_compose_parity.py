@@ -38,6 +38,8 @@ NOT_IN_K8S = {
     "prometheus": "a cluster's own Prometheus scrapes the pods (k8s/README.md)",
     "nginx-exporter": "runs beside the cluster's Prometheus, reading each nginx pod's status port",
     "mail-sink": "development only: a cluster's auth-mail sends to a real SMTP server (ConfigMap wharf-mail)",
+    # The compose profile `acme`: on a cluster, cert-manager keeps the Secret wharf-nginx (k8s/README.md).
+    "acme": "cert-manager renews the certificate in Secret wharf-nginx, which nginx reads on every handshake",
 }
 # Differences that Kubernetes itself needs, each with its reason. Nothing else may differ.
 K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
