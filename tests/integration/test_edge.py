@@ -984,6 +984,8 @@ def test_maintenance_503_https_redirect_and_hsts(lab: Lab, tmp_path: Path) -> No
     assert redirected.headers["Location"] == "https://127.0.0.1:8443/api/who?x=1"
     assert "Strict-Transport-Security" not in redirected.headers
     assert requests.get(edge.base_url + "/healthz", timeout=5).status_code == 200  # health stays HTTP
+    # ACME challenges stay plain HTTP and are served in maintenance (none here: 404 problem+json).
+    _assert_problem(requests.get(edge.base_url + "/.well-known/acme-challenge/t0ken", timeout=5), 404)
 
     down = requests.get(edge.https_url + "/api/who", verify=tmp_path / "tls.crt", timeout=5)
     _assert_problem(down, 503)
