@@ -37,14 +37,16 @@ ACME_EMAIL=${ACME_EMAIL:-}
 domains=()
 
 validate_settings() {
-  local name
-  [[ -n ${ACME_DOMAINS:-} ]] || fail "ACME_DOMAINS is not set (the public host names of the certificate, comma-separated)"
-  for name in ${ACME_DOMAINS//,/ }; do
+  local name names
+  IFS=', ' read -ra names <<<"${ACME_DOMAINS:-}"
+  for name in "${names[@]}"; do
+    [[ -n $name ]] || continue
     name=${name,,}
     [[ $name =~ ^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$ && ${#name} -le 253 ]] \
       || fail "ACME_DOMAINS: '$name' is not a host name (HTTP-01 proves a DNS name with a dot, no wildcard, no address)"
     domains+=("$name")
   done
+  ((${#domains[@]})) || fail "ACME_DOMAINS is not set (the public host names of the certificate, comma-separated)"
   [[ $ACME_DIRECTORY =~ ^https://[^[:space:]]+$ ]] || fail "ACME_DIRECTORY must be an https:// URL (got '$ACME_DIRECTORY')"
   [[ -z $ACME_EMAIL || $ACME_EMAIL =~ ^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$ ]] \
     || fail "ACME_EMAIL is not an email address (got '$ACME_EMAIL')"
@@ -69,10 +71,12 @@ is_for_wanted_names() { [[ $(names_of "$1") == "$(wanted_names)" ]]; }
 # handshake sees either the old file or the new one, both valid for the same key.
 install() {
   local certificate=$1 staged
-  staged=$(mktemp --suffix=.tmp "$edge/tls.crt.XXXXXX")
-  cp "$certificate" "$staged"
-  chmod 0644 "$staged"
-  mv -f "$staged" "$edge/tls.crt"
+  if ! staged=$(mktemp --suffix=.tmp "$edge/tls.crt.XXXXXX") || ! cp "$certificate" "$staged" \
+    || ! chmod 0644 "$staged" || ! mv -f "$staged" "$edge/tls.crt"; then
+    rm -f "${staged:-}"
+    error "could not write $edge/tls.crt; nginx keeps serving $(describe "$edge/tls.crt")"
+    return 1
+  fi
   log "installed the certificate for $(describe "$edge/tls.crt"); nginx serves it from the next TLS handshake"
 }
 

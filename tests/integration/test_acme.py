@@ -223,7 +223,8 @@ def test_a_refusing_ca_is_named_and_the_certificate_is_kept(acme: Acme) -> None:
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("ACME_DOMAINS", "*.wharf.test"), ("ACME_DOMAINS", "203.0.113.7"), ("ACME_DIRECTORY", "http://pebble/dir"),
+    [("ACME_DOMAINS", "*.wharf.test"), ("ACME_DOMAINS", "203.0.113.7"), ("ACME_DOMAINS", " , "),
+     ("ACME_DIRECTORY", "http://pebble/dir"),
      ("ACME_RENEW_DAYS", "0"), ("ACME_EMAIL", "ops")],
 )  # fmt: skip
 def test_a_malformed_setting_stops_it_with_one_line(acme: Acme, setting: str, value: str) -> None:
