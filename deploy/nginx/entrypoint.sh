@@ -63,10 +63,26 @@ if [[ $NGINX_STATUS_PORT == "${NGINX_PORT-}" || $NGINX_STATUS_PORT == "${NGINX_T
   fail "NGINX_STATUS_PORT ($NGINX_STATUS_PORT) must differ from the public ports"
 fi
 [[ ${NGINX_DNS_INTERVAL-} =~ ^[1-9][0-9]*$ ]] || fail "NGINX_DNS_INTERVAL must be a whole number of seconds"
+# The HTTPS listener names its files through variables (read on every handshake, so a replaced
+# certificate needs no reload), which `nginx -t` does not load: load the pair once here, so a
+# broken or mismatched pair stops the container now rather than failing every handshake.
+tls_pair_loads() {
+  local check status=0
+  check=$(mktemp -d /tmp/wharf-tls-check.XXXXXX)
+  printf '%s\n' "pid $check/nginx.pid; events {}" \
+    "http { client_body_temp_path $check; proxy_temp_path $check; fastcgi_temp_path $check;" \
+    "  uwsgi_temp_path $check; scgi_temp_path $check;" \
+    "  server { listen 127.0.0.1:1 ssl; ssl_certificate ${tls_files[0]}; ssl_certificate_key ${tls_files[1]}; } }" \
+    >"$check/nginx.conf"
+  nginx -e stderr -c "$check/nginx.conf" -t -q || status=$?
+  rm -rf "$check"
+  return "$status"
+}
 if [[ $NGINX_TLS == on ]]; then
   for file in "${tls_files[@]}"; do
     [[ -r $file ]] || fail "cannot read '$file' (NGINX_TLS=on needs a certificate and key)"
   done
+  tls_pair_loads || fail "nginx cannot use ${tls_files[0]} with ${tls_files[1]} (its message is above)"
 fi
 
 nginx_supports_resolve() {

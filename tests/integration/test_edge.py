@@ -971,15 +971,18 @@ def test_connections_over_the_per_ip_limit_are_429_problem(lab: Lab) -> None:
     assert "limiting connections" in limited.logs()[1]
 
 
+def _tls_files(directory: Path, certificate: str, key: str) -> None:
+    """tls.crt and tls.key in ``directory``, readable by nginx's user when mounted."""
+    for name, content in (("tls.crt", certificate), ("tls.key", key)):
+        (directory / name).write_text(content)
+        (directory / name).chmod(0o644)
+    directory.chmod(0o755)
+
+
 def test_maintenance_503_https_redirect_and_hsts(lab: Lab, tmp_path: Path) -> None:
     from wharf_common.devsecrets import self_signed_certificate
 
-    certificate, key = self_signed_certificate()
-    (tmp_path / "tls.crt").write_text(certificate)
-    (tmp_path / "tls.key").write_text(key)
-    tmp_path.chmod(0o755)
-    for path in tmp_path.iterdir():
-        path.chmod(0o644)
+    _tls_files(tmp_path, *self_signed_certificate())
     edge = lab.start_edge(
         volumes=(f"{tmp_path}:/run/secrets/nginx:ro",),
         NGINX_TLS="on",
@@ -993,6 +996,8 @@ def test_maintenance_503_https_redirect_and_hsts(lab: Lab, tmp_path: Path) -> No
     assert redirected.headers["Location"] == "https://127.0.0.1:8443/api/who?x=1"
     assert "Strict-Transport-Security" not in redirected.headers
     assert requests.get(edge.base_url + "/healthz", timeout=5).status_code == 200  # health stays HTTP
+    # ACME challenges stay plain HTTP and are served in maintenance (none here: 404 problem+json).
+    _assert_problem(requests.get(edge.base_url + "/.well-known/acme-challenge/t0ken", timeout=5), 404)
 
     down = requests.get(edge.https_url + "/api/who", verify=tmp_path / "tls.crt", timeout=5)
     _assert_problem(down, 503)
@@ -1048,3 +1053,20 @@ def test_a_broken_template_stops_the_container(tmp_path: Path, template: str, me
     assert "configuration error" in result.stderr
     for message in messages:
         assert message in result.stderr, result.stderr
+
+
+def test_a_certificate_and_key_that_do_not_belong_together_stop_the_container(tmp_path: Path) -> None:
+    """nginx reads the pair on every handshake (no `nginx -t` of it): the entrypoint loads it once."""
+    from wharf_common.devsecrets import self_signed_certificate
+
+    certificate, _ = self_signed_certificate()
+    _, other_key = self_signed_certificate()
+    _tls_files(tmp_path, certificate, other_key)
+    result = docker(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-e", "NGINX_TLS=on",
+        "-v", f"{tmp_path}:/run/secrets/nginx:ro", NGINX_IMAGE, check=False,
+    )  # fmt: skip
+    assert result.returncode == 78, (result.returncode, result.stderr)
+    assert "key values mismatch" in result.stderr  # nginx's (OpenSSL's) own reason
+    pair = "/run/secrets/nginx/tls.crt with /run/secrets/nginx/tls.key"
+    assert f"configuration error: nginx cannot use {pair}" in result.stderr

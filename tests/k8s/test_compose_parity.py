@@ -45,6 +45,8 @@ NOT_IN_K8S = {
     "node-exporter": "the kubelet reports each claim's free space (kubelet_volume_stats_*, rules/disk.yml)",
     "blackbox-exporter": "the Ingress controller and cert-manager report the edge and its certificate",
     "mail-sink": "development only: a cluster's auth-mail sends to a real SMTP server (ConfigMap wharf-mail)",
+    # The compose profile `acme`: on a cluster, cert-manager keeps the Secret wharf-nginx (k8s/README.md).
+    "acme": "cert-manager renews the certificate in Secret wharf-nginx, which nginx reads on every handshake",
 }
 # Differences that Kubernetes itself needs, each with its reason. Nothing else may differ.
 K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
