@@ -54,8 +54,8 @@ images: ## Show the project's images and their sizes
 test: ## Install what is needed and run every test suite (unit + integration in real containers)
 	@scripts/test.sh
 
-test-unit: ## Unit tests only (real Postgres and Redis containers, no composed stack)
-	@scripts/test.sh libs/wharf-common/tests services/auth/tests services/api/tests
+test-unit: ## Unit tests only, on the images' Python in a container, in parallel (real Postgres and Redis containers, no composed stack)
+	@scripts/test-unit.sh
 
 test-integration: ## Integration tests against the composed stack through nginx
 	@scripts/test.sh tests/integration

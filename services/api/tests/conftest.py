@@ -7,6 +7,7 @@ issues real tokens; both share the session's Postgres and Redis containers.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from wharf_auth.models import Base as AuthBase
 from wharf_common import authn
 from wharf_common import extensions as common
 from wharf_common.db import get_session
+from wharf_common.revocation import RevocationsUnavailable
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -75,11 +77,26 @@ def _shut_down(app: Flask) -> None:
     common.of(app).engine.dispose()
 
 
+def _synced(app: Flask) -> Flask:
+    """``app`` once its revocation list has synced from auth. A process's first authenticated
+    request syncs it (a 503 if auth does not answer within 2 s, as in the stack while auth starts,
+    and then again every second): a session app starts its tests with it done."""
+    revocations = authn.authenticator(app).revocations
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            revocations.is_revoked({})
+            return app
+        except RevocationsUnavailable:
+            assert time.monotonic() < deadline, "the revocation list did not sync from auth within 60 s"
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def migrated_app(api_settings: ApiSettings) -> Iterator[Flask]:
     app = create_app(api_settings)
     assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
-    yield app
+    yield _synced(app)
     _shut_down(app)
 
 
@@ -117,7 +134,7 @@ def notes_app(migrated_app: Flask, api_settings: ApiSettings, run_migration: Cal
     app = create_app(api_settings)
     resource.mount(app, notes.RESOURCE)
     run_migration(app, notes_migration.upgrade)
-    yield app
+    yield _synced(app)
     run_migration(app, notes_migration.downgrade)
     _shut_down(app)
 

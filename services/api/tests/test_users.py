@@ -553,6 +553,7 @@ def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
 
 
+@pytest.mark.timing
 def test_a_deep_page_costs_what_the_first_page_costs(client: Any, app: Flask) -> None:
     """Keyset pagination: page 1 and page 1,000 (of 20 rows) both read 21 index entries, never
     the rows before them (no OFFSET, no sort of the whole table)."""
@@ -816,6 +817,7 @@ def test_postgres_going_away_after_a_read_keeps_the_answer_and_drops_the_connect
     assert client.post("/users", json={"name": "B", "email": "b@example.com"}).status_code == 201  # pool of one
 
 
+@pytest.mark.timing
 def test_redis_that_stops_answering_costs_one_short_timeout_per_back_off_pause(
     make_api: Callable[..., Flask],
     redis_container: Any,
@@ -861,6 +863,7 @@ def test_redis_that_stops_answering_costs_one_short_timeout_per_back_off_pause(
     assert client.get(path).headers["X-Cache"] == "HIT"
 
 
+@pytest.mark.timing
 def test_postgres_that_stops_answering_is_503_within_the_timeouts_and_recovers(
     make_api: Callable[..., Flask],
     postgres_address: tuple[str, int],
@@ -900,6 +903,7 @@ def test_postgres_that_stops_answering_is_503_within_the_timeouts_and_recovers(
         time.sleep(0.2)
 
 
+@pytest.mark.timing
 def test_a_statement_past_its_timeout_is_503_not_a_hang(
     make_api: Callable[..., Flask], app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any]
 ) -> None:

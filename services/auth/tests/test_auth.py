@@ -254,6 +254,7 @@ def test_access_token_lifetime_is_configurable(make_app: Callable[..., Flask], a
     assert claims["exp"] - claims["nbf"] == 60
 
 
+@pytest.mark.timing
 def test_unknown_email_and_wrong_password_are_identical(client: FlaskClient) -> None:
     register(client)
     timings, bodies = [], []
@@ -294,6 +295,7 @@ def test_empty_answers_carry_no_content_type(client: FlaskClient) -> None:
     assert "POST" in options.headers["Allow"]
 
 
+@pytest.mark.timing
 def test_unknown_email_and_wrong_password_take_the_same_median_time(make_app: Callable[..., Flask], app: Flask) -> None:
     client = make_app(login_max_failures=100, ip_max_failures=1000).test_client()
     register(client)
@@ -330,6 +332,7 @@ def test_success_resets_failure_count(client: FlaskClient) -> None:
     assert login(client).status_code == 200
 
 
+@pytest.mark.timing
 def test_lockout_expires(make_app: Callable[..., Flask], app: Flask) -> None:
     short = make_app(login_window_seconds=1, login_max_failures=2).test_client()
     register(short)
