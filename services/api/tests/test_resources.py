@@ -3,6 +3,8 @@ a new resource is in this matrix as soon as it is registered (wharf_api.views.RE
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,3 +161,13 @@ def test_a_declaration_that_cannot_work_is_refused_at_import() -> None:
         Resource("notes", **{**declaration, "patch": Unknown})
     with pytest.raises(TypeError, match="required patch members"):
         Resource("notes", **{**declaration, "patch": notes.NoteCreate})
+
+
+def test_the_guide_quotes_the_example_as_it_is() -> None:
+    """Every Python block of docs/adding-a-resource.md stands in examples/notes/ as it is."""
+    guide = (ROOT / "docs/adding-a-resource.md").read_text()
+    blocks = [textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)^\s*```", guide, re.S | re.M)]
+    example = "\n".join(path.read_text() for path in sorted((ROOT / "examples/notes").glob("*.py")))
+    assert blocks
+    for block in blocks:
+        assert block in example, block
