@@ -81,7 +81,7 @@ def test_the_document_describes_the_example(app: Flask) -> None:
     operations = document["paths"]["/notes/{note_id}"]
     assert set(operations) == {"get", "patch", "delete"}
     assert "403" not in operations["patch"]["responses"]  # who may not change a note may not see it either
-    assert operations["patch"]["summary"] == "Change a note's title or body (JSON merge patch)"
+    assert operations["patch"]["summary"] == "Change one note's title or body (JSON merge patch)"
     assert "Only the owner" in operations["delete"]["description"]
     patch = document["components"]["schemas"]["NotePatch"]
     assert "required" not in patch

@@ -357,7 +357,7 @@ class Resource:
     # The routes: each documented (OpenAPI) and behind require_auth; the policy is checked above.
 
     def _add_routes(self) -> None:
-        one, item_rule = f"{'an' if self.item[0] in 'aeiou' else 'a'} {self.item}", f"/<uuid:{self.key}>"
+        one, item_rule = f"one {self.item}", f"/<uuid:{self.key}>"
         own = self.policy.read is Readers.OWNER
         not_found: dict[int, Doc | str] = {404: f"No {self.item} with this id" + (" that you may read" if own else "")}
         conflict: dict[int, Doc | str] = {409: self.conflict.detail.rstrip(".")} if self.conflict else {}
