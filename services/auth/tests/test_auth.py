@@ -334,13 +334,19 @@ def test_success_resets_failure_count(client: FlaskClient) -> None:
 
 @pytest.mark.timing
 def test_lockout_expires(make_app: Callable[..., Flask], app: Flask) -> None:
-    short = make_app(login_window_seconds=1, login_max_failures=2).test_client()
+    """The window starts at the first failure: 3 s, so that two failed sign-ins (an Argon2
+    verification each, slow on a busy machine) and the refused one fit in it; then the account is
+    free again once the window has passed, which the test waits for rather than guesses."""
+    short = make_app(login_window_seconds=3, login_max_failures=2).test_client()
     register(short)
     for _ in range(2):
         assert login(short, password="wrong password entirely").status_code == 401
     assert login(short).status_code == 429
-    time.sleep(1.2)
-    assert login(short).status_code == 200
+    deadline = time.monotonic() + 3 + 10
+    while (status := login(short).status_code) == 429:
+        assert time.monotonic() < deadline, "still locked long after the window"
+        time.sleep(0.1)
+    assert status == 200
 
 
 def test_per_ip_limit(make_app: Callable[..., Flask], app: Flask) -> None:
