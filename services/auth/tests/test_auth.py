@@ -254,6 +254,7 @@ def test_access_token_lifetime_is_configurable(make_app: Callable[..., Flask], a
     assert claims["exp"] - claims["nbf"] == 60
 
 
+@pytest.mark.timing
 def test_unknown_email_and_wrong_password_are_identical(client: FlaskClient) -> None:
     register(client)
     timings, bodies = [], []
@@ -294,6 +295,7 @@ def test_empty_answers_carry_no_content_type(client: FlaskClient) -> None:
     assert "POST" in options.headers["Allow"]
 
 
+@pytest.mark.timing
 def test_unknown_email_and_wrong_password_take_the_same_median_time(make_app: Callable[..., Flask], app: Flask) -> None:
     client = make_app(login_max_failures=100, ip_max_failures=1000).test_client()
     register(client)
@@ -330,14 +332,21 @@ def test_success_resets_failure_count(client: FlaskClient) -> None:
     assert login(client).status_code == 200
 
 
+@pytest.mark.timing
 def test_lockout_expires(make_app: Callable[..., Flask], app: Flask) -> None:
-    short = make_app(login_window_seconds=1, login_max_failures=2).test_client()
+    """The window starts at the first failure: 3 s, so that two failed sign-ins (an Argon2
+    verification each, slow on a busy machine) and the refused one fit in it; then the account is
+    free again once the window has passed, which the test waits for rather than guesses."""
+    short = make_app(login_window_seconds=3, login_max_failures=2).test_client()
     register(short)
     for _ in range(2):
         assert login(short, password="wrong password entirely").status_code == 401
     assert login(short).status_code == 429
-    time.sleep(1.2)
-    assert login(short).status_code == 200
+    deadline = time.monotonic() + 3 + 10
+    while (status := login(short).status_code) == 429:
+        assert time.monotonic() < deadline, "still locked long after the window"
+        time.sleep(0.1)
+    assert status == 200
 
 
 def test_per_ip_limit(make_app: Callable[..., Flask], app: Flask) -> None:

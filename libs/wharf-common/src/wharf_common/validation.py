@@ -34,8 +34,14 @@ Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320),
 def omitted() -> Any:
     """The default of a field that may be left out but is never ``null`` (a merge patch's member):
     unset when absent, and its JSON schema shows neither ``null`` nor a default, so the document
-    says exactly what is accepted."""
-    return Field(default=None, json_schema_extra=lambda schema: schema.pop("default", None))
+    says exactly what is accepted. Any type goes with it, constrained or annotated (``Field``
+    constraints, ``json_schema_extra``, validators): it adds nothing to the field but a default
+    factory, whose value pydantic never writes into a schema."""
+    return Field(default_factory=_absent)
+
+
+def _absent() -> None:
+    return None
 
 
 def field_errors(error: ValidationError) -> list[dict[str, str]]:
