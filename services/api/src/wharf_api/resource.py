@@ -11,7 +11,7 @@ See docs/adding-a-resource.md (and its example, examples/notes/) for how a resou
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,10 +45,11 @@ MAX_LIMIT = 100
 MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
 # The columns the toolkit reads and writes itself, besides the resource's own.
 MANAGED_COLUMNS = ("id", "owner", "created_at", "updated_at")
+CURSOR = "[A-Za-z0-9_-]{22}"  # a UUID's 16 bytes in base64url, unpadded
 
 LIST_PARAMETERS = (
     Parameter("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size (default 20)"),
-    Parameter("cursor", "query", {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}, "next_cursor of the last page"),
+    Parameter("cursor", "query", {"type": "string", "pattern": f"^{CURSOR}$"}, "next_cursor of the last page"),
 )
 IF_NONE_MATCH = Parameter("If-None-Match", "header", {"type": "string"}, "ETag of a cached copy")
 IF_MATCH = Parameter(
@@ -60,7 +61,13 @@ IF_MATCH = Parameter(
 IDEMPOTENCY_KEY = Parameter(
     idempotency.HEADER,
     "header",
-    {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
+    # Printable ASCII, as key_from_request checks it (HTTP drops surrounding spaces before it can).
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$",
+    },
     "Retries with the same key and body return the first response instead of creating again (24 h)",
 )
 
@@ -105,13 +112,10 @@ def encode_cursor(last_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> uuid.UUID:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if len(cursor) != 22 or len(raw) != 16:
-            raise ValueError(cursor)
-        return uuid.UUID(bytes=raw)
-    except (ValueError, binascii.Error):
-        raise invalid_field("cursor", "not a cursor returned by this API") from None
+    """The id in ``cursor``, which must be what its schema says (an empty one too is refused)."""
+    if re.fullmatch(CURSOR, cursor) is None:
+        raise invalid_field("cursor", "not a cursor returned by this API")
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=="))
 
 
 def page_request() -> PageRequest:
@@ -122,7 +126,7 @@ def page_request() -> PageRequest:
         if not (raw.isascii() and raw.isdecimal() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
             raise invalid_field("limit", f"must be an integer from 1 to {MAX_LIMIT}")
         limit = int(raw)
-    cursor = request.args.get("cursor") or None
+    cursor = request.args.get("cursor")
     return PageRequest(limit, cursor, decode_cursor(cursor) if cursor is not None else None)
 
 
