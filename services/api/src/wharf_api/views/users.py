@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from wharf_api import extensions, queries, resource
 from wharf_api.documents import json_bytes
 from wharf_api.models import USERS, User, user_json
+from wharf_common import pages
 from wharf_common.authn import current_principal, require_auth
 from wharf_common.db import get_session
 from wharf_common.openapi import Response as Doc
@@ -68,13 +69,13 @@ WRITE_RESPONSES = {
 @bp.get("")
 @operation(
     "List users, in id order, one page at a time",
-    parameters=resource.LIST_PARAMETERS,
+    parameters=pages.LIST_PARAMETERS,
     responses={200: Doc("A page of users", UserPage, headers=("X-Cache",)), 422: "Bad limit or cursor"},
     tags=("users",),
 )
 @require_auth
 def list_users() -> Response:
-    page = resource.page_request()
+    page = pages.page_request()
     load = lambda: queries.page(table=USERS, limit=page.limit, after=page.after)  # noqa: E731
     return resource.read_page(KIND, EVERYONE, page, load, user_json)
 
