@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make test`: install what the suite needs on a fresh machine (Docker engine, Compose v2, the
-# test virtualenv, the pinned kubectl, the images), then run every suite in one pytest session.
+# test virtualenv, the pinned kubectl, Debian's Chromium and chromedriver, the images), then run
+# every suite in one pytest session.
 # Extra arguments go to pytest. pytest's own exit code is returned: 5 (no test ran) is a failure
 # like any other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap-docker.sh
 scripts/venv.sh
+scripts/bootstrap-browser.sh
 scripts/k8s-tools.sh >/dev/null  # the pinned kubectl/kustomize tests/k8s renders with
 # shellcheck source=scripts/base-images.sh
 source scripts/base-images.sh

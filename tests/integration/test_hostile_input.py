@@ -31,6 +31,8 @@ FEWER_EXAMPLES = {"/login": 6}
 # Each accepted request for a mail counts against this address too (RECOVERY_IP_MAX_REQUESTS, 20 an
 # hour, shared with test_recovery_flow.py).
 FEWER_EXAMPLES |= {"/password-reset": 4, "/verify-email/resend": 4}
+# A wrong second-factor code counts as a failed sign-in, for the account and this address alike.
+FEWER_EXAMPLES |= {"/mfa/totp/confirm": 4, "/login/mfa": 6}
 
 
 @pytest.fixture(scope="module", autouse=True)
