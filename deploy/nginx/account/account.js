@@ -65,25 +65,35 @@
     show("This page needs the link from your mail: open the link itself, as it came.", "failed");
   }
 
+  // Show the form; on each submission run `send`, its button disabled meanwhile.
+  function whenSubmitted(form, send) {
+    form.hidden = false;
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const button = form.querySelector("button");
+      button.disabled = true;
+      try {
+        await send();
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
   function resetPassword() {
     const form = document.getElementById("reset");
     if (!token) {
       needsLink(form);
       return;
     }
-    form.hidden = false;
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
+    whenSubmitted(form, async () => {
       const password = document.getElementById("new-password").value;
       if (password !== document.getElementById("repeat-password").value) {
         show("The two passwords differ.", "failed");
         return;
       }
-      const button = form.querySelector("button");
-      button.disabled = true;
       show("Setting the new password…");
       const result = await post("/auth/password-reset/confirm", { token, new_password: password });
-      button.disabled = false;
       if (result.status === 204) {
         form.hidden = true;
         show("Your new password is set. Every session of your account has ended: sign in with the new password.", "done");
@@ -115,14 +125,9 @@
       needsLink(form);
       return;
     }
-    form.hidden = false;
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const button = form.querySelector("button");
-      button.disabled = true;
+    whenSubmitted(form, async () => {
       show("Ending that session…");
       const result = await post("/auth/sign-in-alert", { token });
-      button.disabled = false;
       if (result.status === 200) {
         form.hidden = true;
         const next = result.document && result.document.password_reset_mailed
@@ -130,9 +135,7 @@
           : "Now choose a new password: ask for a reset link from the sign-in page.";
         show(`That session has ended. ${next}`, "done");
       } else {
-        if (result.status === 400) {
-          form.hidden = true;
-        }
+        form.hidden = result.status === 400; // a used or expired link stays so; a limit or an outage may pass
         show(problem(result), "failed");
       }
     });

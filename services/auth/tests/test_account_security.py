@@ -453,8 +453,9 @@ def test_a_lock_mails_the_owner_once(
     register(client)
     statuses = [login(client, password="wrong password entirely").status_code for _ in range(4)]
     assert statuses == [401, 401, 429, 429]
-    for _ in range(3):  # an unknown address locks the same way, and costs the same
+    for _ in range(3):  # an unknown address locks the same way, and costs the same: a job is queued
         login(client, "nobody@example.com", "wrong password entirely")
+    assert queued_jobs(app).count("wharf_auth.mail.send_lock_notice") == 2
     run_jobs(settings)
     assert [m["Subject"] for m in inbox.messages] == [mail.SUBJECTS["verify"], mail.SUBJECTS["locked"]]
     assert "account_locked" in [row.type for row in sql(app, "SELECT type FROM auth.account_events")]

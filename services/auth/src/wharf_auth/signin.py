@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,19 @@ def count_failure(session: Session, limits: Limits, email: str, account: Account
     if locked:
         events.emit("account_locked", email=email, level=logging.WARNING)
         _queue_quietly(lambda connection: mail.enqueue(connection, mail.LOCKED, email), "lock notice")
+
+
+def attempt_second_factor(session: Session, account: Account, check: Callable[[], bool], refusal: Problem) -> Limits:
+    """A second-factor attempt under the sign-in limits: 429 while they are used up; when ``check()``
+    fails, what it changed is rolled back, the failure counted and ``refusal`` raised."""
+    limits = limits_for(account.email)
+    refuse_if_throttled(limits, account.email)
+    if not check():
+        session.rollback()
+        events.emit("second_factor_failure", account_id=account.id, level=logging.WARNING)
+        count_failure(session, limits, account.email, account, activity.SECOND_FACTOR_FAILED)
+        raise refusal
+    return limits
 
 
 def verify_second_factor(

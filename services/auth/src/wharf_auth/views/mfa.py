@@ -3,7 +3,6 @@ step of a sign-in (see :mod:`wharf_auth.mfa` for the codes, :mod:`wharf_auth.sig
 
 from __future__ import annotations
 
-import logging
 from typing import Any, TypeVar
 
 from flask import Blueprint, jsonify
@@ -71,17 +70,14 @@ def login_with_second_factor() -> ResponseReturnValue:
     account = signin.challenge_account(session, body.mfa_token)
     if account is None:
         raise unauthorized(CHALLENGE_FAILED, token_sent=False)
-    limits = signin.limits_for(account.email)
-    signin.refuse_if_throttled(limits, account.email)
     factor = queries.totp_factor(session, account_id=account.id, for_update=True)
-    kind = None
-    if factor is not None and factor.confirmed_at is not None:
-        kind = signin.verify_second_factor(session, account, factor, **_codes(body))
-    if kind is None:
-        session.rollback()
-        signin.count_failure(session, limits, account.email, account, activity.SECOND_FACTOR_FAILED)
-        events.emit("login_second_factor_failure", account_id=account.id, level=logging.WARNING)
-        raise unauthorized("The code is wrong, or was used already.", token_sent=False)
+
+    def right() -> bool:
+        active = factor is not None and factor.confirmed_at is not None
+        return active and signin.verify_second_factor(session, account, factor, **_codes(body)) is not None
+
+    wrong = unauthorized("The code is wrong, or was used already.", token_sent=False)
+    limits = signin.attempt_second_factor(session, account, right, wrong)
     if not recovery.claim_challenge(session, body.mfa_token, now=sessions.now()):  # a concurrent use won
         session.rollback()
         raise unauthorized(CHALLENGE_FAILED, token_sent=False)
@@ -134,12 +130,12 @@ def confirm_enrolment() -> ResponseReturnValue:
     factor = queries.totp_factor(session, account_id=signed_in.id, for_update=True)
     if account is None or factor is None or factor.confirmed_at is not None:
         raise Problem(409, "No enrolment is pending: start one with POST /auth/mfa/totp.", slug="mfa-not-pending")
-    limits = signin.limits_for(account.email)
-    signin.refuse_if_throttled(limits, account.email)
-    if signin.verify_second_factor(session, account, factor, code=body.code, recovery_code=None) is None:
-        session.rollback()
-        signin.count_failure(session, limits, account.email, account, activity.SECOND_FACTOR_FAILED)
-        raise Problem(403, "The code is wrong.", slug="wrong-code")
+    signin.attempt_second_factor(
+        session,
+        account,
+        lambda: signin.verify_second_factor(session, account, factor, code=body.code, recovery_code=None) is not None,
+        Problem(403, "The code is wrong.", slug="wrong-code"),
+    )
     factor.confirmed_at = sessions.now()
     codes = mfa.new_recovery_codes()
     queries.replace_recovery_codes(
@@ -174,13 +170,13 @@ def remove_factor() -> ResponseReturnValue:
         raise Problem(409, "No second factor is active.", slug="mfa-not-enabled")
     if sessions.second_factor_missing(account, sessions.PASSWORD_ONLY):
         raise Problem(409, "Admins keep their second factor while REQUIRE_ADMIN_MFA is on.", slug="mfa-required")
-    limits = signin.limits_for(account.email)
-    signin.refuse_if_throttled(limits, account.email)
-    password_right = extensions.of().passwords.verify(account.password_hash, body.password)
-    if not (signin.verify_second_factor(session, account, factor, **_codes(body)) and password_right):
-        session.rollback()
-        signin.count_failure(session, limits, account.email, account, activity.SECOND_FACTOR_FAILED)
-        raise Problem(403, "The password or the code is wrong.", slug="wrong-credentials")
+
+    def both_right() -> bool:  # both checked, whatever the first says
+        password_right = extensions.of().passwords.verify(account.password_hash, body.password)
+        return signin.verify_second_factor(session, account, factor, **_codes(body)) is not None and password_right
+
+    wrong = Problem(403, "The password or the code is wrong.", slug="wrong-credentials")
+    signin.attempt_second_factor(session, account, both_right, wrong)
     queries.remove_factor(session, account_id=account.id)
     activity.record(session, account.id, activity.MFA_DISABLED)
     session.commit()

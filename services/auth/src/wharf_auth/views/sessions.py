@@ -98,7 +98,7 @@ def _end(account_id: uuid.UUID, family_ids: list[uuid.UUID]) -> None:
     description="Sign-ins (and failures), password changes and resets, second-factor changes, ended "
     f"sessions and locks, kept for ACCOUNT_EVENTS_RETENTION_DAYS. Types: {', '.join(activity.TYPES)}.",
     parameters=pages.LIST_PARAMETERS,
-    responses={200: Doc("A page of events", EventPage, headers=("Cache-Control",))},
+    responses={200: Doc("A page of events", EventPage, headers=("Cache-Control",)), 422: "Bad limit or cursor"},
     tags=("sessions",),
     bearer=True,
 )
