@@ -378,15 +378,24 @@ def test_admins_sign_in_only_with_a_second_factor_when_required(make_app: Callab
 
 def test_the_secret_key_rotates(make_app: Callable[..., Flask], app: Flask, client: FlaskClient) -> None:
     register(client)
-    totp, _codes = enrol(client, tokens(client))
+    totp, codes = enrol(client, tokens(client))
     new_key = "a brand-new key for second-factor secrets, 32+"
     rotated = make_app(mfa_encryption_key=f"{new_key}\n{MFA_KEY}").test_client()
     assert second_step(rotated, challenge(rotated), code=totp.now()).status_code == 200
     (stored,) = sql(app, "SELECT secret FROM auth.totp_factors")
     assert mfa.SecretBox(new_key).open(bytes(stored.secret)) == totp.secret  # moved to the first key on use
-    # Without a line that opens it, the secret is unreadable: an error, never a pass.
+    # Without a line that opens it, the secret is unreadable: an error that says so, never a pass;
+    # recovery codes (hashes, not encrypted) still sign in.
+    other_key = "yet another key of at least 32 characters"
     with pytest.raises(mfa.UnreadableSecret):
-        mfa.SecretBox("yet another key of at least 32 characters").open(bytes(stored.secret))
+        mfa.SecretBox(other_key).open(bytes(stored.secret))
+    lost = make_app(mfa_encryption_key=other_key).test_client()
+    unreadable = second_step(lost, challenge(lost), code=totp.at(time.time() + 30))
+    assert (unreadable.status_code, unreadable.get_json()["type"].rsplit("/", 1)[1]) == (
+        500,
+        "second-factor-unreadable",
+    )
+    assert second_step(lost, challenge(lost), recovery_code=codes[0]).status_code == 200
 
 
 @pytest.mark.parametrize("key", ["", "too short a key", f"{MFA_KEY}\nshort line"])

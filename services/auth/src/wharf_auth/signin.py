@@ -92,7 +92,7 @@ def verify_second_factor(
     now = sessions.now()
     secrets_box = extensions.of().mfa_secrets
     if code is not None:
-        step = mfa.matching_step(secrets_box.open(factor.secret), code, now)
+        step = mfa.matching_step(_open(secrets_box, factor, account), code, now)
         if step is None or not queries.claim_step(session, account_id=account.id, step=step):
             return None
         factor.secret = secrets_box.reseal(factor.secret)
@@ -103,6 +103,22 @@ def verify_second_factor(
         return None
     activity.record(session, account.id, activity.RECOVERY_CODE_USED)
     return "recovery_code"
+
+
+def _open(secrets_box: mfa.SecretBox, factor: TotpFactor, account: Account) -> str:
+    """The factor's secret; a 500 that says what to do when no configured key opens it (the key
+    file lost the line it was stored under: recovery codes, stored as hashes, still work)."""
+    try:
+        return secrets_box.open(factor.secret)
+    except mfa.UnreadableSecret:
+        log.error("second-factor secret of account %s unreadable: no MFA_ENCRYPTION_KEY line opens it", account.id)
+        raise Problem(
+            500,
+            "This account's authenticator codes cannot be checked: the server no longer has the key "
+            "they were stored under. Use a recovery code, then remove the factor and enrol again.",
+            slug="second-factor-unreadable",
+            title="Second factor unreadable",
+        ) from None
 
 
 def refuse_without_second_factor(session: Session, account: Account, amr: list[str]) -> None:
