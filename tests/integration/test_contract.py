@@ -4,9 +4,9 @@ A Python client is generated at test time from each live document (openapi-pytho
 client developer would) and completes the whole journey through nginx with no hand-written HTTP:
 register, sign in, refresh (and retry the refresh), CRUD with ETags and an Idempotency-Key, sign
 out; and the account's own security: a TOTP second factor, sessions, events. Every response the
-generated clients see, successes and errors alike, is checked against the
-document they were generated from with schemathesis' conformance checks: a declared status, the
-declared media type, the declared headers with their types, and a body the schema accepts.
+generated clients see, successes and errors alike, is checked against the document they were
+generated from with schemathesis' conformance checks: a declared status, the declared media type,
+the declared headers with their types, and a body the schema accepts.
 """
 
 from __future__ import annotations
