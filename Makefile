@@ -11,7 +11,7 @@ BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate k8s-smoke bench bench-workers lint fmt config lock base-images clean admin rotate-keys \
+.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate k8s-smoke bench bench-workers lint fmt config lock base-images clean admin unlock rotate-keys \
 	migrate backup restore psql redis-cli shell mail
 
 help: ## List the targets
@@ -111,6 +111,10 @@ clean: ## Remove this project's containers, volumes and built images (secrets ar
 admin: ## Grant the admin role to an existing account: make admin EMAIL=someone@example.com
 	@test -n "$(EMAIL)" || { echo "usage: make admin EMAIL=someone@example.com" >&2; exit 2; }
 	@$(COMPOSE) exec auth flask grant-admin "$(EMAIL)"
+
+unlock: ## Lift the sign-in lock of an account now (failed attempts forgotten): make unlock EMAIL=someone@example.com
+	@test -n "$(EMAIL)" || { echo "usage: make unlock EMAIL=someone@example.com" >&2; exit 2; }
+	@$(EXEC) auth flask unlock "$(EMAIL)"
 
 rotate-keys: ## Add a token signing key: published now, signs after SIGNING_KEY_ACTIVATION_SECONDS; old keys keep verifying, retire after an hour
 	@$(COMPOSE) run --rm --no-deps dev-secrets python -m wharf_common.devsecrets /secrets --rotate-signing-key

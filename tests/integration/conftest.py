@@ -117,14 +117,18 @@ def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Co
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
-def psql_as_api(stack: Stack, query: str) -> subprocess.CompletedProcess[str]:
-    """Run ``query`` in the Postgres container, logged in as the api service's own role."""
-    password = stack.secret("api/db_password")
+def psql_as(stack: Stack, role: str, query: str) -> subprocess.CompletedProcess[str]:
+    """Run ``query`` in the Postgres container, logged in as a service's own role (api, auth)."""
+    password = stack.secret(f"{role}/db_password")
     return docker(
         "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
-        "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query,
+        "psql", "-h", "127.0.0.1", "-U", role, "-d", "wharf", "-tAc", query,
         check=False,
     )  # fmt: skip
+
+
+def psql_as_api(stack: Stack, query: str) -> subprocess.CompletedProcess[str]:
+    return psql_as(stack, "api", query)
 
 
 def wait_healthy(container: str, timeout: float = 90) -> None:

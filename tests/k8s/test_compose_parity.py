@@ -52,9 +52,14 @@ NOT_IN_K8S = {
 K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
 # Secret files compose mounts (a whole directory) but a Kubernetes container does without.
 K8S_WITHHELD_SECRETS = {
-    "db-init": {"/run/secrets/auth/signing-keys/"},  # it signs no token
-    # the mail worker signs no token and has a Redis user of its own
-    "auth-mail": {"/run/secrets/auth/signing-keys/", "/run/secrets/auth/redis_password"},
+    # it signs no token and reads no second factor
+    "db-init": {"/run/secrets/auth/signing-keys/", "/run/secrets/auth/mfa_encryption_key"},
+    # the mail worker signs no token, reads no second factor and has a Redis user of its own
+    "auth-mail": {
+        "/run/secrets/auth/signing-keys/",
+        "/run/secrets/auth/redis_password",
+        "/run/secrets/auth/mfa_encryption_key",
+    },
 }
 # Entrypoints compose puts in front of the image's own, each with its reason.
 COMPOSE_ONLY_ENTRYPOINTS = {
@@ -67,8 +72,13 @@ SECRETS_ROOT = PurePosixPath("/run/secrets")
 
 
 def _expand(value: str) -> str:
-    """``${NAME:-default}`` -> default, as compose does when NAME is unset."""
-    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+    """``${NAME:-default}`` -> default, as compose does when NAME is unset (innermost first: a
+    default may hold another, ``${PUBLIC_URL:-http://localhost:${WHARF_HTTP_PORT:-8080}/account}``)."""
+    while True:
+        expanded = re.sub(r"\$\{[A-Z0-9_]+:-([^${}]*)\}", r"\1", value)
+        if expanded == value:
+            return value
+        value = expanded
 
 
 @pytest.fixture(scope="module")

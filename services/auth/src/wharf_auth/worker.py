@@ -5,7 +5,8 @@ has sent RQ's heartbeat to Redis within the last ``WORKER_TTL_SECONDS``).
 Same image and settings as the auth service plus the SMTP server's (:class:`MailWorkerSettings`),
 and a Redis user of its own that may touch RQ's keys only. One process, no fork per job (RQ's
 SimpleWorker): a job is a database transaction and one SMTP conversation. RQ's scheduler runs
-beside it and puts jobs whose retry pause is over back on the queue.
+beside it and puts jobs whose retry pause is over back on the queue. RQ's maintenance step also
+sweeps auth's old rows (account events past their retention; :mod:`wharf_auth.housekeeping`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from wharf_auth import mail
+from wharf_auth import housekeeping, mail
 from wharf_auth.settings import MailWorkerSettings
 from wharf_common.logs import configure_logging
 from wharf_common.settings import load_settings
@@ -57,9 +58,20 @@ def connect(settings: MailWorkerSettings) -> redis.Redis:
     )
 
 
+class MailWorker(SimpleWorker):
+    """RQ's SimpleWorker that also sweeps auth's old rows (:mod:`wharf_auth.housekeeping`) in RQ's
+    own maintenance step: at start, then every ``maintenance_interval`` (ten minutes) while it
+    runs. Each replica sweeps; a sweep is idempotent."""
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        found = mail.runtime()
+        housekeeping.sweep_logged(found.sessions, found.settings)
+
+
 def make_worker(connection: redis.Redis) -> SimpleWorker:
     logging.getLogger("rq.worker").addFilter(WITHHOLD_JOB_ARGUMENTS)  # once: addFilter skips a repeat
-    return SimpleWorker(
+    return MailWorker(
         [mail.queue(connection)],
         connection=connection,
         name=f"{socket.gethostname()}.{uuid.uuid4().hex[:8]}",
