@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .conftest import Stack, sign_in
+from .conftest import Stack, sign_in, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,8 @@ def test_prometheus_scrapes_every_replica_and_nginx(prometheus: Stack, http: req
 def test_profile_runs_healthy_non_root_and_publishes_on_loopback_only(prometheus: Stack) -> None:
     stack = prometheus
     containers = {c["Service"]: c for c in stack.containers() if c["Service"] in {"prometheus", "nginx-exporter"}}
-    assert (containers["prometheus"]["State"], containers["prometheus"]["Health"]) == ("running", "healthy")
+    assert containers["prometheus"]["State"] == "running"
+    wait_healthy(str(containers["prometheus"]["ID"]), timeout=0)  # its own check passes (Docker's may come later)
     assert containers["nginx-exporter"]["State"] == "running"
     for container in containers.values():
         processes = subprocess.run(
