@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import Stack, container_ip, docker
+from .conftest import Stack, container_ip, docker, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +57,7 @@ def test_a_containers_log_files_stay_within_the_bound_however_much_it_logs(
     started = stack.compose("run", "--detach", "--no-deps", "--name", name, "nginx", env=SMALL)
     assert started.returncode == 0, started.stderr
     try:
+        wait_healthy(name)
         url = f"http://{container_ip(name, f'{stack.project}_public')}:8080/healthz"
         last = ""
         for n in range(REQUESTS):
