@@ -132,6 +132,8 @@ def test_the_idle_figure_against_its_target() -> None:
     unknown = IdleCpu(60, {"api-1": 1.0}, 2.0, {}, machine_up=75.5)
     assert unknown.stack is None
     assert "target" not in idle_summary(unknown)
+    busier_without = IdleCpu(60, {"api-1": 1.0}, 2.0, {}, machine_up=1295.7, machine_down=1891.6)
+    assert idle_summary(busier_without).endswith("1891.6 down: the machine was not quiet, no verdict on the target")
 
 
 def test_ratios_are_to_the_mean_of_the_ceiling_runs() -> None:
