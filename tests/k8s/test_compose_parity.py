@@ -271,3 +271,19 @@ def test_same_replicas_and_grace_by_default(
         assert base.get("Deployment", name)["spec"]["replicas"] == replicas
         grace = int(compose[name]["stop_grace_period"].rstrip("s"))
         assert base.workload(name).pod["terminationGracePeriodSeconds"] >= grace
+
+
+def test_liveness_probes_check_as_often_as_the_compose_health_checks(
+    compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering]
+) -> None:
+    """One interval per service, chosen for what it guards (docs/operations.md, "Health checks"): the
+    compose health check and the Kubernetes liveness probe alike, and the same command where both
+    exec one. Start-up is Kubernetes' startupProbe's, checked often."""
+    base = renderings["base"]
+    for name in ("postgres", "redis", "auth", "auth-mail", "api", "nginx"):
+        check = compose[name]["healthcheck"]
+        probe = _container(base, name)[1]["livenessProbe"]
+        assert probe["periodSeconds"] == int(check["interval"].removesuffix("s")), name
+        assert probe["failureThreshold"] == check["retries"], name
+        if "exec" in probe and "test" in check:
+            assert ["CMD", *probe["exec"]["command"]] == check["test"], name

@@ -8,12 +8,13 @@ in-process aiosmtpd server, whose messages the tests read.
 from __future__ import annotations
 
 import logging
+import os
 import re
-import socket
 import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -418,20 +419,27 @@ def app_settings(app: Flask) -> AuthSettings:
     return common.of(app).settings  # type: ignore[return-value]
 
 
-def test_worker_health_check_sees_a_live_worker_only(worker_settings: Callable[..., MailWorkerSettings]) -> None:
-    settings = worker_settings()
-    connection = mail_worker.connect(settings)
+def test_worker_touches_its_heartbeat_file_after_each_heartbeat_it_sent(
+    worker_settings: Callable[..., MailWorkerSettings], tmp_path: Path
+) -> None:
+    """The container's health check reads this file's age (compose and Kubernetes alike)."""
+    heartbeat_file = tmp_path / "heartbeat"
+    connection = mail_worker.connect(worker_settings())
     try:
-        assert not mail_worker.healthy(connection, socket.gethostname())
-        worker = mail_worker.make_worker(connection)
+        worker = mail_worker.make_worker(connection, heartbeat_file)
         worker.register_birth()
         try:
+            assert not heartbeat_file.exists()
             worker.heartbeat()
-            assert mail_worker.healthy(connection, socket.gethostname())
-            assert not mail_worker.healthy(connection, "another-host")
+            assert time.time() - heartbeat_file.stat().st_mtime < 5
+            os.utime(heartbeat_file, (time.time() - 600, time.time() - 600))
+            with connection.pipeline() as pipeline:
+                worker.heartbeat(pipeline=pipeline)  # only queued: the file waits for a sent one
+            assert time.time() - heartbeat_file.stat().st_mtime > 500
+            worker.heartbeat()
+            assert time.time() - heartbeat_file.stat().st_mtime < 5
         finally:
             worker.register_death()
-        assert not mail_worker.healthy(connection, socket.gethostname())
     finally:
         connection.close()
 
