@@ -360,3 +360,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if FAULT_REPORT:
         terminalreporter.write_sep("=", "faults under load (latest kept in tests/README.md)")
         terminalreporter.write_line(format_report(FAULT_REPORT))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failed test on the session stack shows the edge's error log of the last minutes (an
+    upstream that did not answer, a name that did not resolve): what a 5xx came from."""
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and call.when == "call" and isinstance(stack, Stack):
+        for cid in stack.container_ids("nginx"):
+            lines = docker("logs", "--since", "5m", cid, check=False).stderr.splitlines()
+            errors = [line for line in lines if "limiting requests" not in line]  # the tests' own bursts
+            report.sections.append((f"nginx {cid[:12]} error log, last 5 min", "\n".join(errors[-40:])))
+    return report
