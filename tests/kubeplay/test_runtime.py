@@ -14,6 +14,10 @@ import pytest
 
 from .conftest import PROJECT, Cluster
 
+pytestmark = pytest.mark.own_project(minutes=1)
+
+SLOW = 10  # seconds: what a probe or a request may take here; what is checked is the answer, not its speed
+
 
 def deployment(name: str, container: dict[str, Any]) -> dict[str, Any]:
     labels = {"app": name}
@@ -45,15 +49,18 @@ MANIFEST = [
             "ports": [{"name": "http", "containerPort": 8000}],
             "securityContext": {"readOnlyRootFilesystem": True},
             "volumeMounts": [{"name": "www", "mountPath": "/srv"}],
-            # ready while /srv/ready exists, alive while /srv/die does not
+            # ready while /srv/ready exists, alive while /srv/die does not; a probe may take up to
+            # SLOW seconds (the default, 1 s, is missed on a busy machine: a restart nobody asked for)
             "readinessProbe": {
                 "httpGet": {"path": "/ready", "port": "http"},
                 "periodSeconds": 1,
+                "timeoutSeconds": SLOW,
                 "failureThreshold": 1,
             },
             "livenessProbe": {
                 "exec": {"command": ["test", "!", "-e", "/srv/die"]},
                 "periodSeconds": 1,
+                "timeoutSeconds": SLOW,
                 "failureThreshold": 1,
             },
         },
@@ -66,7 +73,7 @@ MANIFEST = [
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
     },
 ]
-FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).status)"
+FETCH = f"import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout={SLOW}).status)"
 
 
 def until(condition: Callable[[], bool], seconds: float = 20) -> bool:
@@ -118,7 +125,7 @@ def test_a_service_update_is_in_force_when_it_returns(web: Cluster) -> None:
 
     def fetch(url: str) -> str:
         try:
-            return str(urllib.request.urlopen(url, timeout=2).status)  # noqa: S310 (http)
+            return str(urllib.request.urlopen(url, timeout=SLOW).status)  # noqa: S310 (http)
         except (urllib.error.URLError, ConnectionError) as error:
             return str(getattr(error, "reason", error))
 

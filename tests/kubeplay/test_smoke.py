@@ -6,7 +6,10 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 import requests
+
+pytestmark = pytest.mark.own_project(minutes=3)
 
 PASSWORD = "correct horse battery staple"
 
