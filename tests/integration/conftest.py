@@ -15,9 +15,11 @@ import re
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -151,6 +153,25 @@ def wait_healthy(container: str, timeout: float = 90) -> None:
         pytest.fail(f"{container} did not become healthy in {timeout} s: {result.stderr.strip()}")
 
 
+@contextlib.contextmanager
+def images_of_its_own(suffix: str) -> Iterator[str]:
+    """The images built here, also tagged ``$WHARF_TAG-suffix`` (no build: the same images), for a
+    compose project of a test's own that builds (`make up --build`, `make deploy`): its builds then
+    move that tag only, never one other tests start containers from meanwhile (in other processes;
+    a build under another project labels an image anew, so `up` would recreate their services).
+    Yields the tag; removed afterwards, with what `make deploy` kept as `-previous`."""
+    prefix, tag = os.environ.get("WHARF_IMAGE_PREFIX", "wharf"), os.environ.get("WHARF_TAG", "dev")
+    listed = docker("image", "ls", "--format", "{{.Repository}}", "--filter", f"reference={prefix}/*:{tag}")
+    own_tag = f"{tag}-{suffix}"
+    for repository in listed.stdout.split():
+        docker("tag", f"{repository}:{tag}", f"{repository}:{own_tag}")
+    try:
+        yield own_tag
+    finally:
+        for repository in listed.stdout.split():
+            docker("image", "rm", f"{repository}:{own_tag}", f"{repository}:{own_tag}-previous", check=False)
+
+
 def container_ip(container: str, network: str | None = None) -> str:
     if network:
         template = f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}'
@@ -263,6 +284,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
 
 
+@pytest.fixture(scope="session")
+def scratch_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A second stack like the session's, for the modules whose tests stop, kill or take down what
+    they test (they override ``stack`` with this one): they run beside the tests on the shared
+    stack (tests/conftest.py) instead of pulling it from under them."""
+    with composed_stack(
+        os.environ.get("WHARF_IT_PROJECT", "wharf-it") + "-scratch", tmp_path_factory.mktemp("scratch-secrets")
+    ) as stack:
+        yield stack
+
+
 class UnthrottledEdge:
     """A second edge in front of the stack's services: the stack's own nginx service (image and
     settings), but believing the X-Forwarded-For of requests from this host. Each request can so
@@ -277,6 +309,22 @@ class UnthrottledEdge:
     def new_client(self) -> dict[str, str]:
         """Headers that make a request come from an address no request came from before."""
         return {"X-Forwarded-For": f"2001:db8::{next(self._hosts):x}"}  # RFC 3849 documentation prefix
+
+    def register(self, prefix: str = "it", name: str = "It") -> str:
+        """A new account with a unique email, registered from an address of its own; returns the email."""
+        email = f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
+        fields = {"email": email, "password": PASSWORD, "name": name}
+        made = requests.post(f"{self.base_url}/auth/register", json=fields, headers=self.new_client(), timeout=15)
+        assert made.status_code == 201, made.text
+        return email
+
+    def sign_in(self, email: str) -> dict[str, str]:
+        """Authorization headers of a new session of ``email``'s account, from an address of its own."""
+        credentials = {"email": email, "password": PASSWORD}
+        login = requests.post(f"{self.base_url}/auth/login", json=credentials, headers=self.new_client(), timeout=15)
+        assert login.status_code == 200, login.text
+        ISSUED_SECRETS.add(login.json()["refresh_token"])
+        return {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
 @pytest.fixture(scope="session")
@@ -351,6 +399,23 @@ def run_make(
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist process: its fault rows go to the main process, which prints the table."""
+    from .load import FAULT_REPORT
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_report"] = [asdict(row) | {"outcomes": dict(row.outcomes)} for row in FAULT_REPORT]
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's, in the main process
+def pytest_testnodedown(node: Any, error: object) -> None:
+    from .load import FAULT_REPORT, FaultRow
+
+    for row in getattr(node, "workeroutput", {}).get("fault_report", []):
+        FAULT_REPORT.append(FaultRow(**row | {"outcomes": Counter(row["outcomes"])}))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -31,7 +31,8 @@ import requests
 
 from .conftest import Stack, container_ip, docker, edge_defaults, psql_as_api, sign_in, wait_healthy
 
-pytestmark = pytest.mark.integration
+# own_project: the lab (its tests on the composed stack go with the stack's: tests/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.own_project(minutes=3)]
 
 IMAGE_PREFIX = os.environ.get("WHARF_IMAGE_PREFIX", "wharf")
 TAG = os.environ.get("WHARF_TAG", "dev")

@@ -27,8 +27,6 @@ import schemathesis
 from . import contract
 from .conftest import (
     CONFORMANCE_CHECKS,
-    ISSUED_SECRETS,
-    PASSWORD,
     Stack,
     UnthrottledEdge,
 )
@@ -82,7 +80,7 @@ class Fuzzing:
     def send(self, case: Any, mode: Any) -> None:
         label = f"{case.operation.label} [{mode.value}]"
         ends = mode.is_positive and case.operation.path in ENDS_THE_SESSION
-        session = _sign_in(self.edge, self.email) if ends else self.bearer
+        session = self.edge.sign_in(self.email) if ends else self.bearer
         if mode.is_positive and "user_id" in (case.path_parameters or {}) and next(self._turn) % 2:
             case.path_parameters["user_id"] = self.existing_user(case.method.upper())
         headers = {**session, **self.edge.new_client()}
@@ -111,30 +109,15 @@ class Fuzzing:
             run()
 
 
-def _sign_in(edge: UnthrottledEdge, email: str) -> dict[str, str]:
-    """Authorization headers of a new session of ``email``'s account."""
-    credentials = {"email": email, "password": PASSWORD}
-    login = requests.post(f"{edge.base_url}/auth/login", json=credentials, headers=edge.new_client(), timeout=15)
-    assert login.status_code == 200, login.text
-    ISSUED_SECRETS.add(login.json()["refresh_token"])
-    return {"Authorization": f"Bearer {login.json()['access_token']}"}
-
-
 @pytest.fixture(scope="module")
 def account(unthrottled: UnthrottledEdge) -> str:
     """The email of this module's account."""
-    email = f"hostile-{uuid.uuid4().hex[:12]}@example.com"
-    fields = {"email": email, "password": PASSWORD, "name": "Hostile"}
-    registered = requests.post(
-        f"{unthrottled.base_url}/auth/register", json=fields, headers=unthrottled.new_client(), timeout=15
-    )
-    assert registered.status_code == 201, registered.text
-    return email
+    return unthrottled.register("hostile", "Hostile")
 
 
 @pytest.fixture(scope="module")
 def bearer(unthrottled: UnthrottledEdge, account: str) -> dict[str, str]:
-    return _sign_in(unthrottled, account)
+    return unthrottled.sign_in(account)
 
 
 @pytest.mark.parametrize("service", ["api", "auth"])

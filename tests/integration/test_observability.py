@@ -27,6 +27,14 @@ from .conftest import ROOT, Stack, docker, run_make, sign_in, wait_healthy
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(scope="module")
+def stack(scratch_stack: Stack) -> Stack:
+    """Here Prometheus's profile starts beside the services and an api replica is stopped until its
+    alert is mailed: on the scratch stack, not the shared one."""
+    return scratch_stack
+
+
 PROFILE = ("--profile", "observability")
 RULES = ROOT / "deploy/prometheus/rules"
 # Every group of every rule file (not of their promtool tests), and the one the image's entrypoint writes.

@@ -22,6 +22,13 @@ from .conftest import run_make as _make
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def stack(scratch_stack: Stack) -> Stack:
+    """Here a backup is restored into the stack taken down with its volumes: the scratch stack, not the
+    shared one."""
+    return scratch_stack
+
+
 def _scrape(stack: Stack, container_id: str) -> str:
     """The metrics page a replica serves on its internal port (from inside its own container)."""
     status, page = stack.get_inside(container_id, "http://127.0.0.1:9000/metrics")

@@ -12,23 +12,26 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from .conftest import COMPOSE, ROOT, Stack, docker, new_stack, register, run_make, sign_in
+from .conftest import COMPOSE, ROOT, Stack, docker, images_of_its_own, new_stack, register, run_make, sign_in
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def project() -> Iterator[str]:
-    name = os.environ.get("WHARF_IT_PROJECT", "wharf-it") + "-clones"
-    yield name
-    down = [*COMPOSE, "-p", name, "down", "-v", "--remove-orphans"]
-    subprocess.run(down, cwd=ROOT, capture_output=True, timeout=300, check=False)
+def clone() -> Iterator[Callable[[Path], Stack]]:
+    """A stack of this module's one project, with the secrets directory given (another clone's, as
+    Docker sees it), on images of the project's own tag: its `make up` builds them."""
+    project = os.environ.get("WHARF_IT_PROJECT", "wharf-it") + "-clones"
+    with images_of_its_own("clones") as tag:
+        yield lambda secrets_dir: new_stack(project, secrets_dir, WHARF_TAG=tag)
+        down = [*COMPOSE, "-p", project, "down", "-v", "--remove-orphans"]
+        subprocess.run(down, cwd=ROOT, capture_output=True, timeout=300, check=False)
 
 
 def _directory(path: Path) -> Path:
@@ -54,8 +57,10 @@ def _data_is_there(stack: Stack, email: str, location: str, document: dict[str, 
         assert fetched.json() == document
 
 
-def test_another_clone_and_regenerated_secrets_come_up_on_the_same_data(project: str, tmp_path: Path) -> None:
-    first = new_stack(project, _directory(tmp_path / "clone-1"))
+def test_another_clone_and_regenerated_secrets_come_up_on_the_same_data(
+    clone: Callable[[Path], Stack], tmp_path: Path
+) -> None:
+    first = clone(_directory(tmp_path / "clone-1"))
     first.compose("down", "-v", "--remove-orphans", check=False)
     first.up()
     with requests.Session() as http:
@@ -71,7 +76,7 @@ def test_another_clone_and_regenerated_secrets_come_up_on_the_same_data(project:
 
     # A second clone's `make up` on the same project while the first one's stack runs: its own
     # (new) secrets directory, the first one's data volume.
-    second = new_stack(project, _directory(tmp_path / "clone-2"))
+    second = clone(_directory(tmp_path / "clone-2"))
     second.up()
     assert second.secret("postgres/password") != first.secret("postgres/password")
     assert _superuser_login(second, second.secret("postgres/password"))
@@ -89,16 +94,19 @@ def test_another_clone_and_regenerated_secrets_come_up_on_the_same_data(project:
     _data_is_there(second, email, location, document)
 
 
-def test_data_of_another_postgres_major_version_stops_make_up_with_one_line(project: str, tmp_path: Path) -> None:
+def test_data_of_another_postgres_major_version_stops_make_up_with_one_line(
+    clone: Callable[[Path], Stack], tmp_path: Path
+) -> None:
     """What postgres's entrypoint cannot fix stops `make up` at once (postgres-check, before
     postgres starts) with one line naming the cause and the fix, and no traceback."""
-    stack = new_stack(project, _directory(tmp_path / "secrets"))
+    stack = clone(_directory(tmp_path / "secrets"))
     stack.compose("down", "-v", "--remove-orphans", check=False)
     try:
         stack.compose("up", "-d", "--wait", "--wait-timeout", "120", "postgres")
         image = docker("inspect", "-f", "{{.Config.Image}}", stack.container_id("postgres")).stdout.strip()
         stack.compose("stop", "postgres")
-        docker("run", "--rm", "--user", "postgres", "-v", f"{project}_pgdata:/data", "--entrypoint", "bash", image,
+        volume = f"{stack.project}_pgdata"
+        docker("run", "--rm", "--user", "postgres", "-v", f"{volume}:/data", "--entrypoint", "bash", image,
                "-c", "echo 16 > /data/PG_VERSION")  # fmt: skip
 
         started = time.monotonic()
