@@ -486,6 +486,9 @@ def _images(stack: Stack, *services: str) -> set[str]:
     }
 
 
+# Two image builds and two rolling replacements of four replicas: minutes on a busy machine, more
+# than the suite's 300 s per test (which is there to catch a hang).
+@pytest.mark.timeout(900)
 def test_deploy_of_a_changed_image_and_rollback_under_load(faults: Stack, workload: Workload, tmp_path: Path) -> None:
     """`make deploy` of the next release (new api and auth images, an expand migration), then
     `make rollback`: every request answered, every acknowledged create kept. During both, the
