@@ -164,7 +164,7 @@ def new_stack(
 ) -> Stack:
     """A compose project of its own: its own ports on loopback and its own (empty) secrets
     directory, with ``settings`` added to the environment. Nothing is started yet."""
-    for name in ("postgres", "auth", "auth-mail", "api", "redis", "nginx"):
+    for name in ("postgres", "auth", "auth-mail", "api", "redis", "nginx", "backup"):
         (secrets_dir / name).mkdir(exist_ok=True)
     port = port or _free_port()
     https_port = https_port or _free_port()
