@@ -250,6 +250,7 @@ move_entries() {
 }
 
 recovery_log=/tmp/wharf-recovery.log
+postgres_errors() { grep -E 'FATAL|PANIC|DETAIL|HINT' "$recovery_log" | tail -n 4 | sed 's/^/  postgres: /' >&2; }
 
 # Start postgres on the data directory in recovery (socket only), wait until it has promoted,
 # stop it. Fails when postgres stops first (e.g. the target was never reached).
@@ -261,12 +262,12 @@ recover() {  # DATA_DIR SOCKET_DIR [extra postgres -c settings...]
   local setting
   for setting in "$@"; do settings+=" -c $setting"; done
   pg_ctl -D "$data" -l "$recovery_log" -w -t "$RECOVERY_TIMEOUT" -o "$settings" start >/dev/null \
-    || { tail -n 5 "$recovery_log" >&2; return 1; }
+    || { postgres_errors; return 1; }
   deadline=$(($(date +%s) + RECOVERY_TIMEOUT))
   until [[ $(psql -X -h "$socket" -U postgres -d postgres -tAc 'SELECT pg_is_in_recovery()' 2>/dev/null) == f ]]; do
     if ! pg_ctl -D "$data" status >/dev/null; then
       say "postgres stopped during recovery:"
-      grep -E 'FATAL|PANIC|recovery' "$recovery_log" | tail -n 5 >&2
+      postgres_errors
       return 1
     fi
     (($(date +%s) < deadline)) || { say "recovery took longer than $RECOVERY_TIMEOUT s"; pg_ctl -D "$data" -m fast -w stop; return 1; }
@@ -356,7 +357,9 @@ EOF
   mv "$file.tmp" "$file"
 }
 
-scratch_query() { psql -X -h "$SCRATCH_DIR/run" -U postgres -d wharf -v ON_ERROR_STOP=1 -tAc "$1"; }
+scratch_query() {  # SQL [ROLE]: as the superuser, or as ROLE (the service's own rights)
+  PGOPTIONS=${2:+-c role=$2} psql -X -h "$SCRATCH_DIR/run" -U postgres -d wharf -v ON_ERROR_STOP=1 -tAc "$1"
+}
 
 # The checks on the restored copy: Alembic revisions as annotated at backup time, and the services'
 # own roles can read their tables.
@@ -373,9 +376,9 @@ check_scratch() {  # INFO_JSON_OF_THE_BACKUP
     say "schema $schema at Alembic revision $found"
   done
   local rows
-  rows=$(scratch_query "SET ROLE api; SELECT count(*) FROM api.users") || { say "FAILED: role api cannot read api.users"; return 1; }
+  rows=$(scratch_query "SELECT count(*) FROM api.users" api) || { say "FAILED: role api cannot read api.users"; return 1; }
   say "api: role api reads api.users ($rows rows)"
-  rows=$(scratch_query "SET ROLE auth; SELECT count(*) FROM auth.accounts") || { say "FAILED: role auth cannot read auth.accounts"; return 1; }
+  rows=$(scratch_query "SELECT count(*) FROM auth.accounts" auth) || { say "FAILED: role auth cannot read auth.accounts"; return 1; }
   say "auth: role auth reads auth.accounts ($rows rows)"
 }
 
@@ -398,7 +401,6 @@ verify_newest() {  # -> 0 when every check passed; prints the label on stdout
     --recovery-option="restore_command=wharf-backup pgbackrest archive-get %f \"%p\"" \
     || { say "FAILED: the backup $label does not restore"; return 1; }
   PGBACKREST_PG1_PATH=$SCRATCH_DIR/data recover "$SCRATCH_DIR/data" "$SCRATCH_DIR/run" archive_mode=off \
-    shared_buffers=32MB max_connections=10 \
     || { say "FAILED: the restored copy of $label does not start"; return 1; }
   check_scratch "$backup"
 }
