@@ -273,7 +273,7 @@ def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> d
 
 
 def run_make(
-    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True
+    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """``make ARGS`` on this stack's compose project, without a terminal (as from a script or CI)."""
     env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
@@ -286,7 +286,7 @@ def run_make(
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,357 @@
+"""Backups on pgBackRest (deploy/backup/): point-in-time restore under load, a lost data volume
+restored with a measured recovery point and time, a damaged backup caught by verification, bad
+restore input refused with nothing touched, and the off-host SFTP repository.
+
+They share one compose project of their own (``$WHARF_IT_PROJECT-backups``), with an OpenSSH
+server as the second repository (tests/integration/sftp/) and ``archive_timeout`` at 10 s, and
+run in file order: each leaves the stack healthy for the next, the damaged backup comes last.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .conftest import ROOT, Stack, composed_stack, docker, register, run_make, sign_in
+from .load import Load, is_success, unique_email
+
+pytestmark = [pytest.mark.integration, pytest.mark.resilience]
+
+ARCHIVE_TIMEOUT = 10  # seconds (POSTGRES_ARCHIVE_TIMEOUT of this project)
+# A segment switched by archive_timeout is archived once pgBackRest has pushed it to both
+# repositories (compressed, encrypted, one of them over SFTP): the time that takes on this machine.
+PUSH_ALLOWANCE = 10
+RESTORE_TIMEOUT = 900  # make restore, on a busy 2-core machine
+
+
+def _openssh_private(key: Ed25519PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+
+
+def _openssh_public(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+@pytest.fixture(scope="module")
+def backups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    secrets_dir = tmp_path_factory.mktemp("backups-secrets")
+    sftp_config = tmp_path_factory.mktemp("sftp-config")
+    host_key, client_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    (sftp_config / "ssh_host_ed25519_key").write_text(_openssh_private(host_key))
+    (sftp_config / "ssh_host_ed25519_key").chmod(0o600)
+    (sftp_config / "authorized_keys").write_text(_openssh_public(client_key) + "\n")
+    sftp_config.chmod(0o755)
+    (secrets_dir / "backup").mkdir()
+    (secrets_dir / "backup" / "sftp_key").write_text(_openssh_private(client_key))
+    host_blob = base64.b64decode(_openssh_public(host_key).split()[1])
+    project = os.environ.get("WHARF_IT_PROJECT", "wharf-it") + "-backups"
+    with composed_stack(
+        project,
+        secrets_dir,
+        COMPOSE_FILE="deploy/compose/compose.yaml:tests/integration/sftp/compose.yaml",
+        SFTP_TEST_CONFIG=str(sftp_config),
+        BACKUP_SFTP_HOST="sftp",
+        BACKUP_SFTP_USER="backup",
+        BACKUP_SFTP_PATH="/home/backup/wharf",
+        BACKUP_SFTP_HOST_FINGERPRINT=hashlib.sha256(host_blob).hexdigest(),
+        POSTGRES_ARCHIVE_TIMEOUT=str(ARCHIVE_TIMEOUT),
+        # Nothing scheduled during the tests: each takes the backups it needs.
+        BACKUP_FULL_SCHEDULE="off",
+        BACKUP_DIFF_SCHEDULE="off",
+        BACKUP_VERIFY_SCHEDULE="off",
+        NGINX_RATE="5000r/s",
+        NGINX_BURST="10000",
+        NGINX_AUTH_RATE="500r/s",
+        NGINX_AUTH_BURST="1000",
+    ) as stack:
+        _wait_for_first_backup(stack)
+        yield stack
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _until(predicate: Callable[[], bool], seconds: float, pause: float = 0.5) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(pause)
+    return predicate()
+
+
+def _superuser_sql(stack: Stack, query: str) -> str:
+    result = docker(
+        "exec", stack.container_id("postgres"), "psql", "-X", "-U", "postgres", "-d", "wharf", "-tAc", query
+    )  # fmt: skip
+    return result.stdout.strip()
+
+
+def _info(stack: Stack) -> list[dict[str, object]]:
+    """pgBackRest's own view of both repositories."""
+    out = docker("exec", stack.container_id("backup"), "wharf-backup", "pgbackrest", "info", "--output=json")
+    return json.loads(out.stdout)
+
+
+def _labels(stack: Stack) -> list[tuple[str, int]]:
+    return [(b["label"], b["database"]["repo-key"]) for b in _info(stack)[0]["backup"]]
+
+
+def _wait_for_first_backup(stack: Stack) -> None:
+    """The backup service takes a full backup at start when the repository has none."""
+    assert _until(lambda: bool(_labels(stack)), 300, 2), "no first backup within 300 s"
+
+
+def _archived_after(stack: Stack, moment: datetime) -> Callable[[], bool]:
+    """Whether postgres has archived a WAL segment after ``moment`` (so everything committed
+    before the segment switch that preceded it is in both repositories)."""
+
+    def check() -> bool:
+        last = _superuser_sql(stack, "SELECT extract(epoch FROM last_archived_time) FROM pg_stat_archiver")
+        return bool(last) and float(last) > moment.timestamp()
+
+    return check
+
+
+def _metrics(stack: Stack) -> str:
+    status, page = _get_inside(stack, "backup", "/cgi-bin/metrics")
+    assert status == 200
+    return page
+
+
+def _get_inside(stack: Stack, service: str, path: str) -> tuple[int, str]:
+    """GET a path of the backup service's metrics server from inside its container (bash /dev/tcp)."""
+    script = f'exec 3<>/dev/tcp/127.0.0.1/9000; printf "GET {path} HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3'
+    out = docker("exec", stack.container_id(service), "bash", "-c", script).stdout
+    head, _, body = out.partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def _sample(page: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", page, re.MULTILINE)
+    assert match, f"{name} is not in the metrics"
+    return float(match.group(1))
+
+
+def _make(stack: Stack, *args: str, check: bool = True) -> tuple[int, str, str]:
+    result = run_make(stack, *args, check=check, timeout=RESTORE_TIMEOUT)
+    return result.returncode, result.stdout, result.stderr
+
+
+def _user_ids(stack: Stack) -> set[str]:
+    return set(_superuser_sql(stack, "SELECT id FROM api.users").split())
+
+
+@dataclass
+class Writes:
+    """Users created through the api under load, each with when it was sent and acknowledged."""
+
+    stack: Stack
+    headers: dict[str, str]
+    acknowledged: list[tuple[float, float, str]] = field(default_factory=list)  # (sent, acked, id)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def create(self, session: requests.Session) -> requests.Response:
+        sent = time.time()
+        response = session.post(
+            f"{self.stack.base_url}/api/users",
+            json={"name": "Backed", "email": unique_email()},
+            headers={**self.headers, "Idempotency-Key": uuid.uuid4().hex},
+            timeout=15,
+        )
+        if response.status_code == 201:
+            with self._lock:
+                self.acknowledged.append((sent, time.time(), response.json()["id"]))
+        return response
+
+    def read(self, session: requests.Session) -> requests.Response:
+        return session.get(f"{self.stack.base_url}/api/users?limit=5", headers=self.headers, timeout=15)
+
+
+def _spans(writes: Writes) -> float:
+    """Seconds from the first acknowledged write until now."""
+    return time.time() - writes.acknowledged[0][1] if writes.acknowledged else 0.0
+
+
+def _writes(stack: Stack, http: requests.Session) -> Writes:
+    return Writes(stack, sign_in(stack, http, register(stack, http)))
+
+
+def _untouched_state(stack: Stack) -> dict[str, object]:
+    """What a refused restore must leave as it was: the containers, the data, the repositories."""
+    return {
+        "containers": {
+            cid: docker("inspect", "-f", "{{.State.StartedAt}} {{.RestartCount}}", cid).stdout.strip()
+            for service in ("postgres", "api", "auth", "backup")
+            for cid in stack.container_ids(service)
+        },
+        "users": _superuser_sql(stack, "SELECT count(*), max(created_at) FROM api.users"),
+        "data_dir": docker("exec", stack.container_id("postgres"), "ls", "-a", "/var/lib/postgresql/data").stdout,
+        "backups": _labels(stack),
+    }
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+def test_backup_goes_to_both_repositories_and_is_listed(backups: Stack) -> None:
+    code, out, _ = _make(backups, "backup", "TYPE=full")
+    labels = re.findall(r"^label=(\S+) repo=(repo\d) size=(\S+)$", out, re.MULTILINE)
+    assert {repo for _, repo, _ in labels} == {"repo1", "repo2"}, out
+    assert all(size.endswith("B") for _, _, size in labels)
+    # repo2 is the SFTP server: pgBackRest reads the backup back from there, and the WAL too.
+    assert any(repo == 2 for _, repo in _labels(backups))
+    check = docker("exec", backups.container_id("backup"), "wharf-backup", "pgbackrest", "--repo=2", "check", check=False)
+    assert check.returncode == 0, check.stderr
+    code, out, _ = _make(backups, "backups")
+    for label, repo, _ in labels:
+        assert re.search(rf"^{re.escape(label)}\s+{repo}\s+full\s", out, re.MULTILINE), out
+    assert "oldest restorable time: " in out and "newest archived WAL:    0000" in out
+    # The repository is encrypted: no file in it holds the database's text.
+    marker = f"plaintext-{uuid.uuid4().hex}"
+    _superuser_sql(backups, f"COMMENT ON SCHEMA api IS '{marker}'")
+    _make(backups, "backup", "TYPE=incr")
+    grep = docker("exec", backups.container_id("backup"), "grep", "-rl", marker, "/var/lib/pgbackrest", check=False)
+    assert grep.returncode == 1, grep.stdout
+
+
+BAD_TARGETS = {
+    "future": ("AT=2999-01-01 00:00:00+00", "is in the future"),
+    "unparsable": ("AT=yesterday at noon", "AT must be a time with its UTC offset"),
+    "no offset": ("AT=2026-01-01 00:00:00", "AT must be a time with its UTC offset"),
+    "impossible date": ("AT=2026-02-31 10:00:00+00", "is not a valid time"),
+    "before the oldest backup": ("AT=2001-01-01 00:00:00+00", "is before the oldest restorable time"),
+    "unknown label": ("LABEL=20010101-000000F", "no backup labelled '20010101-000000F'"),
+    "both": ("AT=2026-01-01 00:00:00+00 LABEL=x", "give AT or LABEL, not both"),
+}
+
+
+def test_restore_refuses_bad_input_and_touches_nothing(backups: Stack) -> None:
+    before = _untouched_state(backups)
+    for name, (setting, reason) in BAD_TARGETS.items():
+        args = [a for a in re.split(r" (?=[A-Z]+=)", setting)]
+        code, out, err = _make(backups, "restore", *args, check=False)
+        refusals = [line for line in err.splitlines() if line.startswith("refused: ")]
+        assert code != 0, name
+        assert len(refusals) == 1 and reason in refusals[0], f"{name}: {err}"
+        assert "Traceback" not in err + out and "stopping" not in out, name
+    assert _untouched_state(backups) == before
+    # A bad schedule stops the backup service at start with one configuration error line.
+    bad = backups.compose(
+        "run", "--rm", "--no-deps", "-T", "-e", "BACKUP_DIFF_SCHEDULE=every day", "backup-restore", "serve", check=False
+    )
+    assert bad.returncode == 78
+    assert "configuration error: BACKUP_DIFF_SCHEDULE must be 'off' or a cron expression" in bad.stderr
+
+
+def test_point_in_time_restore_undoes_a_mistaken_delete(backups: Stack) -> None:
+    with requests.Session() as http:
+        writes = _writes(backups, http)
+        token_before = writes.headers
+        with Load({"create": writes.create, "read": writes.read}, threads=3, pace_seconds=0.05) as load:
+            assert _until(lambda: len(writes.acknowledged) >= 30, 120), "the load wrote too little"
+            target = datetime.now(UTC)
+            count_at_target = len(writes.acknowledged)
+            assert _until(lambda: len(writes.acknowledged) >= count_at_target + 30, 120)
+        counts = load.stop()
+    assert not [k for k in counts if not is_success(k.split(" ", 1)[1])], counts
+    _superuser_sql(backups, "DELETE FROM api.users")
+    deleted_at = datetime.now(UTC)
+    assert _superuser_sql(backups, "SELECT count(*) FROM api.users") == "0"
+    # The operator restores once the mistake itself is archived (at most archive_timeout later).
+    assert _until(_archived_after(backups, deleted_at), ARCHIVE_TIMEOUT + PUSH_ALLOWANCE + 30)
+
+    at = target.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    code, out, err = _make(backups, "restore", f"AT={at}")
+    assert code == 0, err
+    assert "restored to " in out
+
+    present = _user_ids(backups)
+    before = {uid for _sent, acked, uid in writes.acknowledged if acked < target.timestamp()}
+    after = {uid for sent, _acked, uid in writes.acknowledged if sent > target.timestamp()}
+    assert before and after
+    assert before <= present, f"{len(before - present)} rows acknowledged before the target are missing"
+    assert not (after & present), f"{len(after & present)} rows written after the target came back"
+    # The stack serves them, and a token issued before the target still verifies.
+    some = sorted(before)[0]
+    served = requests.get(f"{backups.base_url}/api/users/{some}", headers=token_before, timeout=15)
+    assert served.status_code == 200, served.text
+    assert all(c["Health"] in ("healthy", "") for c in backups.containers() if c["State"] == "running")
+
+
+def test_lost_data_volume_is_restored_to_within_archive_timeout(backups: Stack) -> None:
+    with requests.Session() as http:
+        writes = _writes(backups, http)
+        with Load({"create": writes.create}, threads=2, pace_seconds=0.1, max_seconds=300) as load:
+            # Writes for a few archive_timeouts, so some are older than it when the disk goes.
+            assert _until(lambda: _spans(writes) > 3 * ARCHIVE_TIMEOUT, 180), "the load wrote too little"
+            # The disk is gone: postgres dies and its volume is removed while the load goes on.
+            backups.compose("kill", "postgres")
+            lost_at = time.time()
+        load.stop()
+    backups.compose("rm", "--force", "--stop", "postgres", "backup")
+    docker("volume", "rm", f"{backups.project}_pgdata")
+
+    started = time.monotonic()
+    code, out, err = _make(backups, "restore")
+    recovery_time = time.monotonic() - started
+    assert code == 0, err
+
+    present = _user_ids(backups)
+    acknowledged = sorted((acked, uid) for _sent, acked, uid in writes.acknowledged if acked < lost_at)
+    missing = [acked for acked, uid in acknowledged if uid not in present]
+    safe_before = lost_at - ARCHIVE_TIMEOUT - PUSH_ALLOWANCE
+    assert not [acked for acked in missing if acked < safe_before], "writes older than archive_timeout were lost"
+    newest_kept = max((acked for acked, uid in acknowledged if uid in present), default=0.0)
+    recovery_point = lost_at - newest_kept if not missing else lost_at - min(missing)
+    print(
+        f"\nlost data volume: recovery point {recovery_point:.1f} s before the loss "
+        f"({len(missing)} of {len(acknowledged)} acknowledged writes lost, archive_timeout {ARCHIVE_TIMEOUT} s); "
+        f"recovery time (make restore) {recovery_time:.0f} s"
+    )
+    assert requests.get(f"{backups.base_url}/api/readyz", timeout=15).status_code == 200
+
+
+def test_verification_catches_a_damaged_backup(backups: Stack) -> None:
+    code, out, err = _make(backups, "backup-verify")
+    assert code == 0, err
+    assert re.search(r"^verified: backup \S+ restores, starts and answers", out, re.MULTILINE), out
+    page = _metrics(backups)
+    assert _sample(page, "wharf_backup_verify_ok") == 1
+    assert _sample(page, "wharf_backup_last_success_timestamp_seconds") > 0
+
+    # Damage one file of the newest backup in repo1, as a failing disk or a bad copy would.
+    backup = backups.container_id("backup")
+    newest = _info(backups)[0]["backup"][-1]["label"]
+    damaged = docker(
+        "exec", backup, "bash", "-c",
+        f"f=$(find /var/lib/pgbackrest/backup/wharf/{newest}/pg_data -type f -size +8k | sort | head -n1); "
+        "printf 'damaged' | dd of=\"$f\" bs=1 seek=4096 conv=notrunc status=none && echo \"$f\"",
+    ).stdout.strip()  # fmt: skip
+    assert damaged, "no file to damage"
+    code, out, err = _make(backups, "backup-verify", check=False)
+    assert code != 0
+    assert f"verification FAILED for backup {newest}" in err
+    assert "Traceback" not in err
+    page = _metrics(backups)
+    assert _sample(page, "wharf_backup_verify_ok") == 0
+    assert _sample(page, "wharf_backup_verify_last_run_timestamp_seconds") > _sample(
+        page, "wharf_backup_verify_last_success_timestamp_seconds"
+    )
