@@ -6,6 +6,7 @@
 # JSON, and runs the steps around a restore and a verification.
 #
 #   wharf-backup serve                    the backup service: stanza, schedules (snooze), metrics (busybox httpd)
+#   wharf-backup serve-metrics            the metrics server alone (Kubernetes, where CronJobs hold the schedules)
 #   wharf-backup backup [full|diff|incr]  a backup now into every repository; prints label and size
 #   wharf-backup list                     the backups, the restorable window, the newest archived WAL
 #   wharf-backup check-target [--at T | --label L]   validate a restore target; touches nothing
@@ -162,6 +163,8 @@ backup() {
   configure
   local type=${1:-diff} repo started label json annotations
   [[ $type =~ ^(full|diff|incr)$ ]] || refuse "backup type must be full, diff or incr, got '$type'"
+  # Idempotent; on Kubernetes the first backup Job is what creates the stanza.
+  pgbackrest stanza-create >/dev/null
   mapfile -t annotations < <(alembic_annotations)
   for repo in $(repos); do
     started=$(date +%s)
@@ -479,6 +482,7 @@ command=${1-}
 shift || true
 case $command in
   serve) serve ;;
+  serve-metrics) configure && exec busybox httpd -f -p "$METRICS_PORT" -h "$WEB_DIR" ;;
   pgbackrest) configure && exec pgbackrest "$@" ;;
   backup) backup "$@" ;;
   list) list ;;
@@ -488,5 +492,5 @@ case $command in
   restore-finish) finish ;;
   verify) verify ;;
   metrics) metrics ;;
-  *) echo "usage: wharf-backup serve|backup|list|check-target|restore|restore-rollback|restore-finish|verify|metrics|pgbackrest ..." >&2; exit 2 ;;
+  *) echo "usage: wharf-backup serve|serve-metrics|backup|list|check-target|restore|restore-rollback|restore-finish|verify|metrics|pgbackrest ..." >&2; exit 2 ;;
 esac

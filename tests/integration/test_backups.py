@@ -30,7 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .conftest import ROOT, Stack, composed_stack, docker, register, run_make, sign_in
 from .load import Load, is_success, unique_email
 
-pytestmark = [pytest.mark.integration, pytest.mark.resilience]
+# Each test restarts most of the stack (a restore stops and starts everything, twice over on this
+# shared 2-core machine), so each has more than the suite's default 300 s.
+pytestmark = [pytest.mark.integration, pytest.mark.resilience, pytest.mark.timeout(900)]
 
 ARCHIVE_TIMEOUT = 10  # seconds (POSTGRES_ARCHIVE_TIMEOUT of this project)
 # A segment switched by archive_timeout is archived once pgBackRest has pushed it to both
@@ -68,8 +70,8 @@ def backups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         COMPOSE_FILE="deploy/compose/compose.yaml:tests/integration/sftp/compose.yaml",
         SFTP_TEST_CONFIG=str(sftp_config),
         BACKUP_SFTP_HOST="sftp",
-        BACKUP_SFTP_USER="backup",
-        BACKUP_SFTP_PATH="/home/backup/wharf",
+        BACKUP_SFTP_USER="wharf",
+        BACKUP_SFTP_PATH="/home/wharf/repository",
         BACKUP_SFTP_HOST_FINGERPRINT=hashlib.sha256(host_blob).hexdigest(),
         POSTGRES_ARCHIVE_TIMEOUT=str(ARCHIVE_TIMEOUT),
         # Nothing scheduled during the tests: each takes the backups it needs.

@@ -38,6 +38,25 @@ NOT_IN_K8S = {
     "prometheus": "a cluster's own Prometheus scrapes the pods (k8s/README.md)",
     "nginx-exporter": "runs beside the cluster's Prometheus, reading each nginx pod's status port",
     "mail-sink": "development only: a cluster's auth-mail sends to a real SMTP server (ConfigMap wharf-mail)",
+    "backup": "CronJobs backup-full, backup-diff and backup-verify hold its schedules; postgres-0's backup-metrics"
+    " container serves its metrics (test_backup_containers_read_the_compose_backup_settings)",
+    "backup-restore": "make restore's one-shot: k8s/README.md, Backups, runs the same image by hand",
+}
+# Kubernetes containers that have no compose service of their own, each with its reason.
+K8S_ONLY_CONTAINERS = {
+    ("postgres", "socket-dir"): "creates postgres's second socket directory on the repository claim",
+    ("postgres", "backup-metrics"): "compose's backup service serves the metrics; here CronJobs hold the schedules",
+    ("backup-full", "backup"): "compose's backup service runs the schedules (BACKUP_FULL_SCHEDULE)",
+    ("backup-diff", "backup"): "compose's backup service runs the schedules (BACKUP_DIFF_SCHEDULE)",
+    ("backup-verify", "verify"): "compose's backup service runs the schedules (BACKUP_VERIFY_SCHEDULE)",
+}
+# Secrets compose mounts as a directory whose files vary (an off-host repository's key is optional).
+SECRET_DIRECTORIES = {"backup"}
+# Arguments Kubernetes adds to compose's command, each with its reason.
+K8S_ONLY_ARGS = {
+    # the backup Jobs reach postgres over a socket on the claim they share with it; compose shares
+    # the socket directory itself (the volume `pgrun`)
+    "postgres": ["-c", "unix_socket_directories=/var/run/postgresql,/var/lib/pgbackrest/run"],
 }
 # Differences that Kubernetes itself needs, each with its reason. Nothing else may differ.
 K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
@@ -83,9 +102,9 @@ def test_every_compose_service_has_its_counterpart_and_back(
 ) -> None:
     assert set(compose) == set(COUNTERPARTS) | set(NOT_IN_K8S)
     k8s = {(w.name, c["name"]) for w in overlay.workloads for c in w.containers()}
-    expected = set(COUNTERPARTS.values())
-    if overlay.name == "prod-managed-db":
-        expected.discard(("postgres", "postgres"))
+    expected = set(COUNTERPARTS.values()) | set(K8S_ONLY_CONTAINERS)
+    if overlay.name == "prod-managed-db":  # a managed database: no StatefulSet, no backup Jobs
+        expected = {(w, c) for w, c in expected if w != "postgres" and not w.startswith("backup-")}
     assert k8s == expected
 
 
@@ -189,12 +208,17 @@ def test_same_commands(compose: dict[str, dict[str, Any]], overlay: Rendering) -
         service = compose[name]
         _, c = _container(overlay, name)
         if name in COMPOSE_ONLY_ENTRYPOINTS:
-            # Kubernetes runs the image's entrypoint and CMD; compose states that CMD again after its own.
-            assert (c.get("command"), c.get("args")) == (None, None), f"{name}: the image's own should run"
-            assert service["command"] == [name], f"{name}: compose's command is no longer the image's CMD"
+            # Kubernetes runs the image's entrypoint; compose puts its own in front of it.
+            assert c.get("command") is None, f"{name}: the image's own entrypoint should run"
+            assert c.get("args") == _k8s_args(service["command"]) + K8S_ONLY_ARGS.get(name, []), name
             continue
         assert c.get("command") == service.get("entrypoint"), f"{name}: entrypoints differ"
         assert c.get("args") == service.get("command"), f"{name}: commands differ"
+
+
+def _k8s_args(command: list[str]) -> list[str]:
+    """Compose's ``${NAME:-default}`` as Kubernetes' ``$(NAME)`` (the container's variable)."""
+    return [re.sub(r"\$\{([A-Z0-9_]+):-[^}]*\}", r"$(\1)", arg) for arg in command]
 
 
 def _compose_secret_files(service: dict[str, Any]) -> set[str]:
@@ -203,6 +227,9 @@ def _compose_secret_files(service: dict[str, Any]) -> set[str]:
     out: set[str] = set()
     for secret in service.get("secrets", []):
         if secret in BUILD_ONLY_SECRETS:
+            continue
+        if secret in SECRET_DIRECTORIES:
+            out.add(f"{SECRETS_ROOT / secret}/")
             continue
         out |= {str(SECRETS_ROOT / p) for p in everything if p.startswith(f"{secret}/")}
         if devsecrets.SIGNING_KEYS_DIR.startswith(f"{secret}/"):
@@ -228,3 +255,20 @@ def test_same_replicas_and_grace_by_default(
         assert base.get("Deployment", name)["spec"]["replicas"] == replicas
         grace = int(compose[name]["stop_grace_period"].rstrip("s"))
         assert base.workload(name).pod["terminationGracePeriodSeconds"] >= grace
+
+
+def test_backup_containers_read_the_compose_backup_settings(
+    compose: dict[str, dict[str, Any]], overlay: Rendering
+) -> None:
+    """Every container that runs wharf-backup reads the settings compose gives its own (the
+    backup-restore one-shot's: x-backup-env), from the ConfigMap wharf-backup, with the same secrets."""
+    if not overlay.has("StatefulSet", "postgres"):
+        return
+    want = _compose_env(compose["backup-restore"]) - {"TZ"}  # the images' clock is UTC anyway
+    for workload_name, container_name in K8S_ONLY_CONTAINERS:
+        if container_name == "socket-dir":
+            continue
+        workload = overlay.workload(workload_name)
+        c = workload.container(container_name)
+        assert want <= set(overlay.env(c)), f"{workload_name}/{container_name}"
+        assert workload.secret_files(c) == {"/run/secrets/backup/"}, f"{workload_name}/{container_name}"
