@@ -136,9 +136,9 @@ serve() {
   fi
   # One process per job, and the metrics server: if any of them ends, the container ends and is restarted.
   busybox httpd -f -p "$METRICS_PORT" -h "$WEB_DIR" &
-  [[ $full == off ]] || schedule_loop "full backup" "$full" "$0" backup full &
-  [[ $diff == off ]] || schedule_loop "differential backup" "$diff" "$0" backup diff &
-  [[ $verify == off ]] || schedule_loop verification "$verify" "$0" verify &
+  if [[ $full != off ]]; then schedule_loop "full backup" "$full" "$0" backup full & fi
+  if [[ $diff != off ]]; then schedule_loop "differential backup" "$diff" "$0" backup diff & fi
+  if [[ $verify != off ]]; then schedule_loop verification "$verify" "$0" verify & fi
   trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM INT
   wait -n
   say "a scheduler or the metrics server stopped; exiting so the container is restarted"

@@ -20,14 +20,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .conftest import ROOT, Stack, composed_stack, docker, register, run_make, sign_in
+from .conftest import Stack, composed_stack, docker, register, run_make, sign_in
 from .load import Load, is_success, unique_email
 
 # Each test restarts most of the stack (a restore stops and starts everything, twice over on this
@@ -214,23 +213,25 @@ def _untouched_state(stack: Stack) -> dict[str, object]:
 
 
 def test_backup_goes_to_both_repositories_and_is_listed(backups: Stack) -> None:
-    code, out, _ = _make(backups, "backup", "TYPE=full")
+    _, out, _ = _make(backups, "backup", "TYPE=full")
     labels = re.findall(r"^label=(\S+) repo=(repo\d) size=(\S+)$", out, re.MULTILINE)
     assert {repo for _, repo, _ in labels} == {"repo1", "repo2"}, out
     assert all(size.endswith("B") for _, _, size in labels)
     # repo2 is the SFTP server: pgBackRest reads the backup back from there, and the WAL too.
     assert any(repo == 2 for _, repo in _labels(backups))
-    check = docker("exec", backups.container_id("backup"), "wharf-backup", "pgbackrest", "--repo=2", "check", check=False)
+    backup = backups.container_id("backup")
+    check = docker("exec", backup, "wharf-backup", "pgbackrest", "--repo=2", "check", check=False)
     assert check.returncode == 0, check.stderr
-    code, out, _ = _make(backups, "backups")
+    _, out, _ = _make(backups, "backups")
     for label, repo, _ in labels:
         assert re.search(rf"^{re.escape(label)}\s+{repo}\s+full\s", out, re.MULTILINE), out
-    assert "oldest restorable time: " in out and "newest archived WAL:    0000" in out
+    assert "oldest restorable time: " in out
+    assert "newest archived WAL:    0000" in out
     # The repository is encrypted: no file in it holds the database's text.
     marker = f"plaintext-{uuid.uuid4().hex}"
     _superuser_sql(backups, f"COMMENT ON SCHEMA api IS '{marker}'")
     _make(backups, "backup", "TYPE=incr")
-    grep = docker("exec", backups.container_id("backup"), "grep", "-rl", marker, "/var/lib/pgbackrest", check=False)
+    grep = docker("exec", backup, "grep", "-rl", marker, "/var/lib/pgbackrest", check=False)
     assert grep.returncode == 1, grep.stdout
 
 
@@ -248,12 +249,14 @@ BAD_TARGETS = {
 def test_restore_refuses_bad_input_and_touches_nothing(backups: Stack) -> None:
     before = _untouched_state(backups)
     for name, (setting, reason) in BAD_TARGETS.items():
-        args = [a for a in re.split(r" (?=[A-Z]+=)", setting)]
+        args = re.split(r" (?=[A-Z]+=)", setting)
         code, out, err = _make(backups, "restore", *args, check=False)
         refusals = [line for line in err.splitlines() if line.startswith("refused: ")]
         assert code != 0, name
-        assert len(refusals) == 1 and reason in refusals[0], f"{name}: {err}"
-        assert "Traceback" not in err + out and "stopping" not in out, name
+        assert len(refusals) == 1, f"{name}: {err}"
+        assert reason in refusals[0], f"{name}: {err}"
+        assert "Traceback" not in err + out, name
+        assert "stopping" not in out, name
     assert _untouched_state(backups) == before
     # A bad schedule stops the backup service at start with one configuration error line.
     bad = backups.compose(
@@ -288,7 +291,8 @@ def test_point_in_time_restore_undoes_a_mistaken_delete(backups: Stack) -> None:
     present = _user_ids(backups)
     before = {uid for _sent, acked, uid in writes.acknowledged if acked < target.timestamp()}
     after = {uid for sent, _acked, uid in writes.acknowledged if sent > target.timestamp()}
-    assert before and after
+    assert before, "no write was acknowledged before the target"
+    assert after, "no write was sent after the target"
     assert before <= present, f"{len(before - present)} rows acknowledged before the target are missing"
     assert not (after & present), f"{len(after & present)} rows written after the target came back"
     # The stack serves them, and a token issued before the target still verifies.
@@ -312,7 +316,7 @@ def test_lost_data_volume_is_restored_to_within_archive_timeout(backups: Stack) 
     docker("volume", "rm", f"{backups.project}_pgdata")
 
     started = time.monotonic()
-    code, out, err = _make(backups, "restore")
+    code, _, err = _make(backups, "restore")
     recovery_time = time.monotonic() - started
     assert code == 0, err
 

@@ -29,7 +29,10 @@ def _no_larger(a: tuple[int, float], b: tuple[int, float]) -> bool:
 
 def _storage(workload: Workload) -> int:
     """Bytes requested by all of the workload's claims."""
-    return sum(quantity_bytes(c["spec"]["resources"]["requests"]["storage"]) for c in workload.obj["spec"]["volumeClaimTemplates"])
+    return sum(
+        quantity_bytes(c["spec"]["resources"]["requests"]["storage"])
+        for c in workload.obj["spec"]["volumeClaimTemplates"]
+    )
 
 
 def test_base_runs_two_of_each_with_autoscaling_and_disruption_budgets(renderings: dict[str, Rendering]) -> None:
