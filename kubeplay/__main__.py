@@ -4,7 +4,7 @@ Example (the rest is in k8s/README.md#running-the-pods-without-a-cluster):
 
     kubectl kustomize k8s/overlays/dev > /tmp/dev.yaml
     k8s/secrets.sh --dry-run DIR > /tmp/secrets.yaml
-    python -m kubeplay --image postgres:17=wharf-local/postgres:17 --image redis:8=wharf-local/redis:8 \\
+    python -m kubeplay --image redis:8=wharf-local/redis:8 --job-from-cronjob backup-full \\
         --proxy-image wharf-local/nginx:stable --publish nginx:80=8088 /tmp/dev.yaml /tmp/secrets.yaml
 """
 

@@ -39,13 +39,14 @@ NOT_IN_K8S = {
     "nginx-exporter": "runs beside the cluster's Prometheus, reading each nginx pod's status port",
     "mail-sink": "development only: a cluster's auth-mail sends to a real SMTP server (ConfigMap wharf-mail)",
     "backup": "CronJobs backup-full, backup-diff and backup-verify hold its schedules; postgres-0's backup-metrics"
-    " container serves its metrics (test_backup_containers_read_the_compose_backup_settings)",
+    " Deployment serves its metrics (test_backup_containers_read_the_compose_backup_settings)",
     "backup-restore": "make restore's one-shot: k8s/README.md, Backups, runs the same image by hand",
 }
 # Kubernetes containers that have no compose service of their own, each with its reason.
 K8S_ONLY_CONTAINERS = {
     ("postgres", "socket-dir"): "creates postgres's second socket directory on the repository claim",
-    ("postgres", "backup-metrics"): "compose's backup service serves the metrics; here CronJobs hold the schedules",
+    ("backup-metrics", "backup-metrics"): "compose's backup service serves the metrics; here CronJobs hold the"
+    " schedules",
     ("backup-full", "backup"): "compose's backup service runs the schedules (BACKUP_FULL_SCHEDULE)",
     ("backup-diff", "backup"): "compose's backup service runs the schedules (BACKUP_DIFF_SCHEDULE)",
     ("backup-verify", "verify"): "compose's backup service runs the schedules (BACKUP_VERIFY_SCHEDULE)",
@@ -104,7 +105,7 @@ def test_every_compose_service_has_its_counterpart_and_back(
     k8s = {(w.name, c["name"]) for w in overlay.workloads for c in w.containers()}
     expected = set(COUNTERPARTS.values()) | set(K8S_ONLY_CONTAINERS)
     if overlay.name == "prod-managed-db":  # a managed database: no StatefulSet, no backup Jobs
-        expected = {(w, c) for w, c in expected if w != "postgres" and not w.startswith("backup-")}
+        expected = {(w, c) for w, c in expected if w != "postgres" and not w.startswith("backup")}
     assert k8s == expected
 
 
