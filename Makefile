@@ -82,7 +82,7 @@ lint: ## ruff (lint + format check), compose config, shell syntax
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@docker compose config --quiet
-	@for f in scripts/*.sh k8s/*.sh deploy/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh deploy/postgres/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@for f in scripts/*.sh k8s/*.sh deploy/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh deploy/postgres/*.sh deploy/backup/*.sh .ci/run; do bash -n "$$f" || exit 1; done
 	@echo "lint: clean"
 
 fmt: ## Format the Python code with ruff
