@@ -164,7 +164,7 @@ backup() {
   local type=${1:-diff} repo started label json annotations
   [[ $type =~ ^(full|diff|incr)$ ]] || refuse "backup type must be full, diff or incr, got '$type'"
   # Idempotent; on Kubernetes the first backup Job is what creates the stanza.
-  pgbackrest stanza-create >/dev/null
+  pgbackrest stanza-create >&2
   mapfile -t annotations < <(alembic_annotations)
   for repo in $(repos); do
     started=$(date +%s)

@@ -116,8 +116,8 @@ def _labels(stack: Stack) -> list[tuple[str, int]]:
 
 
 def _wait_for_first_backup(stack: Stack) -> None:
-    """The backup service takes a full backup at start when the repository has none."""
-    assert _until(lambda: bool(_labels(stack)), 300, 2), "no first backup within 300 s"
+    """The backup service takes a full backup into each repository at start when it has none."""
+    assert _until(lambda: {repo for _, repo in _labels(stack)} == {1, 2}, 300, 2), "no first backups within 300 s"
 
 
 def _archived_after(stack: Stack, moment: datetime) -> Callable[[], bool]:
