@@ -312,7 +312,7 @@ def test_lost_data_volume_is_restored_to_within_archive_timeout(backups: Stack) 
             backups.compose("kill", "postgres")
             lost_at = time.time()
         load.stop()
-    backups.compose("rm", "--force", "--stop", "postgres", "backup")
+    backups.compose("rm", "--force", "--stop", "postgres", "postgres-check", "backup")
     docker("volume", "rm", f"{backups.project}_pgdata")
 
     started = time.monotonic()
