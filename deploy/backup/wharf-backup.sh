@@ -186,11 +186,11 @@ list() {
     echo "no backups yet (the backup service takes the first at start-up; make backup takes one now)"
     return 0
   fi
-  printf '%-26s %-5s %-5s %-20s %-20s %10s %10s\n' LABEL REPO TYPE STARTED FINISHED STORED DATABASE
+  printf '%-33s %-5s %-5s %-20s %-20s %10s %10s\n' LABEL REPO TYPE STARTED FINISHED STORED DATABASE
   jq -r '.[0].backup[] | [.label, "repo\(.database."repo-key")", .type,
       (.timestamp.start | todate), (.timestamp.stop | todate), .info.repository.delta, .info.size] | @tsv' <<<"$json" |
     while IFS=$'\t' read -r label repo type started stopped stored size; do
-      printf '%-26s %-5s %-5s %-20s %-20s %10s %10s\n' "$label" "$repo" "$type" "$started" "$stopped" \
+      printf '%-33s %-5s %-5s %-20s %-20s %10s %10s\n' "$label" "$repo" "$type" "$started" "$stopped" \
         "$(human_bytes "$stored")" "$(human_bytes "$size")"
     done
   printf 'oldest restorable time: %s\n' "$(jq -r '[.[0].backup[].timestamp.stop] | min | todate' <<<"$json")"
@@ -289,6 +289,9 @@ restore() {
   if pg_ctl -D "$PGDATA" status >/dev/null 2>&1; then refuse "postgres is running on $PGDATA; stop it first"; fi
   [[ -z $(kept_dir) ]] || refuse "$(kept_dir) is left from an earlier restore: make restore-rollback or restore-finish first"
   local stamp new kept
+  # A lost disk leaves a new, empty volume whose root may be the image's (mode 1777 in postgres:17):
+  # postgres wants its data directory 0700.
+  mkdir -p "$PGDATA" && chmod 0700 "$PGDATA"
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
   new=$PGDATA/$NEW_PREFIX$stamp kept=$PGDATA/$KEPT_PREFIX$stamp
   find "$PGDATA" -mindepth 1 -maxdepth 1 -name "$NEW_PREFIX*" -exec rm -rf -- {} +  # an interrupted attempt
