@@ -127,7 +127,12 @@ serve() {
   is_uint "${BACKUP_MAX_AGE_SECONDS:-93600}" || fail_config "BACKUP_MAX_AGE_SECONDS must be a whole number of seconds"
   mkdir -p "$STATE_DIR"
   # Idempotent: creates the stanza on a new repository, checks it matches the database otherwise.
-  pgbackrest stanza-create >&2 || { say "stanza-create failed"; exit 1; }
+  if ! pgbackrest stanza-create >&2; then
+    say "stanza-create failed. If the repository belongs to an earlier database on a data volume that was" \
+      "lost or replaced, make restore brings that database back; to keep the new one instead, move the" \
+      "repository volume aside (after a PostgreSQL major upgrade: pgbackrest stanza-upgrade)"
+    exit 1
+  fi
   say "repositories ready: $(repos | sed 's/\([0-9]\)/repo\1/g')"
   # A first full backup right away when there is none: archived WAL alone restores nothing.
   if [[ $(info_json | jq '.[0].backup | length') == 0 ]]; then
