@@ -212,12 +212,14 @@ def _untouched_state(stack: Stack) -> dict[str, object]:
 # -- tests --------------------------------------------------------------------------------------
 
 
-def test_backup_goes_to_both_repositories_and_is_listed(backups: Stack) -> None:
+def test_backup_goes_to_both_repositories_encrypted_and_is_listed(backups: Stack) -> None:
+    marker = f"plaintext-{uuid.uuid4().hex}"  # in the database, and so in the backup's files
+    _superuser_sql(backups, f"COMMENT ON SCHEMA api IS '{marker}'")
     _, out, _ = _make(backups, "backup", "TYPE=full")
     labels = re.findall(r"^label=(\S+) repo=(repo\d) size=(\S+)$", out, re.MULTILINE)
     assert {repo for _, repo, _ in labels} == {"repo1", "repo2"}, out
     assert all(size.endswith("B") for _, _, size in labels)
-    # repo2 is the SFTP server: pgBackRest reads the backup back from there, and the WAL too.
+    # repo2 is the SFTP server: pgBackRest reads it back from there, and checks the WAL reaches both.
     assert any(repo == 2 for _, repo in _labels(backups))
     backup = backups.container_id("backup")
     check = docker("exec", backup, "wharf-backup", "pgbackrest", "check", check=False)  # every repository
@@ -228,11 +230,20 @@ def test_backup_goes_to_both_repositories_and_is_listed(backups: Stack) -> None:
     assert "oldest restorable time: " in out
     assert "newest archived WAL:    0000" in out
     # The repository is encrypted: no file in it holds the database's text.
-    marker = f"plaintext-{uuid.uuid4().hex}"
-    _superuser_sql(backups, f"COMMENT ON SCHEMA api IS '{marker}'")
-    _make(backups, "backup", "TYPE=incr")
     grep = docker("exec", backup, "grep", "-rl", marker, "/var/lib/pgbackrest", check=False)
     assert grep.returncode == 1, grep.stdout
+    assert (
+        docker(
+            "exec",
+            backups.container_id("postgres"),
+            "grep",
+            "-rlq",
+            marker,
+            "/var/lib/postgresql/data/base",
+            check=False,
+        ).returncode
+        == 0
+    ), "the marker is not in the database's files: the check above proves nothing"
 
 
 BAD_TARGETS = {
