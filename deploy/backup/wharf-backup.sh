@@ -436,9 +436,15 @@ verify() {
 # --- metrics -----------------------------------------------------------------------------------
 
 metrics() {
-  configure 2>/dev/null || true
+  # Each part stands alone: a failing one (its error goes to the container's log) leaves the others.
+  [[ ! -r $STATE_DIR/verify.prom ]] || cat "$STATE_DIR/verify.prom"
+  if ! (configure); then
+    echo "wharf_backup_info_ok 0"
+    return 0
+  fi
+  configure
   local json
-  json=$(info_json 2>/dev/null) || json='[]'
+  json=$(info_json) || json='[]'
   jq -r --arg max "${BACKUP_MAX_AGE_SECONDS:-93600}" '
     "# HELP wharf_backup_info_ok Whether the repositories could be read (pgBackRest info).",
     "# TYPE wharf_backup_info_ok gauge",
@@ -456,7 +462,7 @@ metrics() {
     "# HELP wharf_backup_oldest_restorable_timestamp_seconds The earliest time a restore can reach.",
     "# TYPE wharf_backup_oldest_restorable_timestamp_seconds gauge",
     ((.[0].backup // []) | map(.timestamp.stop) | min // empty | "wharf_backup_oldest_restorable_timestamp_seconds \(.)")
-  ' <<<"$json"
+  ' <<<"$json" || echo "wharf_backup_info_ok 0"
   local archiver
   archiver=$(psql_live -F ' ' -c "SELECT archived_count, failed_count,
       coalesce(extract(epoch FROM last_archived_time)::bigint, 0), coalesce(extract(epoch FROM last_failed_time)::bigint, 0)
@@ -483,7 +489,6 @@ wharf_backup_archive_last_failure_timestamp_seconds $last_failed
 wharf_backup_archive_pending_segments $pending
 EOF
   fi
-  [[ ! -r $STATE_DIR/verify.prom ]] || cat "$STATE_DIR/verify.prom"
 }
 
 command=${1-}
