@@ -54,8 +54,8 @@ images: ## Show the project's images and their sizes
 test: ## Install what is needed and run every test suite (unit + integration in real containers)
 	@scripts/test.sh
 
-test-unit: ## Unit tests only (real Postgres and Redis containers, no composed stack)
-	@scripts/test.sh libs/wharf-common/tests services/auth/tests services/api/tests
+test-unit: ## Unit tests only, on the images' Python in a container, in parallel (real Postgres and Redis containers, no composed stack)
+	@scripts/test-unit.sh
 
 test-integration: ## Integration tests against the composed stack through nginx
 	@scripts/test.sh tests/integration
@@ -77,12 +77,14 @@ bench: ## Load-test the stack through nginx (own project wharf-bench, about 6 mi
 bench-workers: ## The worker-model sweep behind the gunicorn defaults (MODELS="2x3x1 2x2x4": replicas x workers x threads)
 	@scripts/bench.sh workers $(MODELS)
 
-lint: ## ruff (lint + format check), compose config, shell syntax
+lint: ## ruff (lint + format check), no import circle (lint-imports), compose config, shell syntax
 	@scripts/venv.sh
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
+	@out=$$(.venv/bin/lint-imports --no-cache 2>&1) || { printf '%s\n' "$$out" >&2; exit 1; }
 	@docker compose config --quiet
-	@for f in scripts/*.sh k8s/*.sh deploy/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh deploy/postgres/*.sh deploy/backup/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@for f in scripts/*.sh k8s/*.sh deploy/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh deploy/postgres/*.sh deploy/acme/*.sh deploy/backup/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@for f in deploy/prometheus/*.sh deploy/alertmanager/*.sh; do sh -n "$$f" || exit 1; done  # POSIX sh: busybox images
 	@echo "lint: clean"
 
 fmt: ## Format the Python code with ruff

@@ -26,7 +26,7 @@ PG_SUPERUSER_PASSWORD = "test-superuser-password"
 def base_image(name: str) -> str:
     """``$NAME`` if set, else what scripts/base-images.sh chooses (official or registry-free)."""
     if not os.environ.get(name):
-        names = ("POSTGRES_IMAGE", "REDIS_IMAGE", "NGINX_IMAGE")
+        names = ("POSTGRES_IMAGE", "REDIS_IMAGE", "NGINX_IMAGE", "PROMETHEUS_IMAGE")
         script = f'source "{ROOT}/scripts/base-images.sh" >&2 && echo ' + " ".join(f'"${n}"' for n in names)
         chosen = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
         for chosen_name, image in zip(names, chosen, strict=True):

@@ -46,7 +46,8 @@ class NotReady(Exception):
 @dataclass
 class PodState:
     phase: str = "Pending"  # Pending | Running | Succeeded | Failed
-    ready: bool = False
+    ready: bool = False  # reported ready: only once the Services that select the pod send to it
+    endpoint: bool = False  # the Services send to it
     restarts: int = 0
     problem: str = "not started yet"
     gave_up: bool = False  # a Job past its backoffLimit, or kubeplay itself failed: it stays so
@@ -262,10 +263,15 @@ class PodRunner(threading.Thread):
         return "(no logs)"
 
     def set_ready(self, ready: bool) -> None:
-        """Become (or stop being) an endpoint of the Services that select this pod."""
-        if ready != self.state.ready:
-            self.state.ready = ready
-            self.cluster.update_endpoints()
+        """Become (or stop being) an endpoint of the Services that select this pod. Ready is
+        reported only once those Services send to it, so "ready" means a client gets through."""
+        if ready == self.state.ready:
+            return
+        if not ready:
+            self.state.ready = False
+        self.state.endpoint = ready
+        self.cluster.update_endpoints()
+        self.state.ready = ready
 
     # --- volumes on the host -------------------------------------------------------------------
 
@@ -438,7 +444,7 @@ class Cluster:
     def update_endpoints(self) -> None:
         """Point every Service at its ready pods (called whenever a pod's readiness changes)."""
         for proxy in self.proxies:
-            ready = [r for r in self.runners if r.state.ready and r.ip and proxy.selects(r.pod.labels)]
+            ready = [r for r in self.runners if r.state.endpoint and r.ip and proxy.selects(r.pod.labels)]
             proxy.update([(r.ip, r.pod.container.ports) for r in ready])
 
     # --- status ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ gets "connection refused", as from a ClusterIP Service without endpoints.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,31 @@ class ServiceProxy:
             raise RuntimeError(f"Service/{self.name}: the proxy image {image} fails: {checked.output.decode().strip()}")
 
     def update(self, endpoints: list[Endpoint]) -> None:
-        """Send to ``endpoints`` from now on (nginx reloads; open connections finish where they are)."""
+        """Send to ``endpoints`` from now on: returns once nginx has reloaded, so every connection
+        accepted after it reaches them (open connections finish where they are)."""
         with self.lock:
             wanted = config(self.service, endpoints)
             if wanted == self.current or self.container is None:
                 return
             (self.directory / "nginx.conf").write_text(wanted)
+            before = self.serving_workers()
             result = self.container.exec_run(["nginx", "-c", "/kubeplay/nginx.conf", "-s", "reload"])
             if result.exit_code != 0:
                 raise RuntimeError(f"Service/{self.name}: proxy reload failed: {result.output.decode().strip()}")
+            self.wait_reloaded(before)
             self.current = wanted
+
+    def serving_workers(self) -> set[str]:
+        """PIDs of the nginx workers that accept connections (not those shutting down)."""
+        processes = self.container.top(ps_args="-o pid,args")["Processes"] or []
+        return {pid for pid, args in processes if "worker process" in args and "shutting down" not in args}
+
+    def wait_reloaded(self, before: set[str], timeout: float = 10) -> None:
+        """Until only workers started by the reload accept: `nginx -s reload` only signals the
+        master, and an old worker keeps taking connections with the old endpoints until it has
+        closed its listeners (then its title says "shutting down")."""
+        deadline = time.monotonic() + timeout
+        while (serving := self.serving_workers()) & before or not serving:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Service/{self.name}: the proxy did not reload within {timeout:.0f} s")
+            time.sleep(0.05)

@@ -3,10 +3,12 @@
 #   WHARF_BASE_IMAGES=official  python:3.13-slim, postgres:17, redis:8, nginx:1.30 (from a registry)
 #   WHARF_BASE_IMAGES=local     wharf-local/* built from Debian 13 packages, no registry needed
 #   WHARF_BASE_IMAGES=auto      (default) official when a registry answers, else local
-#   (plus prom/prometheus and nginx/nginx-prometheus-exporter for the `observability` profile, and
-#   a plain Debian 13 image the integration tests build their browser image on)
+#   (plus prom/prometheus, nginx/nginx-prometheus-exporter, prom/alertmanager,
+#   prom/blackbox-exporter and prom/node-exporter for the `observability` profile, and a plain
+#   Debian 13 image the integration tests build their browser image on)
 # Any of PYTHON_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, NGINX_IMAGE, PROMETHEUS_IMAGE,
-# NGINX_EXPORTER_IMAGE, DEBIAN_IMAGE set by hand wins.
+# NGINX_EXPORTER_IMAGE, ALERTMANAGER_IMAGE, BLACKBOX_EXPORTER_IMAGE, NODE_EXPORTER_IMAGE,
+# DEBIAN_IMAGE set by hand wins.
 
 registry_answers() {
   # Any HTTP answer (401 is the usual one) means the registry is reachable.
@@ -28,6 +30,9 @@ case $wharf_base_images in
     export NGINX_IMAGE=${NGINX_IMAGE:-wharf-local/nginx:stable}
     export PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-wharf-local/prometheus:2}
     export NGINX_EXPORTER_IMAGE=${NGINX_EXPORTER_IMAGE:-wharf-local/nginx-prometheus-exporter:1}
+    export ALERTMANAGER_IMAGE=${ALERTMANAGER_IMAGE:-wharf-local/alertmanager:0}
+    export BLACKBOX_EXPORTER_IMAGE=${BLACKBOX_EXPORTER_IMAGE:-wharf-local/blackbox-exporter:0}
+    export NODE_EXPORTER_IMAGE=${NODE_EXPORTER_IMAGE:-wharf-local/node-exporter:1}
     export DEBIAN_IMAGE=${DEBIAN_IMAGE:-wharf-local/debian:trixie}
     ;;
   official)
@@ -37,6 +42,9 @@ case $wharf_base_images in
     export NGINX_IMAGE=${NGINX_IMAGE:-nginx:1.30}
     export PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-prom/prometheus:v2.53.3}
     export NGINX_EXPORTER_IMAGE=${NGINX_EXPORTER_IMAGE:-nginx/nginx-prometheus-exporter:1.4.1}
+    export ALERTMANAGER_IMAGE=${ALERTMANAGER_IMAGE:-prom/alertmanager:v0.28.1}
+    export BLACKBOX_EXPORTER_IMAGE=${BLACKBOX_EXPORTER_IMAGE:-prom/blackbox-exporter:v0.26.0}
+    export NODE_EXPORTER_IMAGE=${NODE_EXPORTER_IMAGE:-prom/node-exporter:v1.9.0}
     export DEBIAN_IMAGE=${DEBIAN_IMAGE:-debian:trixie-slim}
     ;;
   *)

@@ -8,8 +8,8 @@
 # `wharf.secrets` (WHARF_SECRETS_STAMP): a digest of that path and of the files' contents. Another
 # clone, a regenerated or a replaced secret changes it, and `up` recreates those containers, so
 # each starts with the files as they are now (postgres then sets its superuser password from its
-# file, deploy/postgres/entrypoint.sh). Signing keys are left out: auth reads them live
-# (`make rotate-keys` restarts nothing).
+# file, deploy/postgres/entrypoint.sh). Signing keys and the edge's certificate and key are left
+# out: auth and nginx read them live (`make rotate-keys` and a renewed certificate restart nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/base-images.sh
@@ -18,7 +18,7 @@ source scripts/base-images.sh
 # Relative to deploy/compose/ when relative, as compose resolves it there.
 secrets_dir=${WHARF_SECRETS_DIR:-./secrets}
 [[ $secrets_dir == /* ]] || secrets_dir=$PWD/deploy/compose/$secrets_dir
-mkdir -p "$secrets_dir"/{postgres,auth,auth-mail,api,redis,nginx,backup}  # a deleted directory is made again
+mkdir -p "$secrets_dir"/{postgres,auth,auth-mail,api,redis,nginx,alertmanager,backup}  # a deleted directory is made again
 WHARF_SECRETS_DIR=$(cd "$secrets_dir" && pwd)
 export WHARF_SECRETS_DIR
 
@@ -26,6 +26,7 @@ secrets_stamp() {
   {
     echo "$WHARF_SECRETS_DIR"
     (cd "$WHARF_SECRETS_DIR" && find . -type f ! -name .gitignore ! -name '*.tmp' ! -path './auth/signing-keys/*' \
+      ! -path ./nginx/tls.crt ! -path ./nginx/tls.key \
       -print0 | sort -z | xargs -0r sha256sum 2>/dev/null) || true
   } | sha256sum | cut -c1-16
 }

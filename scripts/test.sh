@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # `make test`: install what the suite needs on a fresh machine (Docker engine, Compose v2, the
-# test virtualenv, the pinned kubectl, the images), then run every suite in one pytest session.
-# Extra arguments go to pytest. pytest's own exit code is returned: 5 (no test ran) is a failure
+# test virtualenv, the pinned kubectl, the images), then run every suite: the unit suites (every
+# test under libs/ and services/) on the images' interpreter in parallel (scripts/test-unit.sh),
+# then all the others in one pytest session on the host (the composed stack, Kubernetes, the docs).
+# Both run, and the first failure's exit code is returned: pytest's 5 (no test ran) is a failure
 # like any other.
+# With arguments, only the host's session runs, with those arguments (e.g. tests/integration).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap-docker.sh
+status=0
+if (($# == 0)); then
+  scripts/test-unit.sh || status=$?
+fi
 scripts/venv.sh
 scripts/k8s-tools.sh >/dev/null  # the pinned kubectl/kustomize tests/k8s renders with
 # shellcheck source=scripts/base-images.sh
@@ -13,4 +20,7 @@ source scripts/base-images.sh
 echo "[test] base images: $WHARF_BASE_IMAGES" >&2
 docker compose build --quiet
 export TESTCONTAINERS_RYUK_DISABLED=true
-exec .venv/bin/pytest "$@"
+host_args=("$@")
+(($#)) || mapfile -t host_args < <(scripts/test-unit.sh --testpaths host)  # the unit suites ran above
+.venv/bin/pytest "${host_args[@]}" || { code=$?; ((status)) || status=$code; }
+exit "$status"

@@ -6,6 +6,9 @@
 #   wharf-local/nginx:stable      ~ nginx:1.30 (Debian 13's nginx 1.26, without `resolve` in upstreams)
 #   wharf-local/prometheus:2      ~ prom/prometheus:v2.53.3 (compose profile `observability`)
 #   wharf-local/nginx-prometheus-exporter:1 ~ nginx/nginx-prometheus-exporter:1.4.1 (same profile)
+#   wharf-local/alertmanager:0       ~ prom/alertmanager:v0.28.1 (same profile)
+#   wharf-local/blackbox-exporter:0  ~ prom/blackbox-exporter:v0.26.0 (same profile)
+#   wharf-local/node-exporter:1      ~ prom/node-exporter:v1.9.0 (same profile)
 # Each honours the same environment variables, ports, volumes, users and health commands as the
 # official image, so compose and the tests do not care which one runs. Idempotent: images that
 # already exist are kept (FORCE=1 rebuilds), unless their recipe (deploy/images/<name>/) changed
@@ -86,5 +89,8 @@ build_one redis    wharf-local/redis:8
 build_one nginx    wharf-local/nginx:stable
 build_one prometheus wharf-local/prometheus:2
 build_one nginx-exporter wharf-local/nginx-prometheus-exporter:1
+build_one alertmanager wharf-local/alertmanager:0
+build_one blackbox-exporter wharf-local/blackbox-exporter:0
+build_one node-exporter wharf-local/node-exporter:1
 [[ $built == 1 ]] && log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' 'wharf-local/*' | tr '\n' ' ')"
 exit 0

@@ -3,23 +3,21 @@
 # upstreams and the trusted-proxy list, check the result with `nginx -t` (a broken config stops
 # the container here, loudly, with exit 78), then run nginx.
 #
-# Replicas that come and go (Docker DNS): nginx >= 1.27.3 (the official nginx:1.30 image, the
-# stable branch) re-resolves upstream names itself (`server NAME:PORT resolve`). Older nginx
-# (Debian 13's 1.26 in the registry-free image, which lacks `resolve`) resolves
-# them only when it loads its configuration, so a small watcher here re-resolves the names every
-# NGINX_DNS_INTERVAL seconds and, only when the set of addresses changed, rewrites upstreams.conf
-# and reloads nginx gracefully (in-flight requests finish on the old workers). A reload also closes
-# idle client keep-alive connections, and a client that sends on one at that instant sees a reset,
-# so the watcher reloads as rarely as it can: at once for a new address (it must take traffic),
-# but only after prune_after (30) seconds for one that vanished, which nginx already routes around
-# (a failed connect moves the request to another replica and skips the dead one).
-# NGINX_UPSTREAM_DISCOVERY=auto (default) picks `resolve` when nginx supports it, else `reload`.
+# Replicas that come and go (Docker DNS) are followed without ever reloading nginx: a reload closes
+# every idle client keep-alive connection at once, and a client that sends on one at that instant
+# sees a reset (a failed request under a rolling deploy). nginx >= 1.27.3 (the official nginx:1.30
+# image) re-resolves upstream names itself (`server NAME:PORT resolve`, upstream blocks with
+# keepalive pools and failure memory). Older nginx (Debian 13's 1.26 in the registry-free image)
+# lacks `resolve`, so there proxy_pass names the service through a variable and nginx resolves it
+# when a request needs it (`per-request`: cached NGINX_DNS_INTERVAL seconds, every address tried in
+# turn on a refused connection). NGINX_UPSTREAM_DISCOVERY=auto (default) picks one of the two.
+# `reload` (Kubernetes, where each name is one Service with a stable ClusterIP) resolves with the
+# system resolver at start and re-checks every NGINX_DNS_INTERVAL seconds, reloading only when an
+# address changed (a Service re-created).
 set -euo pipefail
 src=/etc/wharf-nginx/templates
 out=/tmp/nginx
 conf=$out/nginx.conf
-# Seconds a vanished replica address stays in the upstream (skipped on failure) before a reload drops it.
-prune_after=30
 # HTTPS certificate chain and key (tls.conf.template names the same files).
 tls_files=(/run/secrets/nginx/tls.crt /run/secrets/nginx/tls.key)
 
@@ -65,10 +63,26 @@ if [[ $NGINX_STATUS_PORT == "${NGINX_PORT-}" || $NGINX_STATUS_PORT == "${NGINX_T
   fail "NGINX_STATUS_PORT ($NGINX_STATUS_PORT) must differ from the public ports"
 fi
 [[ ${NGINX_DNS_INTERVAL-} =~ ^[1-9][0-9]*$ ]] || fail "NGINX_DNS_INTERVAL must be a whole number of seconds"
+# The HTTPS listener names its files through variables (read on every handshake, so a replaced
+# certificate needs no reload), which `nginx -t` does not load: load the pair once here, so a
+# broken or mismatched pair stops the container now rather than failing every handshake.
+tls_pair_loads() {
+  local check status=0
+  check=$(mktemp -d /tmp/wharf-tls-check.XXXXXX)
+  printf '%s\n' "pid $check/nginx.pid; events {}" \
+    "http { client_body_temp_path $check; proxy_temp_path $check; fastcgi_temp_path $check;" \
+    "  uwsgi_temp_path $check; scgi_temp_path $check;" \
+    "  server { listen 127.0.0.1:1 ssl; ssl_certificate ${tls_files[0]}; ssl_certificate_key ${tls_files[1]}; } }" \
+    >"$check/nginx.conf"
+  nginx -e stderr -c "$check/nginx.conf" -t -q || status=$?
+  rm -rf "$check"
+  return "$status"
+}
 if [[ $NGINX_TLS == on ]]; then
   for file in "${tls_files[@]}"; do
     [[ -r $file ]] || fail "cannot read '$file' (NGINX_TLS=on needs a certificate and key)"
   done
+  tls_pair_loads || fail "nginx cannot use ${tls_files[0]} with ${tls_files[1]} (its message is above)"
 fi
 
 nginx_supports_resolve() {
@@ -80,10 +94,10 @@ nginx_supports_resolve() {
 
 discovery=${NGINX_UPSTREAM_DISCOVERY:-auto}
 case $discovery in
-  auto) if nginx_supports_resolve; then discovery=resolve; else discovery=reload; fi ;;
+  auto) if nginx_supports_resolve; then discovery=resolve; else discovery=per-request; fi ;;
   resolve) nginx_supports_resolve || fail "NGINX_UPSTREAM_DISCOVERY=resolve needs nginx >= 1.27.3 ($(nginx -v 2>&1))" ;;
-  reload) ;;
-  *) fail "NGINX_UPSTREAM_DISCOVERY must be auto, resolve or reload (got '$discovery')" ;;
+  per-request | reload) ;;
+  *) fail "NGINX_UPSTREAM_DISCOVERY must be auto, resolve, per-request or reload (got '$discovery')" ;;
 esac
 
 # --- Templates ----------------------------------------------------------------------------------
@@ -154,9 +168,11 @@ is_ip() { [[ $1 =~ ^[0-9.]+$ ]]; }
 # A replica that failed once (refused, timed out, answered 502) is skipped for 5 s.
 server_options="max_fails=1 fail_timeout=5s"
 
-# Prints upstreams.conf; in `reload` mode with the addresses the names resolve to right now.
-# With `--keep-on-failure` (the watcher), a name that does not resolve fails the whole render, so
-# a DNS hiccup keeps the last known replicas instead of taking them all out of service.
+# Prints upstreams.conf: for each service, the variable proxy_pass names it by ($wharf_api_upstream,
+# $wharf_auth_upstream) and, except in `per-request` mode, the upstream block that name means. In
+# `reload` mode with the addresses the names resolve to right now; with `--keep-on-failure` (the
+# watcher), a name that does not resolve fails the whole render, so a DNS hiccup keeps the last
+# known replicas instead of taking them all out of service.
 render_upstreams() {
   local name host port ip addresses keep=false
   [[ ${1-} == --keep-on-failure ]] && keep=true
@@ -164,6 +180,12 @@ render_upstreams() {
   for name in "${upstream_names[@]}"; do
     host=${upstream_targets[$name]%:*}
     port=${upstream_targets[$name]##*:}
+    if [[ $discovery == per-request ]] && ! is_ip "$host"; then
+      # No upstream block: proxy_pass resolves HOST through `resolver` (nginx.conf) per request.
+      echo "map \"\" \$wharf_${name}_upstream { default $host:$port; }"
+      continue
+    fi
+    echo "map \"\" \$wharf_${name}_upstream { default $name; }"
     echo "upstream $name {"
     echo "    zone upstream_$name 64k;"
     if is_ip "$host"; then
@@ -194,28 +216,11 @@ render_upstreams >"$out/conf.d/upstreams.conf"
 
 nginx -e stderr -c "$conf" -t -q || fail "nginx: rendered configuration is invalid"
 
-server_lines() { grep -E '^ *server ' "$1" | sort; }
-
-# True when every server line of the new render was already in the current one (only removals).
-only_removals() { [[ -z $(comm -13 <(server_lines "$1") <(server_lines "$2")) ]]; }
-
 watch_upstreams() {
-  local current=$out/conf.d/upstreams.conf next=$out/upstreams.next gone_since=
+  local current=$out/conf.d/upstreams.conf next=$out/upstreams.next
   while sleep "$NGINX_DNS_INTERVAL"; do
     render_upstreams --keep-on-failure >"$next" 2>/dev/null || continue
-    if cmp -s "$next" "$current"; then
-      gone_since=
-      continue
-    fi
-    if only_removals "$current" "$next"; then
-      if [[ -z $gone_since ]]; then
-        gone_since=$SECONDS
-        log "upstream addresses gone: $(comm -23 <(server_lines "$current") <(server_lines "$next") \
-          | grep -oE '[0-9.]+:[0-9]+' | paste -sd' '); pruning them in ${prune_after}s"
-      fi
-      ((SECONDS - gone_since >= prune_after)) || continue
-    fi
-    gone_since=
+    cmp -s "$next" "$current" && continue
     cp "$current" "$out/upstreams.previous"
     mv "$next" "$current"
     if nginx -e stderr -c "$conf" -t -q && nginx -e stderr -c "$conf" -s reload; then
@@ -227,17 +232,19 @@ watch_upstreams() {
   done
 }
 
-# The watcher runs beside nginx (it becomes a child of nginx, which stays PID 1).
-if [[ ${1-} == nginx && $discovery == reload ]]; then
-  needs_watch=false
-  for name in "${upstream_names[@]}"; do
-    is_ip "${upstream_targets[$name]%:*}" || needs_watch=true
-  done
-  if $needs_watch; then
-    log "upstream discovery: re-resolving every ${NGINX_DNS_INTERVAL}s, reload on change ($(nginx -v 2>&1))"
-    watch_upstreams </dev/null &
-  fi
-elif [[ ${1-} == nginx ]]; then
-  log "upstream discovery: nginx re-resolves upstream names itself ($(nginx -v 2>&1))"
-fi
+case "${1-}:$discovery" in
+  nginx:reload)
+    # The watcher runs beside nginx (it becomes a child of nginx, which stays PID 1).
+    needs_watch=false
+    for name in "${upstream_names[@]}"; do
+      is_ip "${upstream_targets[$name]%:*}" || needs_watch=true
+    done
+    if $needs_watch; then
+      log "upstream discovery: re-resolving every ${NGINX_DNS_INTERVAL}s, reload on change ($(nginx -v 2>&1))"
+      watch_upstreams </dev/null &
+    fi
+    ;;
+  nginx:resolve) log "upstream discovery: nginx re-resolves upstream names itself ($(nginx -v 2>&1))" ;;
+  nginx:per-request) log "upstream discovery: names resolved per request, cached ${NGINX_DNS_INTERVAL}s ($(nginx -v 2>&1))" ;;
+esac
 exec "$@"

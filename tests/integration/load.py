@@ -76,8 +76,11 @@ class Load:
         pace_seconds: float = 0.02,
         max_requests: int = 20_000,
         max_seconds: float = 120.0,
+        session: Callable[[], requests.Session] = requests.Session,
     ) -> None:
+        """``session`` makes each thread's session (e.g. one that pins TLS settings)."""
         self.operations = operations
+        self.new_session = session
         self.threads = threads
         self.pace = pace_seconds
         self.max_requests = max_requests
@@ -108,7 +111,7 @@ class Load:
 
     def _run(self, index: int) -> None:
         names = list(self.operations)
-        session = requests.Session()
+        session = self.new_session()
         session.headers["User-Agent"] = "wharf-load"
         try:
             for step in itertools.count(index):

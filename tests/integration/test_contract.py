@@ -6,6 +6,9 @@ register, sign in, refresh (and retry the refresh), CRUD with ETags and an Idemp
 out. Every response the generated clients see, successes and errors alike, is checked against the
 document they were generated from with schemathesis' conformance checks: a declared status, the
 declared media type, the declared headers with their types, and a body the schema accepts.
+The clients go through the stack's second edge (``unthrottled``), from an address of their own, so
+no allowance other tests spent holds them up. What the documents promise about requests (valid
+ones accepted, invalid ones refused) is fuzzed in test_hostile_input.py (see contract.py).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import httpx
 import pytest
 import schemathesis
 
-from .conftest import CONFORMANCE_CHECKS, ISSUED_SECRETS, PASSWORD, Stack, wait_for_whole_sign_in_allowance
+from . import contract
+from .conftest import CONFORMANCE_CHECKS, ISSUED_SECRETS, PASSWORD, UnthrottledEdge
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +80,7 @@ class Generated:
     packages: dict[str, str]  # service -> the generated package's name
     base_urls: dict[str, str]  # service -> where its document's first server entry points
     conformance: Conformance
+    client_address: dict[str, str]  # this journey's own address at the edge (X-Forwarded-For)
     opened: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -89,13 +94,13 @@ class Generated:
     def client(self, service: str, token: str | None = None) -> Any:
         client_module = self.module(service, "client")
         hooks = {"event_hooks": {"response": [self.conformance.hook(service)]}}
-        base_url = self.base_urls[service]
+        # A copy of the headers each: an authenticated client adds its token to the dict it is given.
+        headers = dict(self.client_address)
+        options = {"base_url": self.base_urls[service], "headers": headers, "timeout": httpx.Timeout(15)}
         if token is None:
-            client = client_module.Client(base_url=base_url, timeout=httpx.Timeout(15), httpx_args=hooks)
+            client = client_module.Client(**options, httpx_args=hooks)
         else:
-            client = client_module.AuthenticatedClient(
-                base_url=base_url, token=token, timeout=httpx.Timeout(15), httpx_args=hooks
-            )
+            client = client_module.AuthenticatedClient(**options, token=token, httpx_args=hooks)
         self.opened.append(client)
         return client
 
@@ -105,28 +110,27 @@ class Generated:
 
 
 @pytest.fixture(scope="module")
-def generated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
-    # The journey signs in and refreshes through the edge's strict per-address limit, which the
-    # modules before this one may have spent.
-    wait_for_whole_sign_in_allowance()
+def generated(unthrottled: UnthrottledEdge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
+    # Through the edge that believes the client's address: the journey signs in and refreshes from
+    # an address of its own, whose strict per-address allowance no other test has spent.
     out = tmp_path_factory.mktemp("generated-clients")
     config = out / "openapi-python-client.yaml"
     config.write_text("post_hooks: []\n")  # no formatting of the generated code: nobody reads it here
     packages, base_urls, schemas = {}, {}, {}
     for service in SERVICES:
-        url = f"{stack.base_url}/{service}/openapi.json"
+        url = f"{unthrottled.base_url}/{service}/openapi.json"
         package = f"wharf_{service}_contract_client"
         generate = [str(GENERATOR), "generate", "--url", url, "--meta", "none", "--fail-on-warning"]
         generate += ["--output-path", str(out / package), "--config", str(config)]
         result = subprocess.run(generate, capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, f"the {service} document does not make a clean client:\n{result.stdout}"
-        schema = schemathesis.openapi.from_url(url, timeout=10)
+        schema = schemathesis.openapi.from_url(url, config=contract.config(service), timeout=10)
         schemas[service] = schema
         packages[service] = package
         # From the document alone: its first server entry, resolved against the document's URL.
         base_urls[service] = urljoin(url, schema.raw_schema["servers"][0]["url"])
     sys.path.insert(0, str(out))
-    clients = Generated(packages, base_urls, Conformance(schemas))
+    clients = Generated(packages, base_urls, Conformance(schemas), unthrottled.new_client())
     try:
         yield clients
     finally:

@@ -30,14 +30,23 @@ COUNTERPARTS = {
     "auth-mail": ("auth-mail", "auth-mail"),
     "api": ("api", "api"),
     "nginx": ("nginx", "nginx"),
+    # The profile `observability`: k8s/components/observability, in the prod overlays.
+    "prometheus": ("prometheus", "prometheus"),
+    "alertmanager": ("alertmanager", "alertmanager"),
+    "mail-metrics": ("mail-metrics", "mail-metrics"),
 }
+OBSERVABILITY = {"prometheus", "alertmanager", "mail-metrics"}
+WITH_OBSERVABILITY = {"prod", "prod-managed-db"}  # the overlays that include the component
 NOT_IN_K8S = {
     "dev-secrets": "k8s/secrets.sh runs the same generator (wharf_common.devsecrets) outside the cluster",
     "postgres-check": "the pre-flight of compose's postgres entrypoint (deploy/postgres/entrypoint.sh)",
-    # The compose profile `observability`: a cluster has its own monitoring, which scrapes the pods.
-    "prometheus": "a cluster's own Prometheus scrapes the pods (k8s/README.md)",
+    # The rest of the compose profile `observability`: a cluster has these of its own.
     "nginx-exporter": "runs beside the cluster's Prometheus, reading each nginx pod's status port",
+    "node-exporter": "the kubelet reports each claim's free space (kubelet_volume_stats_*, rules/disk.yml)",
+    "blackbox-exporter": "the Ingress controller and cert-manager report the edge and its certificate",
     "mail-sink": "development only: a cluster's auth-mail sends to a real SMTP server (ConfigMap wharf-mail)",
+    # The compose profile `acme`: on a cluster, cert-manager keeps the Secret wharf-nginx (k8s/README.md).
+    "acme": "cert-manager renews the certificate in Secret wharf-nginx, which nginx reads on every handshake",
     "backup": "CronJobs backup-full, backup-diff and backup-verify hold its schedules; postgres-0's backup-metrics"
     " Deployment serves its metrics (test_backup_containers_read_the_compose_backup_settings)",
     "backup-restore": "make restore's one-shot: k8s/README.md, Backups, runs the same image by hand",
@@ -98,6 +107,17 @@ def _container(overlay: Rendering, compose_name: str) -> tuple[Workload, dict[st
     return workload, workload.container(container_name)
 
 
+def _present(overlay: Rendering, compose_name: str) -> bool:
+    """Whether the rendering runs the counterpart: no postgres with a managed database, and the
+    observability component only where an overlay includes it."""
+    return any(w.name == COUNTERPARTS[compose_name][0] for w in overlay.workloads)
+
+
+def _rendering_of(renderings: dict[str, Rendering], compose_name: str) -> Rendering:
+    """Where a counterpart's defaults are: the base, or prod for the observability component."""
+    return renderings["prod" if compose_name in OBSERVABILITY else "base"]
+
+
 def test_every_compose_service_has_its_counterpart_and_back(
     compose: dict[str, dict[str, Any]], overlay: Rendering
 ) -> None:
@@ -106,6 +126,8 @@ def test_every_compose_service_has_its_counterpart_and_back(
     expected = set(COUNTERPARTS.values()) | set(K8S_ONLY_CONTAINERS)
     if overlay.name == "prod-managed-db":  # a managed database: no StatefulSet, no backup Jobs
         expected = {(w, c) for w, c in expected if w != "postgres" and not w.startswith("backup")}
+    if overlay.name not in WITH_OBSERVABILITY:
+        expected -= {COUNTERPARTS[name] for name in OBSERVABILITY}
     assert k8s == expected
 
 
@@ -113,7 +135,7 @@ def env_name_differences(compose: dict[str, dict[str, Any]], overlay: Rendering)
     """Per compose service: the variable names only compose sets, and those only Kubernetes sets."""
     out = {}
     for name, (workload, container) in COUNTERPARTS.items():
-        if not overlay.has("StatefulSet", workload) and workload == "postgres":
+        if not _present(overlay, name):
             continue
         _, c = _container(overlay, name)
         k8s = set(overlay.env(c)) - K8S_ONLY_ENV.get((workload, container), set())
@@ -161,25 +183,35 @@ K8S_OWN_VALUES = {
     ("auth-mail", "SMTP_HOST"): NO_MAIL_SINK,
     ("auth-mail", "SMTP_PORT"): NO_MAIL_SINK,
     ("auth-mail", "SMTP_SECURITY"): NO_MAIL_SINK,
+    ("alertmanager", "ALERT_SMTP_SMARTHOST"): NO_MAIL_SINK,
+    ("alertmanager", "ALERT_SMTP_REQUIRE_TLS"): NO_MAIL_SINK,
+    ("alertmanager", "ALERT_MAIL_TO"): "a real mailbox (k8s/components/observability/config/alerting.env)",
+    ("alertmanager", "ALERT_MAIL_FROM"): "an address a real SMTP server lets you send as",
+    ("prometheus", "API_REPLICAS"): "the prod overlays run three of each (the HPAs' minimum)",
+    ("prometheus", "AUTH_REPLICAS"): "the prod overlays run three of each (the HPAs' minimum)",
 }
 
 
 def test_same_default_values(compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering]) -> None:
     """The base runs with compose's defaults (a compose variable passed through unset is an empty
-    ConfigMap value: the image's default applies on both sides). Overlays then tune what they like."""
-    base = renderings["base"]
+    ConfigMap value: the image's default applies on both sides), and so does the observability
+    component in prod. Overlays then tune what they like."""
     differ = {}
     for name in COUNTERPARTS:
-        _, c = _container(base, name)
-        env = base.env(c)
+        rendering = _rendering_of(renderings, name)
+        _, c = _container(rendering, name)
+        env = rendering.env(c)
         for key, value in compose[name].get("environment", {}).items():
             want = "" if value is None else _expand(str(value))
             if env.get(key) != want and (name, key) not in K8S_OWN_VALUES:
                 differ[f"{name} {key}"] = (want, env.get(key))
     assert differ == {}, "compose default vs Kubernetes value"
     for name, key in K8S_OWN_VALUES:
-        _, c = _container(base, name)
-        assert base.env(c)[key] != _expand(str(compose[name]["environment"][key] or "")), f"{key} no longer differs"
+        rendering = _rendering_of(renderings, name)
+        _, c = _container(rendering, name)
+        assert rendering.env(c)[key] != _expand(str(compose[name]["environment"][key] or "")), (
+            f"{key} no longer differs"
+        )
 
 
 def test_same_images(compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering], overlay: Rendering) -> None:
@@ -188,9 +220,10 @@ def test_same_images(compose: dict[str, dict[str, Any]], renderings: dict[str, R
 
     for name in COUNTERPARTS:
         want = _expand(compose[name]["image"])
-        _, base = _container(renderings["base"], name)
-        assert base["image"] == want, f"{name}: base runs {base['image']}, compose {want}"
-        if not overlay.has("StatefulSet", "postgres") and name == "postgres":
+        if name not in OBSERVABILITY:  # (the component is only in overlays, with their tags)
+            _, base = _container(renderings["base"], name)
+            assert base["image"] == want, f"{name}: base runs {base['image']}, compose {want}"
+        if not _present(overlay, name):
             continue
         _, c = _container(overlay, name)
         # An overlay may move the wharf images to its registry and tag; the repository path stays.
@@ -204,7 +237,7 @@ def test_same_commands(compose: dict[str, dict[str, Any]], overlay: Rendering) -
     replace the image's ENTRYPOINT and CMD respectively): a Kubernetes `command` where compose only
     sets `command` would skip the image's entrypoint (redis:8's umask and modules, for one)."""
     for name in COUNTERPARTS:
-        if name == "postgres" and not overlay.has("StatefulSet", "postgres"):
+        if not _present(overlay, name):
             continue
         service = compose[name]
         _, c = _container(overlay, name)
@@ -240,7 +273,7 @@ def _compose_secret_files(service: dict[str, Any]) -> set[str]:
 
 def test_same_secret_files(compose: dict[str, dict[str, Any]], overlay: Rendering) -> None:
     for name in COUNTERPARTS:
-        if name == "postgres" and not overlay.has("StatefulSet", "postgres"):
+        if not _present(overlay, name):
             continue
         workload, c = _container(overlay, name)
         want = _compose_secret_files(compose[name]) - K8S_WITHHELD_SECRETS.get(name, set())

@@ -176,10 +176,25 @@ def _entrypoint_text() -> str:
     return (NGINX / "entrypoint.sh").read_text()
 
 
+def _templates_text() -> str:
+    return "\n".join(p.read_text() for p in (NGINX / "templates").rglob("*.template"))
+
+
 def _fixed_in_templates(directive: str) -> list[str]:
     """The values a directive is given in the templates (fixed values, not settings)."""
-    text = "\n".join(p.read_text() for p in (NGINX / "templates").rglob("*.template"))
-    return re.findall(rf"^\s*{directive} ([^\s;$]+)", text, re.MULTILINE)
+    return re.findall(rf"^\s*{directive} ([^\s;$]+)", _templates_text(), re.MULTILINE)
+
+
+def _files_of(directive: str) -> list[str]:
+    """The files a directive names: fixed, or the default of the `map` that makes its variable
+    (the TLS listener names its certificate through one, to read it on every handshake)."""
+    text = _templates_text()
+    files = []
+    for value in re.findall(rf"^\s*{directive} ([^\s;]+);", text, re.MULTILINE):
+        if value.startswith("$"):
+            (value,) = re.findall(rf"map \S+ {re.escape(value)} {{\s*default (\S+);", text)
+        files.append(value)
+    return files
 
 
 def _nginx(overlay: Rendering) -> tuple[Workload, dict[str, Any], dict[str, Any]]:
@@ -215,8 +230,9 @@ def test_nginx_settings_pass_the_entrypoint_checks(overlay: Rendering) -> None:
         assert effective[name] in {"on", "off"}, name
     assert re.fullmatch(r"[1-9][0-9]*", effective["NGINX_DNS_INTERVAL"])
     assert re.fullmatch(r"[0-9]{1,5}", effective["NGINX_HTTPS_REDIRECT_PORT"])
-    assert effective["NGINX_UPSTREAM_DISCOVERY"] in {"auto", "resolve", "reload"}
-    # `resolve` asks the template's resolver, Docker's DNS; `reload` uses the pod's resolv.conf.
+    assert effective["NGINX_UPSTREAM_DISCOVERY"] in {"auto", "resolve", "per-request", "reload"}
+    # `resolve` and `per-request` ask the template's resolver, Docker's DNS; `reload` uses the pod's
+    # resolv.conf.
     (resolver,) = _fixed_in_templates("resolver")
     if effective["NGINX_UPSTREAM_DISCOVERY"] != "reload":
         assert resolver != DOCKER_DNS, "nginx would ask a DNS server that is not there"
@@ -224,7 +240,7 @@ def test_nginx_settings_pass_the_entrypoint_checks(overlay: Rendering) -> None:
         assert effective["NGINX_TLS"] == "on", "NGINX_HTTPS_REDIRECT=on needs NGINX_TLS=on"
     if effective["NGINX_TLS"] == "on":
         mounted = workload.secret_files(container)
-        files = _fixed_in_templates("ssl_certificate") + _fixed_in_templates("ssl_certificate_key")
+        files = _files_of("ssl_certificate") + _files_of("ssl_certificate_key")
         assert len(files) == 2, files
         for file in files:
             assert file in mounted, f"NGINX_TLS=on: {file} is not mounted"

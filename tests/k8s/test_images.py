@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 PROD_OVERLAYS = ("prod", "prod-managed-db")
 PINNED = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 # A digest no registry serves: an unreleased prod overlay fails to pull our images rather than run
-# whatever a tag points at. Allowed for these four only, which no registry holds until a release
-# pushes them.
+# whatever a tag points at. Allowed for these only, which no registry holds until a release pushes
+# them.
 PLACEHOLDER = "sha256:" + "0" * 64
-SET_BY_THE_RELEASE = {f"registry.example.com/wharf/{name}" for name in ("api", "auth", "nginx", "postgres")}
+SET_BY_THE_RELEASE = {
+    f"registry.example.com/wharf/{name}" for name in ("api", "auth", "nginx", "postgres", "prometheus", "alertmanager")
+}
 
 
 def images(docs: list[dict[str, object]]) -> set[str]:

@@ -74,6 +74,22 @@ EXPECTED = {
 EXPECTED_MANAGED_DB = {f for f in EXPECTED if f[1] != "postgres"} | {
     (name, "internet", 5432) for name in ("api", "auth", "auth-mail", "db-init")
 }
+# The observability component (the prod overlays): Prometheus scrapes the metrics ports and sends
+# to Alertmanager, which mails out; mail-metrics reads Redis. Nothing reaches Prometheus.
+OBSERVABILITY = {
+    ("prometheus", "api", 9000),
+    ("prometheus", "auth", 9000),
+    ("prometheus", "mail-metrics", 9000),
+    ("prometheus", "alertmanager", 9093),
+    ("mail-metrics", "redis", 6379),
+    *(("alertmanager", "internet", port) for port in (25, 465, 587)),
+    *((name, "kube-dns", 53) for name in ("prometheus", "alertmanager", "mail-metrics")),
+}
+EXPECTED_BY_OVERLAY = {
+    "dev": EXPECTED,
+    "prod": EXPECTED | OBSERVABILITY,
+    "prod-managed-db": EXPECTED_MANAGED_DB | OBSERVABILITY,
+}
 
 
 def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
@@ -187,13 +203,20 @@ def test_default_deny_covers_every_pod_in_both_directions(overlay: Rendering) ->
 
 
 def test_network_policies_allow_exactly_the_listed_flows(overlay: Rendering) -> None:
-    expected = EXPECTED_MANAGED_DB if overlay.name == "prod-managed-db" else EXPECTED
-    assert allowed_flows(overlay) == expected
+    assert allowed_flows(overlay) == EXPECTED_BY_OVERLAY[overlay.name]
 
 
 @pytest.mark.parametrize(
     ("src", "dst", "port"),
-    [("nginx", "postgres", 5432), ("nginx", "redis", 6379), ("stranger", "api", 8000), ("postgres", "internet", 443)],
+    [
+        ("nginx", "postgres", 5432),
+        ("nginx", "redis", 6379),
+        ("stranger", "api", 8000),
+        ("postgres", "internet", 443),
+        ("nginx", "api", 9000),
+        ("stranger", "prometheus", 9090),
+        ("mail-metrics", "postgres", 5432),
+    ],
 )
 def test_forbidden_flows_are_denied(renderings: dict[str, Rendering], src: str, dst: str, port: int) -> None:
     """A few flows spelled out, so a failure of the matrix above reads plainly."""

@@ -152,6 +152,8 @@ WHARF_DOCKERFILES = {
     "wharf/api": ROOT / "services/Dockerfile",
     "wharf/auth": ROOT / "services/Dockerfile",
     "wharf/nginx": ROOT / "deploy/nginx/Dockerfile",
+    "wharf/prometheus": ROOT / "deploy/prometheus/Dockerfile",
+    "wharf/alertmanager": ROOT / "deploy/alertmanager/Dockerfile",
 }
 
 

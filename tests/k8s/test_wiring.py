@@ -55,7 +55,10 @@ def test_every_service_selects_pods_and_targets_a_port_they_expose(overlay: Rend
         targets = [w for w in overlay.workloads if w.kind not in ("Job", "CronJob") and _selects(selector, w.labels)]
         assert len(targets) == 1, f"Service {name} selects {[t.name for t in targets]}"
         (target,) = targets
-        assert target.name == name, "each Service is named after its workload (nginx's upstreams use the names)"
+        # Named after its workload (nginx's upstreams use the names); the observability component's
+        # headless <workload>-metrics list each pod's address for Prometheus's DNS discovery.
+        discovery = name == f"{target.name}-metrics" and svc["spec"].get("clusterIP") == "None"
+        assert target.name == name or discovery, "each Service is named after its workload"
         for port in svc["spec"]["ports"]:
             assert str(port["targetPort"]) in target.ports(), f"Service {name}: no port {port['targetPort']}"
         if target.kind == "StatefulSet":
@@ -257,10 +260,18 @@ def _compose_scrape_ports() -> dict[str, int]:
 def test_monitoring_ports_are_declared_per_pod_and_on_no_service(overlay: Rendering) -> None:
     """What compose's Prometheus scrapes on every replica, each pod declares (a cluster's Prometheus
     discovers pod targets and PodMonitors by declared, named container ports), and no Service
-    carries it (a Service would show a random replica's counters)."""
+    carries it (a Service would show a random replica's counters) but a headless one that lists
+    every pod's address for discovery, as the observability component's do (clusterIP None, not-ready
+    pods included)."""
     scraped = _compose_scrape_ports()
     assert set(scraped) == {"api", "auth"}
-    service_targets = {str(p["targetPort"]) for s in overlay.of_kind("Service") for p in s["spec"]["ports"]}
+    balanced = [s for s in overlay.of_kind("Service") if s["spec"].get("clusterIP") != "None"]
+    service_targets = {
+        str(p["targetPort"])
+        for s in balanced
+        if s["spec"]["selector"].get("app.kubernetes.io/name") in ("api", "auth", "nginx")
+        for p in s["spec"]["ports"]
+    }
     for name in ("api", "auth"):
         workload = overlay.workload(name)
         (c,) = workload.pod["containers"]

@@ -5,6 +5,8 @@ container."""
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -100,10 +102,32 @@ def test_a_service_reaches_ready_pods_only(web: Cluster) -> None:
     assert "Connection refused" in status()  # the name resolves, nothing is behind it
     server.current.exec_run(["touch", "/srv/ready"])
     assert until(lambda: server.state.ready)
-    assert until(lambda: status() == "200")  # Service port 80 -> the pod's port "http" (8000)
+    # Ready means reachable: the Service sends to the pod from the moment it is reported ready.
+    assert status() == "200"  # Service port 80 -> the pod's port "http" (8000)
     server.current.exec_run(["rm", "/srv/ready"])
     assert until(lambda: not server.state.ready)
     assert until(lambda: "Connection refused" in status())
+
+
+def test_a_service_update_is_in_force_when_it_returns(web: Cluster) -> None:
+    # `nginx -s reload` only signals the proxy's master; update() must not return before the new
+    # endpoints are served, or a pod reported ready would still be unreachable for a moment.
+    server, proxy = runner(web, "web"), web.proxy("web")
+    proxy.container.reload()
+    address = proxy.container.attrs["NetworkSettings"]["Networks"][web.network]["IPAddress"]
+
+    def fetch(url: str) -> str:
+        try:
+            return str(urllib.request.urlopen(url, timeout=2).status)  # noqa: S310 (http)
+        except (urllib.error.URLError, ConnectionError) as error:
+            return str(getattr(error, "reason", error))
+
+    assert until(lambda: bool(server.ip) and fetch(f"http://{server.ip}:8000/") == "200")  # the pod serves
+    for _ in range(5):
+        proxy.update([(server.ip, {"http": 8000})])
+        assert fetch(f"http://{address}/") == "200"
+        proxy.update([])
+        assert "Connection refused" in fetch(f"http://{address}/")
 
 
 def test_a_failed_liveness_probe_restarts_the_container(web: Cluster) -> None:

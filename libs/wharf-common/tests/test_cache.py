@@ -112,6 +112,7 @@ def test_documents_live_for_the_ttl_and_ttl_zero_reads_nothing(
     assert cache.item("notes", "1").document is None
 
 
+@pytest.mark.timing
 def test_a_dead_redis_means_misses_and_a_lost_invalidation_clears_the_cache_on_return(
     make_cache: Callable[..., Cache], redis_container: Any, tcp_proxy: Callable[..., Any]
 ) -> None:

@@ -70,8 +70,21 @@ def test_tls_certificate_made_once_for_local_names_and_renewed_when_expiring(tmp
     soon, key = devsecrets.self_signed_certificate(days=10)  # inside the renewal margin
     (tmp_path / devsecrets.TLS_CERT).write_text(soon)
     (tmp_path / devsecrets.TLS_KEY).write_text(key)
-    assert devsecrets.TLS_CERT in devsecrets.generate(tmp_path)
-    assert (tmp_path / devsecrets.TLS_CERT).read_text() != soon
+    assert devsecrets.generate(tmp_path) == [devsecrets.TLS_CERT]
+    renewed = x509.load_pem_x509_certificate((tmp_path / devsecrets.TLS_CERT).read_bytes())
+    assert renewed.not_valid_after_utc > certificate.not_valid_after_utc - timedelta(days=1)
+    # The key stays: nginx reads the pair on every handshake, and only the certificate is replaced.
+    assert (tmp_path / devsecrets.TLS_KEY).read_text() == key
+    assert renewed.public_key() == x509.load_pem_x509_certificate(soon.encode()).public_key()
+
+
+def test_the_edge_directory_belongs_to_the_edge_user_when_run_as_root(tmp_path: Path) -> None:
+    """The acme service (uid 101, as nginx) renames renewed certificates into it."""
+    devsecrets.generate(tmp_path)
+    edge = tmp_path / devsecrets.EDGE_DIR
+    expected = (devsecrets.EDGE_UID, devsecrets.EDGE_UID) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    assert (edge.stat().st_uid, edge.stat().st_gid) == expected
+    assert oct(edge.stat().st_mode & 0o777) == "0o755"
 
 
 def test_a_certificate_put_there_by_ops_is_never_replaced(tmp_path: Path) -> None:

@@ -11,16 +11,18 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 SLOW_APP = """
+import pathlib
 import time
 
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/slow":
+        pathlib.Path(__file__).with_name("serving").touch()  # the test waits for it, not for a guess
         time.sleep(4)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"done"]
@@ -31,6 +33,18 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _workers(server: subprocess.Popen[bytes]) -> int:
+    """How many worker processes gunicorn's arbiter has (its children, as Linux lists them)."""
+    return len(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
 
 
 def _refused(port: int) -> bool:
@@ -65,7 +79,7 @@ def gunicorn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[s
 
 
 def test_a_stopping_worker_refuses_new_connections_and_finishes_in_flight_ones(
-    gunicorn: tuple[subprocess.Popen[bytes], int],
+    gunicorn: tuple[subprocess.Popen[bytes], int], tmp_path: Path
 ) -> None:
     server, port = gunicorn
     answers: list[bytes] = []
@@ -75,7 +89,7 @@ def test_a_stopping_worker_refuses_new_connections_and_finishes_in_flight_ones(
 
     in_flight = threading.Thread(target=slow_request)
     in_flight.start()
-    time.sleep(0.5)  # the slow request is being served
+    _wait_for((tmp_path / "serving").exists, "the slow request never reached a worker")
     server.send_signal(signal.SIGTERM)
 
     refused_while_in_flight = False
@@ -91,7 +105,7 @@ def test_a_stopping_worker_refuses_new_connections_and_finishes_in_flight_ones(
 
 @pytest.mark.parametrize("gunicorn", [("DrainingSyncWorker", 1)], indirect=True)
 def test_a_stopping_sync_worker_serves_what_was_queued_then_refuses(
-    gunicorn: tuple[subprocess.Popen[bytes], int],
+    gunicorn: tuple[subprocess.Popen[bytes], int], tmp_path: Path
 ) -> None:
     server, port = gunicorn
     answers: list[bytes] = []
@@ -101,9 +115,9 @@ def test_a_stopping_sync_worker_serves_what_was_queued_then_refuses(
 
     in_flight = threading.Thread(target=get, args=("/slow",))
     in_flight.start()
-    time.sleep(0.5)  # the slow request is being served
+    _wait_for((tmp_path / "serving").exists, "the slow request never reached a worker")
     server.send_signal(signal.SIGTERM)
-    time.sleep(0.5)  # the idle worker has stopped; the busy one still holds the listener
+    _wait_for(lambda: _workers(server) == 1, "the idle worker did not stop")  # the busy one holds the listener
     queued = threading.Thread(target=get, args=("/",))
     queued.start()
     in_flight.join(timeout=30)

@@ -7,12 +7,15 @@ issues real tokens; both share the session's Postgres and Redis containers.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
@@ -21,7 +24,9 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
-from wharf_api import create_app
+from examples.notes import migration as notes_migration
+from examples.notes import notes
+from wharf_api import create_app, resource
 from wharf_api.models import Base as ApiBase
 from wharf_api.settings import ApiSettings
 from wharf_auth import extensions as auth_extensions
@@ -29,6 +34,7 @@ from wharf_auth.models import Base as AuthBase
 from wharf_common import authn
 from wharf_common import extensions as common
 from wharf_common.db import get_session
+from wharf_common.revocation import RevocationsUnavailable
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -71,11 +77,26 @@ def _shut_down(app: Flask) -> None:
     common.of(app).engine.dispose()
 
 
+def _synced(app: Flask) -> Flask:
+    """``app`` once its revocation list has synced from auth. A process's first authenticated
+    request syncs it (a 503 if auth does not answer within 2 s, as in the stack while auth starts,
+    and then again every second): a session app starts its tests with it done."""
+    revocations = authn.authenticator(app).revocations
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            revocations.is_revoked({})
+            return app
+        except RevocationsUnavailable:
+            assert time.monotonic() < deadline, "the revocation list did not sync from auth within 60 s"
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def migrated_app(api_settings: ApiSettings) -> Iterator[Flask]:
     app = create_app(api_settings)
     assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
-    yield app
+    yield _synced(app)
     _shut_down(app)
 
 
@@ -93,8 +114,36 @@ def make_api(api_settings: ApiSettings, app: Flask) -> Iterator[Callable[..., Fl
         _shut_down(built)
 
 
+@pytest.fixture(scope="session")
+def run_migration() -> Callable[[Flask, Callable[[], None]], None]:
+    """``run_migration(app, script.upgrade)``: one migration script's step (``upgrade`` or
+    ``downgrade``) on the app's database, with Alembic's operations, in one transaction."""
+
+    def run(app: Flask, step: Callable[[], None]) -> None:
+        engine = common.of(app).engine
+        with engine.begin() as connection, Operations.context(MigrationContext.configure(connection)):
+            step()
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def notes_app(migrated_app: Flask, api_settings: ApiSettings, run_migration: Callable[..., None]) -> Iterator[Flask]:
+    """The api with the example resource of docs/adding-a-resource.md mounted (examples/notes/), its
+    table made by the example's own migration, on the service's migrated schema."""
+    app = create_app(api_settings)
+    resource.mount(app, notes.RESOURCE)
+    run_migration(app, notes_migration.upgrade)
+    yield _synced(app)
+    run_migration(app, notes_migration.downgrade)
+    _shut_down(app)
+
+
 def _clean(api: Flask, auth: Flask, truncate_tables: Callable[..., None]) -> None:
-    truncate_tables(api, ApiBase.metadata)
+    # The service's tables, and those of the resources mounted from elsewhere (the example's).
+    metadatas = [ApiBase.metadata, *(r.table.metadata for r in resource.registered(api))]
+    for metadata in {id(m): m for m in metadatas}.values():
+        truncate_tables(api, metadata)
     truncate_tables(auth, AuthBase.metadata)
     redis = common.of(api).redis
     keys = list(redis.scan_iter("api:*")) + list(redis.scan_iter("auth:*"))
@@ -104,10 +153,13 @@ def _clean(api: Flask, auth: Flask, truncate_tables: Callable[..., None]) -> Non
 
 
 @pytest.fixture
-def app(migrated_app: Flask, auth_app: Flask, truncate_tables: Callable[..., None]) -> Iterator[Flask]:
-    _clean(migrated_app, auth_app, truncate_tables)
-    yield migrated_app
-    _clean(migrated_app, auth_app, truncate_tables)
+def app(request: pytest.FixtureRequest, auth_app: Flask, truncate_tables: Callable[..., None]) -> Iterator[Flask]:
+    """The api a test runs against, emptied before and after: the service's (``migrated_app``), or
+    the session app named by indirect parametrisation (``notes_app``)."""
+    api: Flask = request.getfixturevalue(getattr(request, "param", "migrated_app"))
+    _clean(api, auth_app, truncate_tables)
+    yield api
+    _clean(api, auth_app, truncate_tables)
 
 
 @pytest.fixture

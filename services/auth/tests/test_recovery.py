@@ -315,6 +315,7 @@ def test_unknown_address_gets_the_same_answer_and_no_mail(
     assert len([m for m in inbox.to("ada@example.com") if "password" in m["Subject"]]) == 1
 
 
+@pytest.mark.timing
 def test_known_and_unknown_addresses_take_about_the_same_time(
     make_app: Callable[..., Flask], app: Flask, worker_settings: Callable[..., MailWorkerSettings]
 ) -> None:

@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
-from wharf_common import extensions, metrics
+from wharf_common import metrics
 from wharf_common.problems import Problem, unavailable
 from wharf_common.revocation import RevocationsUnavailable
 from wharf_common.tokens import InvalidToken, KeysUnavailable, TokenVerifier
@@ -102,12 +102,15 @@ class Authenticator:
         return principal
 
 
+KEY = "wharf_common.authn"  # the app's Authenticator in app.extensions
+
+
 def init_app(app: Flask, authenticator: Authenticator) -> None:
-    extensions.of(app).authenticator = authenticator
+    app.extensions[KEY] = authenticator
 
 
 def authenticator(app: Flask | None = None) -> Authenticator:
-    found = extensions.of(app).authenticator
+    found: Authenticator | None = (app or current_app).extensions.get(KEY)
     assert found is not None, "authn.init_app was not called"
     return found
 

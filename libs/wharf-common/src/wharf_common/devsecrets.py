@@ -39,9 +39,14 @@ PASSWORDS = (
 SIGNING_KEYS_DIR = "auth/signing-keys"
 KEY_NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 REDIS_ACL = "redis/users.acl"
-# The edge's self-signed development certificate (nginx reads /run/secrets/nginx/tls.{crt,key}).
+# The edge's self-signed development certificate (nginx reads /run/secrets/nginx/tls.{crt,key} on
+# every TLS handshake, so a replaced certificate needs no restart).
 TLS_CERT = "nginx/tls.crt"
 TLS_KEY = "nginx/tls.key"
+# The edge's user (nginx's uid): the acme service (compose profile `acme`) runs as it and renames
+# the certificates it obtains into the edge's directory, so that directory is handed to it.
+EDGE_DIR = "nginx"
+EDGE_UID = 101
 TLS_NAMES = ("localhost",)
 TLS_ADDRESSES = ("127.0.0.1", "::1")
 TLS_VALID_DAYS = 365
@@ -119,10 +124,14 @@ def retire_signing_keys(directory: Path, retire_after: timedelta) -> list[str]:
 
 
 def self_signed_certificate(
-    names: tuple[str, ...] = TLS_NAMES, addresses: tuple[str, ...] = TLS_ADDRESSES, days: int = TLS_VALID_DAYS
+    names: tuple[str, ...] = TLS_NAMES,
+    addresses: tuple[str, ...] = TLS_ADDRESSES,
+    days: int = TLS_VALID_DAYS,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> tuple[str, str]:
-    """(certificate PEM, private key PEM): ECDSA P-256, a server certificate for local names only."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """(certificate PEM, private key PEM): a server certificate for local names only, for ``key``
+    or a new ECDSA P-256 key."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     now = datetime.now(UTC)
     san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
@@ -162,6 +171,16 @@ def _certificate_needs_renewal(directory: Path) -> bool:
     return ours and certificate.not_valid_after_utc - datetime.now(UTC) < TLS_RENEW_BEFORE
 
 
+def _edge_key(directory: Path) -> ec.EllipticCurvePrivateKey | None:
+    """The edge's existing ECDSA key, kept when its certificate is renewed: nginx reads the pair on
+    every handshake, and a certificate replaced alone (one rename) is never seen with the wrong key."""
+    try:
+        key = serialization.load_pem_private_key((directory / TLS_KEY).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
 def generate(directory: Path) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -174,10 +193,17 @@ def generate(directory: Path) -> list[str]:
     if not any((directory / SIGNING_KEYS_DIR).glob("*.pem")):
         created.append(add_signing_key(directory))
     if _certificate_needs_renewal(directory):
-        certificate, key = self_signed_certificate()
-        _write(directory / TLS_KEY, key)  # key first: a certificate never points at a missing key
+        key = _edge_key(directory)
+        certificate, key_pem = self_signed_certificate(key=key)
+        if key is None:
+            _write(directory / TLS_KEY, key_pem)  # key first: a certificate never points at a missing key
+            created.append(TLS_KEY)
         _write(directory / TLS_CERT, certificate)
-        created += [TLS_CERT, TLS_KEY]
+        created.append(TLS_CERT)
+    edge = directory / EDGE_DIR
+    edge.mkdir(mode=0o755, exist_ok=True)
+    if os.geteuid() == 0 and (edge.stat().st_uid, edge.stat().st_gid) != (EDGE_UID, EDGE_UID):
+        os.chown(edge, EDGE_UID, EDGE_UID)
     # Derived from the password files on every run, so it always matches them.
     acl = redis_acl(
         (directory / "auth/redis_password").read_text().strip(),

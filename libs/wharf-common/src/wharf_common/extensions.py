@@ -1,4 +1,6 @@
-"""Typed access to what the app factory builds: the one place that knows the key in ``app.extensions``."""
+"""Typed access to what every app factory builds (settings, database, Redis), under one key in
+``app.extensions``. A module that adds something of its own keeps it under its own key (authn: the
+authenticator), so that nothing here has to know it: no import goes back from here."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-    from wharf_common.authn import Authenticator
     from wharf_common.settings import CommonSettings
 
 KEY = "wharf"
@@ -25,7 +26,6 @@ class Extensions:
     engine: Engine
     sessions: sessionmaker[Session]
     redis: redis.Redis
-    authenticator: Authenticator | None = None  # set by authn.init_app
     migrations: tuple[Path, str] | None = None  # Alembic scripts and schema, set by migrations.init_app
 
 

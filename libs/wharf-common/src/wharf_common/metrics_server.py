@@ -14,15 +14,20 @@ import threading
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 
-def main() -> None:
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # reads PROMETHEUS_MULTIPROC_DIR
-    server, _thread = start_http_server(int(sys.argv[1]), registry=registry)
+def serve_until_stopped(registry: CollectorRegistry, port: int) -> None:
+    """Serve ``registry`` on ``port`` (all addresses) until SIGTERM or SIGINT."""
+    server, _thread = start_http_server(port, registry=registry)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     server.shutdown()
+
+
+def main() -> None:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # reads PROMETHEUS_MULTIPROC_DIR
+    serve_until_stopped(registry, int(sys.argv[1]))
 
 
 if __name__ == "__main__":

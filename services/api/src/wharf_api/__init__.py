@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
-from wharf_api import cli, extensions, views
+from wharf_api import cli, extensions, resource, views
 from wharf_api.models import SCHEMA
 from wharf_api.settings import ApiSettings
 from wharf_common import authn, migrations, openapi
@@ -57,7 +57,7 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
                 app,
                 title="Wharf API",
                 version=VERSION,
-                description="The users resource. Errors are RFC 9457.",
+                description=resource.describe(app),
                 public_url=str(settings.edge_public_url) if settings.edge_public_url else None,
                 required_parameters=frozenset({"If-Match"}) if settings.require_if_match else frozenset(),
             )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import DateTime, Integer, LargeBinary, MetaData, Row, String, Table, func
+from sqlalchemy import DateTime, Integer, LargeBinary, MetaData, String, Table, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "api"
@@ -29,18 +28,6 @@ class User(Base):
 
 # The table itself, for statements in SQLAlchemy Core (wharf_api.queries).
 USERS: Table = User.__table__  # type: ignore[assignment]
-
-
-def user_json(user: User | Row[Any]) -> dict[str, Any]:
-    """The representation of a user, as an ORM object or a Core row of USERS (the same attributes)."""
-    return {
-        "id": str(user.id),
-        "name": user.name,
-        "email": user.email,
-        "owner": user.owner,
-        "created_at": user.created_at.isoformat(),
-        "updated_at": user.updated_at.isoformat(),
-    }
 
 
 class IdempotencyKey(Base):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, bindparam, delete, func, select, tuple_
+from sqlalchemy import Row, Select, Table, bindparam, delete, func, select, tuple_, update
 from sqlalchemy import insert as insert_into
 from sqlalchemy.orm import Session
 
@@ -55,9 +55,19 @@ def insert(*, table: Table, values: dict[str, Any], session: Session | None = No
     return runner.execute(_insert(table), values).one()
 
 
-def lock_by_id(session: Session, *, model: type[Any], key: uuid.UUID) -> Any:
-    """The ORM object, locked (``FOR UPDATE``) until the session ends; None if there is none."""
-    return session.get(model, key, with_for_update=True)
+def lock_by_id(session: Session, *, table: Table, key: uuid.UUID) -> Row[Any] | None:
+    """The row, locked (``FOR UPDATE``) until the session's transaction ends; None if there is none."""
+    return session.execute(select(table).where(table.c.id == key).with_for_update()).one_or_none()
+
+
+def update_by_id(session: Session, *, table: Table, key: uuid.UUID, values: dict[str, Any]) -> Row[Any]:
+    """The row with ``values`` and a new ``updated_at`` (the time of this statement), in the session."""
+    statement = update(table).where(table.c.id == key).values({**values, "updated_at": func.statement_timestamp()})
+    return session.execute(statement.returning(*table.c)).one()
+
+
+def delete_by_id(session: Session, *, table: Table, key: uuid.UUID) -> None:
+    session.execute(delete(table).where(table.c.id == key))
 
 
 def try_transaction_lock(session: Session, *, lock_id: int) -> bool:

@@ -8,13 +8,27 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from wharf_common.validation import NO_CONTROL_CHARACTERS, Email, Name
+from wharf_auth import passwords
+from wharf_common.validation import Documented, Email, Name, trimmed_text
 
-# Never stripped or truncated; the policy checks length. The bound only stops absurd bodies early.
+# A password to check: never stripped or truncated. The bound only stops absurd bodies early.
 Password = Annotated[str, StringConstraints(max_length=4096)]
-LoginEmail = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320, pattern=NO_CONTROL_CHARACTERS)
+# A password to set: the policy decides (wharf_auth.passwords, with reasons safe to show); its
+# length bounds are in the schema, its other rules in the description.
+NewPassword = Annotated[
+    str,
+    Documented(
+        minLength=passwords.MIN_LENGTH,
+        maxLength=passwords.MAX_LENGTH,
+        description=(
+            f"{passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters, any Unicode, spaces included, never "
+            "truncated. Refused with 422 (the reason in `errors`) when it is common (a list of breached "
+            "passwords), repetitive, a predictable sequence, or built from the email address or the product name."
+        ),
+    ),
 ]
+# Any email address an account could have (no syntax check: an unknown one is a failed sign-in).
+LoginEmail = trimmed_text(320)
 
 
 class Strict(BaseModel):
@@ -23,7 +37,7 @@ class Strict(BaseModel):
 
 class RegisterBody(Strict):
     email: Email
-    password: Password
+    password: NewPassword
     name: Name
 
 
@@ -38,7 +52,7 @@ class RefreshBody(Strict):
 
 class PasswordChangeBody(Strict):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 # A mailed token (43 characters as issued); any other string is answered as an invalid token
@@ -52,7 +66,7 @@ class EmailBody(Strict):
 
 class PasswordResetBody(Strict):
     token: MailedToken
-    new_password: Password
+    new_password: NewPassword
 
 
 class VerifyEmailBody(Strict):

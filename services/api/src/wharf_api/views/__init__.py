@@ -1,12 +1,14 @@
-"""The api's routes, one blueprint per resource."""
+"""The api's resources, each declared in a module of its own (docs/adding-a-resource.md)."""
 
 from __future__ import annotations
 
 from flask import Flask
 
+from wharf_api.resource import Resource, mount
 from wharf_api.views import users
+
+RESOURCES: tuple[Resource, ...] = (users.RESOURCE,)
 
 
 def init_app(app: Flask) -> None:
-    for module in (users,):
-        app.register_blueprint(module.bp)
+    mount(app, *RESOURCES)
