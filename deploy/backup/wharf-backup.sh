@@ -134,9 +134,14 @@ serve() {
     exit 1
   fi
   say "repositories ready: $(repos | sed 's/\([0-9]\)/repo\1/g')"
-  # A first full backup right away when there is none: archived WAL alone restores nothing.
-  if [[ $(info_json | jq '.[0].backup | length') == 0 ]]; then
-    "$0" backup full &
+  # A first full backup right away into each repository that has none (a new installation, an
+  # off-host repository just added, a repository lost with its host): archived WAL alone restores nothing.
+  local repo empty=()
+  for repo in $(repos); do
+    [[ $(pgbackrest --repo="$repo" info --output=json | jq '.[0].backup | length') != 0 ]] || empty+=("$repo")
+  done
+  if ((${#empty[@]})); then
+    "$0" backup full "${empty[@]}" &
     disown
   fi
   # One process per job, and the metrics server: if any of them ends, the container ends and is restarted.
@@ -164,14 +169,20 @@ alembic_annotations() {
 
 human_bytes() { numfmt --to=iec-i --suffix=B --format='%.1f' "$1"; }
 
-backup() {
+backup() {  # [TYPE [REPO...]]: into the given repositories, or every one
   configure
   local type=${1:-diff} repo started label json annotations
   [[ $type =~ ^(full|diff|incr)$ ]] || refuse "backup type must be full, diff or incr, got '$type'"
+  shift || true
+  local -a targets=("$@")
+  ((${#targets[@]})) || read -r -a targets <<<"$(repos)"
+  for repo in "${targets[@]}"; do
+    [[ " $(repos) " == *" $repo "* ]] || refuse "no repository '$repo' (configured: $(repos))"
+  done
   # Idempotent; on Kubernetes the first backup Job is what creates the stanza.
   pgbackrest stanza-create >&2
   mapfile -t annotations < <(alembic_annotations)
-  for repo in $(repos); do
+  for repo in "${targets[@]}"; do
     started=$(date +%s)
     pgbackrest --repo="$repo" --type="$type" "${annotations[@]}" backup
     json=$(pgbackrest --repo="$repo" info --output=json)
