@@ -5,9 +5,11 @@
 # turns Wharf's settings (docs/operations.md, "Backups") into pgBackRest's environment, reads its
 # JSON, and runs the steps around a restore and a verification.
 #
-#   wharf-backup serve                    the backup service: stanza, schedules (snooze), metrics (busybox httpd)
-#   wharf-backup serve-metrics            the metrics server alone (Kubernetes, where CronJobs hold the schedules)
-#   wharf-backup backup [full|diff|incr]  a backup now into every repository; prints label and size
+#   wharf-backup serve                    the backup service: stanza, schedules (snooze), metrics (busybox httpd),
+#                                         archiving watch (wake_archiving)
+#   wharf-backup serve-metrics            the metrics server and the archiving watch (Kubernetes, where CronJobs
+#                                         hold the schedules)
+#   wharf-backup backup [full|diff|incr] [REPO...]  a backup now into every repository (or those); prints label and size
 #   wharf-backup list                     the backups, the restorable window, the newest archived WAL
 #   wharf-backup check-target [--at T | --label L]   validate a restore target; touches nothing
 #   wharf-backup restore [--at T | --label L]        (postgres stopped) restore beside the old data, recover, swap
@@ -117,6 +119,41 @@ schedule_loop() {  # NAME CRON COMMAND...: run COMMAND at every time CRON names,
   done
 }
 
+# PostgreSQL's checkpointer forces archive_timeout's segment switches, but after a start it may first
+# sleep for all of checkpoint_timeout (5 min): it plans that sleep while the startup process still
+# runs, when archive_timeout does not apply, and nothing wakes it before. Meanwhile nothing is
+# archived until 16 MiB of WAL fill a segment, and a lost disk loses minutes instead of
+# archive_timeout. A configuration reload wakes it (and changes nothing else): once per postgres
+# start, seen in postmaster.pid (its start time, and "ready" once it accepts connections), which is
+# read every 10 seconds (no connection until it changes).
+wake_archiving() {
+  local -a pid_file
+  { mapfile -t pid_file <"$PGDATA/postmaster.pid"; } 2>/dev/null || return 0
+  [[ ${pid_file[7]:-} == ready* && ${pid_file[2]:-} != "$woken_start" ]] || return 0
+  psql_live -c "SELECT pg_reload_conf()" >/dev/null || return 0
+  woken_start=${pid_file[2]}
+  say "postgres started at $(date -u -d "@$woken_start" '+%F %T') UTC: its checkpointer woken, so archive_timeout applies at once"
+}
+
+watch_archiving() {
+  local woken_start=
+  while :; do
+    wake_archiving
+    sleep 10
+  done
+}
+
+# Kubernetes: the metrics server and the archiving watch (CronJobs hold the schedules).
+serve_metrics() {
+  configure
+  busybox httpd -f -p "$METRICS_PORT" -h "$WEB_DIR" &
+  watch_archiving &
+  trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM INT
+  wait -n
+  say "the metrics server or the archiving watch stopped; exiting so the container is restarted"
+  exit 1
+}
+
 serve() {
   configure
   local full=${BACKUP_FULL_SCHEDULE:-0 1 * * 0} diff=${BACKUP_DIFF_SCHEDULE:-0 1 * * 1-6}
@@ -146,12 +183,13 @@ serve() {
   fi
   # One process per job, and the metrics server: if any of them ends, the container ends and is restarted.
   busybox httpd -f -p "$METRICS_PORT" -h "$WEB_DIR" &
+  watch_archiving &
   if [[ $full != off ]]; then schedule_loop "full backup" "$full" "$0" backup full & fi
   if [[ $diff != off ]]; then schedule_loop "differential backup" "$diff" "$0" backup diff & fi
   if [[ $verify != off ]]; then schedule_loop verification "$verify" "$0" verify & fi
   trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM INT
   wait -n
-  say "a scheduler or the metrics server stopped; exiting so the container is restarted"
+  say "a scheduler, the metrics server or the archiving watch stopped; exiting so the container is restarted"
   exit 1
 }
 
@@ -515,7 +553,7 @@ command=${1-}
 shift || true
 case $command in
   serve) serve ;;
-  serve-metrics) configure && exec busybox httpd -f -p "$METRICS_PORT" -h "$WEB_DIR" ;;
+  serve-metrics) serve_metrics ;;
   pgbackrest) configure && exec pgbackrest "$@" ;;
   backup) backup "$@" ;;
   list) list ;;
