@@ -53,7 +53,6 @@ NOT_IN_K8S = {
 }
 # Kubernetes containers that have no compose service of their own, each with its reason.
 K8S_ONLY_CONTAINERS = {
-    ("postgres", "socket-dir"): "creates postgres's second socket directory on the repository claim",
     ("backup-metrics", "backup-metrics"): "compose's backup service serves the metrics; here CronJobs hold the"
     " schedules",
     ("backup-full", "backup"): "compose's backup service runs the schedules (BACKUP_FULL_SCHEDULE)",
@@ -66,7 +65,7 @@ SECRET_DIRECTORIES = {"backup"}
 K8S_ONLY_ARGS = {
     # the backup Jobs reach postgres over a socket on the claim they share with it; compose shares
     # the socket directory itself (the volume `pgrun`)
-    "postgres": ["-c", "unix_socket_directories=/var/run/postgresql,/var/lib/pgbackrest/run"],
+    "postgres": ["-c", "unix_socket_directories=/var/run/postgresql,/var/lib/pgbackrest"],
 }
 # Differences that Kubernetes itself needs, each with its reason. Nothing else may differ.
 K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
@@ -300,8 +299,6 @@ def test_backup_containers_read_the_compose_backup_settings(
         return
     want = _compose_env(compose["backup-restore"]) - {"TZ"}  # the images' clock is UTC anyway
     for workload_name, container_name in K8S_ONLY_CONTAINERS:
-        if container_name == "socket-dir":
-            continue
         workload = overlay.workload(workload_name)
         c = workload.container(container_name)
         assert want <= set(overlay.env(c)), f"{workload_name}/{container_name}"

@@ -108,7 +108,7 @@ def test_managed_db_variant_drops_postgres_and_reads_the_urls_from_a_secret(rend
 
     dropped = {("StatefulSet", "postgres"), ("Service", "postgres"), ("NetworkPolicy", "postgres")}
     dropped |= {("CronJob", name) for name in ("backup-full", "backup-diff", "backup-verify")}
-    dropped.add(("Deployment", "backup-metrics"))
+    dropped |= {("Deployment", "backup-metrics"), ("Service", "backup-metrics")}
     added = {("NetworkPolicy", "external-postgres-egress")}
     assert objects(prod) - objects(managed) == dropped
     assert objects(managed) - objects(prod) == added
