@@ -180,7 +180,7 @@ def test_prometheus_scrapes_every_replica_and_nginx(prometheus: Stack, http: req
     assert [r["value"][1] for r in nginx_up] == ["1"]  # type: ignore[index]
     assert _query(stack, "nginx_http_requests_total > 0")
     with_wharf_metrics = _query(stack, 'count by (job) ({__name__=~"wharf_.+"})')
-    assert {r["metric"]["job"] for r in with_wharf_metrics} == {"api", "auth", "mail"}  # type: ignore[index]
+    assert {r["metric"]["job"] for r in with_wharf_metrics} == {"api", "auth", "mail", "backup"}  # type: ignore[index]
 
 
 def test_what_the_alert_rules_need_is_there(prometheus: Stack) -> None:
@@ -204,7 +204,7 @@ def test_what_the_alert_rules_need_is_there(prometheus: Stack) -> None:
         if (volumes and expiry and len(probes) == 4 and queue) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert volumes == {"pgdata", "redisdata", "promdata", "maildata", "alertdata"}
+    assert volumes == {"pgdata", "redisdata", "promdata", "maildata", "alertdata", "pgbackrest"}
     # the development certificate: valid for a year, made again 30 days before it expires
     assert 29 < float(expiry[0]["value"][1]) <= 366  # type: ignore[index]
     assert len(probes) == 4, probes
