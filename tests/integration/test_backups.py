@@ -1,10 +1,12 @@
-"""Backups on pgBackRest (deploy/backup/): point-in-time restore under load, a lost data volume
-restored with a measured recovery point and time, a damaged backup caught by verification, bad
-restore input refused with nothing touched, and the off-host SFTP repository.
+"""Backups on pgBackRest (deploy/backup/): the off-host SFTP repository, bad restore input refused
+with nothing touched, point-in-time restore under load, a damaged backup caught by verification,
+and a lost disk (data and repository 1) restored from the off-host repository with a measured
+recovery point and time.
 
 They share one compose project of their own (``$WHARF_IT_PROJECT-backups``), with an OpenSSH
 server as the second repository (tests/integration/sftp/) and ``archive_timeout`` at 10 s, and
-run in file order: each leaves the stack healthy for the next, the damaged backup comes last.
+run in file order: each leaves the stack healthy for the next; the lost disk, which takes the
+damaged repository 1 with it, comes last.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,6 +28,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import Stack, composed_stack, docker, register, run_make, sign_in
 from .load import Load, unique_email
@@ -132,23 +136,21 @@ def _archived_after(stack: Stack, moment: datetime) -> Callable[[], bool]:
 
 
 def _metrics(stack: Stack) -> str:
-    status, page = _get_inside(stack, "backup", "/cgi-bin/metrics")
-    assert status == 200
-    return page
+    """The backup service's metrics page as a scraper gets it: HTTP from inside its container
+    (busybox wget, which fails on any status but 2xx)."""
+    url = "http://127.0.0.1:9000/cgi-bin/metrics"
+    return docker("exec", stack.container_id("backup"), "busybox", "wget", "-q", "-O", "-", url).stdout
 
 
-def _get_inside(stack: Stack, service: str, path: str) -> tuple[int, str]:
-    """GET a path of the backup service's metrics server from inside its container (bash /dev/tcp)."""
-    script = f'exec 3<>/dev/tcp/127.0.0.1/9000; printf "GET {path} HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3'
-    out = docker("exec", stack.container_id(service), "bash", "-c", script).stdout
-    head, _, body = out.partition("\r\n\r\n")
-    return int(head.split()[1]), body
+def _values(page: str, name: str) -> list[float]:
+    """The samples of metric ``name``, the page parsed as Prometheus would (a malformed page fails)."""
+    return [s.value for family in text_string_to_metric_families(page) for s in family.samples if s.name == name]
 
 
 def _sample(page: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", page, re.MULTILINE)
-    assert match, f"{name} is not in the metrics:\n{page}"
-    return float(match.group(1))
+    values = _values(page, name)
+    assert len(values) == 1, f"{name}: {values} in the metrics:\n{page}"
+    return values[0]
 
 
 def _make(stack: Stack, *args: str, check: bool = True) -> tuple[int, str, str]:
@@ -160,30 +162,69 @@ def _user_ids(stack: Stack) -> set[str]:
     return set(_superuser_sql(stack, "SELECT id FROM api.users").split())
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A request of the load that did not succeed: what came back, and its id in the logs."""
+
+    operation: str
+    sent: float
+    answered: float
+    outcome: str
+    request_id: str
+
+
 @dataclass
 class Writes:
-    """Users created through the api under load, each with when it was sent and acknowledged."""
+    """Users created through the api under load, each with when it was sent and acknowledged, and
+    every request that failed."""
 
     stack: Stack
     headers: dict[str, str]
     acknowledged: list[tuple[float, float, str]] = field(default_factory=list)  # (sent, acked, id)
+    failures: list[Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def create(self, session: requests.Session) -> requests.Response:
         sent = time.time()
-        response = session.post(
+        response = self._send("create", sent, lambda: session.post(
             f"{self.stack.base_url}/api/users",
             json={"name": "Backed", "email": unique_email()},
             headers={**self.headers, "Idempotency-Key": uuid.uuid4().hex},
             timeout=15,
-        )
+        ))  # fmt: skip
         if response.status_code == 201:
             with self._lock:
                 self.acknowledged.append((sent, time.time(), response.json()["id"]))
         return response
 
     def read(self, session: requests.Session) -> requests.Response:
-        return session.get(f"{self.stack.base_url}/api/users?limit=5", headers=self.headers, timeout=15)
+        url = f"{self.stack.base_url}/api/users?limit=5"
+        return self._send("read", time.time(), lambda: session.get(url, headers=self.headers, timeout=15))
+
+    def _send(self, operation: str, sent: float, request: Callable[[], requests.Response]) -> requests.Response:
+        try:
+            response = request()
+        except requests.RequestException as error:
+            self._failed(Failure(operation, sent, time.time(), type(error).__name__, ""))
+            raise
+        if not 200 <= response.status_code < 300:
+            detail = response.json().get("detail", "") if "json" in response.headers.get("Content-Type", "") else ""
+            outcome = f"{response.status_code} {detail}".strip()
+            self._failed(Failure(operation, sent, time.time(), outcome, response.headers.get("X-Request-ID", "")))
+        return response
+
+    def _failed(self, failure: Failure) -> None:
+        with self._lock:
+            self.failures.append(failure)
+
+    def explain(self, failures: list[Failure]) -> str:
+        """Each failure with what nginx and the services logged under its request id."""
+        logs = self.stack.compose("logs", "--no-color", "nginx", "api", "auth", check=False).stdout.splitlines()
+        lines = []
+        for failure in failures:
+            lines.append(f"{failure.operation} sent at {failure.sent:.1f}: {failure.outcome} ({failure.request_id})")
+            lines += [f"    {line}" for line in logs if failure.request_id and failure.request_id in line]
+        return "\n".join(lines)
 
 
 def _spans(writes: Writes) -> float:
@@ -215,7 +256,8 @@ def _untouched_state(stack: Stack) -> dict[str, object]:
 def test_backup_goes_to_both_repositories_encrypted_and_is_listed(backups: Stack) -> None:
     marker = f"plaintext-{uuid.uuid4().hex}"  # in the database, and so in the backup's files
     _superuser_sql(backups, f"COMMENT ON SCHEMA api IS '{marker}'")
-    _, out, _ = _make(backups, "backup", "TYPE=full")
+    # Incremental: only what changed since the first backups, the marker's catalog page among it.
+    _, out, _ = _make(backups, "backup", "TYPE=incr")
     labels = re.findall(r"^label=(\S+) repo=(repo\d) size=(\S+)$", out, re.MULTILINE)
     assert {repo for _, repo, _ in labels} == {"repo1", "repo2"}, out
     assert all(size.endswith("B") for _, _, size in labels)
@@ -226,7 +268,7 @@ def test_backup_goes_to_both_repositories_encrypted_and_is_listed(backups: Stack
     assert check.returncode == 0, check.stderr
     _, out, _ = _make(backups, "backups")
     for label, repo, _ in labels:
-        assert re.search(rf"^{re.escape(label)}\s+{repo}\s+full\s", out, re.MULTILINE), out
+        assert re.search(rf"^{re.escape(label)}\s+{repo}\s+incr\s", out, re.MULTILINE), out
     assert "oldest restorable time: " in out
     assert "newest archived WAL:    0000" in out
     # The repository is encrypted: no file in it holds the database's text.
@@ -259,9 +301,15 @@ BAD_TARGETS = {
 
 def test_restore_refuses_bad_input_and_touches_nothing(backups: Stack) -> None:
     before = _untouched_state(backups)
-    for name, (setting, reason) in BAD_TARGETS.items():
-        args = re.split(r" (?=[A-Z]+=)", setting)
-        code, out, err = _make(backups, "restore", *args, check=False)
+
+    def restore(setting: str) -> tuple[int, str, str]:
+        return _make(backups, "restore", *re.split(r" (?=[A-Z]+=)", setting), check=False)
+
+    # All at once: each only reads the repositories, and none may touch anything.
+    with ThreadPoolExecutor(max_workers=len(BAD_TARGETS)) as pool:
+        results = {name: pool.submit(restore, setting) for name, (setting, _) in BAD_TARGETS.items()}
+    for name, (_setting, reason) in BAD_TARGETS.items():
+        code, out, err = results[name].result()
         refusals = [line for line in err.splitlines() if line.startswith("refused: ")]
         assert code != 0, name
         assert len(refusals) == 1, f"{name}: {err}"
@@ -287,7 +335,9 @@ def test_point_in_time_restore_undoes_a_mistaken_delete(backups: Stack) -> None:
             count_at_target = len(writes.acknowledged)
             assert _until(lambda: len(writes.acknowledged) >= count_at_target + 30, 120)
         counts = load.stop()
-    print(f"\nload before the mistake: {dict(sorted(counts.items()))}")
+    # Nothing disturbs the stack while the load runs (archiving goes on beside it): every request succeeds.
+    assert not writes.failures, f"{dict(sorted(counts.items()))}\n{writes.explain(writes.failures)}"
+    assert counts["create 201"] >= 60, counts
     _superuser_sql(backups, "DELETE FROM api.users")
     deleted_at = datetime.now(UTC)
     assert _superuser_sql(backups, "SELECT count(*) FROM api.users") == "0"
@@ -313,18 +363,58 @@ def test_point_in_time_restore_undoes_a_mistaken_delete(backups: Stack) -> None:
     assert all(c["Health"] in ("healthy", "") for c in backups.containers() if c["State"] == "running")
 
 
-def test_lost_data_volume_is_restored_to_within_archive_timeout(backups: Stack) -> None:
+def test_verification_catches_a_damaged_backup(backups: Stack) -> None:
+    code, out, err = _make(backups, "backup-verify")
+    assert code == 0, err
+    assert re.search(r"^verified: backup \S+ restores, starts and answers", out, re.MULTILINE), out
+    page = _metrics(backups)
+    assert _sample(page, "wharf_backup_verify_ok") == 1
+    assert min(_values(page, "wharf_backup_last_success_timestamp_seconds")) > 0
+
+    # Damage one file of the newest backup in repo1, as a failing disk or a bad copy would.
+    backup = backups.container_id("backup")
+    labels = _labels(backups)
+    newest, in_repo1 = labels[-1][0], [label for label, repo in labels if repo == 1][-1]
+    damaged = docker(
+        "exec", backup, "bash", "-c",
+        f"f=$(find /var/lib/pgbackrest/backup/wharf/{in_repo1}/pg_data -type f -size +8k | sort | head -n1); "
+        "printf 'damaged' | dd of=\"$f\" bs=1 seek=4096 conv=notrunc status=none && echo \"$f\"",
+    ).stdout.strip()  # fmt: skip
+    assert damaged, "no file to damage"
+    code, out, err = _make(backups, "backup-verify", check=False)
+    assert code != 0
+    assert "FAILED: pgbackrest verify found damage in repo1" in err
+    assert f"verification FAILED for backup {newest}" in err
+    assert "Traceback" not in err
+    page = _metrics(backups)
+    assert _sample(page, "wharf_backup_verify_ok") == 0
+    assert _sample(page, "wharf_backup_verify_last_run_timestamp_seconds") > _sample(
+        page, "wharf_backup_verify_last_success_timestamp_seconds"
+    )
+
+
+def test_lost_disk_is_restored_from_the_off_host_repository_to_within_archive_timeout(backups: Stack) -> None:
+    """The host's disk is gone with both volumes on it, the data and repository 1: make restore
+    takes the off-host repository, and the backup service fills a new repository 1 again."""
     with requests.Session() as http:
         writes = _writes(backups, http)
         with Load({"create": writes.create}, threads=2, pace_seconds=0.1, max_seconds=300) as load:
             # Writes for a few archive_timeouts, so some are older than it when the disk goes.
             assert _until(lambda: _spans(writes) > 3 * ARCHIVE_TIMEOUT, 180), "the load wrote too little"
-            # The disk is gone: postgres dies and its volume is removed while the load goes on.
+            # The disk is gone: postgres dies, and its volumes are removed while the load goes on.
+            archiver = _superuser_sql(
+                backups, "SELECT last_archived_wal, last_archived_time, failed_count FROM pg_stat_archiver"
+            )
+            current = _superuser_sql(backups, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+            killing_at = time.time()
             backups.compose("kill", "postgres")
             lost_at = time.time()
         load.stop()
+    # Until postgres is killed every request succeeds; after, writes fail (503) until the restore.
+    before_the_loss = [f for f in writes.failures if f.answered < killing_at]
+    assert not before_the_loss, writes.explain(before_the_loss)
     backups.compose("rm", "--force", "--stop", "postgres", "postgres-check", "backup")
-    docker("volume", "rm", f"{backups.project}_pgdata")
+    docker("volume", "rm", f"{backups.project}_pgdata", f"{backups.project}_pgbackrest")
 
     started = time.monotonic()
     code, _, err = _make(backups, "restore")
@@ -335,40 +425,18 @@ def test_lost_data_volume_is_restored_to_within_archive_timeout(backups: Stack) 
     acknowledged = sorted((acked, uid) for _sent, acked, uid in writes.acknowledged if acked < lost_at)
     missing = [acked for acked, uid in acknowledged if uid not in present]
     safe_before = lost_at - ARCHIVE_TIMEOUT - PUSH_ALLOWANCE
-    assert not [acked for acked in missing if acked < safe_before], "writes older than archive_timeout were lost"
+    lost_old = [acked for acked in missing if acked < safe_before]
+    assert not lost_old, (
+        f"{len(lost_old)} writes acknowledged {lost_at - min(lost_old):.1f} to {lost_at - max(lost_old):.1f} s"
+        f" before the loss are missing; at the loss postgres wrote WAL segment {current}, archived: {archiver}"
+    )
     newest_kept = max((acked for acked, uid in acknowledged if uid in present), default=0.0)
     recovery_point = lost_at - newest_kept if not missing else lost_at - min(missing)
     print(
-        f"\nlost data volume: recovery point {recovery_point:.1f} s before the loss "
+        f"\nlost disk: recovery point {recovery_point:.1f} s before the loss "
         f"({len(missing)} of {len(acknowledged)} acknowledged writes lost, archive_timeout {ARCHIVE_TIMEOUT} s); "
         f"recovery time (make restore) {recovery_time:.0f} s"
     )
     assert requests.get(f"{backups.base_url}/api/readyz", timeout=15).status_code == 200
-
-
-def test_verification_catches_a_damaged_backup(backups: Stack) -> None:
-    code, out, err = _make(backups, "backup-verify")
-    assert code == 0, err
-    assert re.search(r"^verified: backup \S+ restores, starts and answers", out, re.MULTILINE), out
-    page = _metrics(backups)
-    assert _sample(page, "wharf_backup_verify_ok") == 1
-    assert _sample(page, "wharf_backup_last_success_timestamp_seconds") > 0
-
-    # Damage one file of the newest backup in repo1, as a failing disk or a bad copy would.
-    backup = backups.container_id("backup")
-    newest = _info(backups)[0]["backup"][-1]["label"]
-    damaged = docker(
-        "exec", backup, "bash", "-c",
-        f"f=$(find /var/lib/pgbackrest/backup/wharf/{newest}/pg_data -type f -size +8k | sort | head -n1); "
-        "printf 'damaged' | dd of=\"$f\" bs=1 seek=4096 conv=notrunc status=none && echo \"$f\"",
-    ).stdout.strip()  # fmt: skip
-    assert damaged, "no file to damage"
-    code, out, err = _make(backups, "backup-verify", check=False)
-    assert code != 0
-    assert f"verification FAILED for backup {newest}" in err
-    assert "Traceback" not in err
-    page = _metrics(backups)
-    assert _sample(page, "wharf_backup_verify_ok") == 0
-    assert _sample(page, "wharf_backup_verify_last_run_timestamp_seconds") > _sample(
-        page, "wharf_backup_verify_last_success_timestamp_seconds"
-    )
+    # The new, empty repository 1 gets a full backup of the restored database at once.
+    assert _until(lambda: 1 in {repo for _, repo in _labels(backups)}, 300, 2), "repository 1 has no backup"
