@@ -44,10 +44,13 @@ class Stack:
     secrets_dir: Path
     env: dict[str, str]
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``scripts/compose.sh -p PROJECT ARGS``, with ``env`` added to the stack's environment."""
         return subprocess.run(
             [*COMPOSE, "-p", self.project, *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -117,24 +120,32 @@ def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Co
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
-def psql_as_api(stack: Stack, query: str) -> subprocess.CompletedProcess[str]:
-    """Run ``query`` in the Postgres container, logged in as the api service's own role."""
-    password = stack.secret("api/db_password")
+def psql_as(stack: Stack, role: str, query: str) -> subprocess.CompletedProcess[str]:
+    """Run ``query`` in the Postgres container, logged in as a service's own role (api, auth)."""
+    password = stack.secret(f"{role}/db_password")
     return docker(
         "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
-        "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query,
+        "psql", "-h", "127.0.0.1", "-U", role, "-d", "wharf", "-tAc", query,
         check=False,
     )  # fmt: skip
 
 
+def psql_as_api(stack: Stack, query: str) -> subprocess.CompletedProcess[str]:
+    return psql_as(stack, "api", query)
+
+
 def wait_healthy(container: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False).stdout.strip()
-        if status == "healthy":
-            return
-        time.sleep(1)
-    pytest.fail(f"{container} did not become healthy in {timeout} s")
+    """Until the container runs and its own health check passes, run now (scripts/ready.sh, as
+    `make up` waits): Docker runs its first check only one interval (30-60 s) after a start."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "ready.sh"), "--timeout", str(int(timeout)), container],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout + 60,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{container} did not become healthy in {timeout} s: {result.stderr.strip()}")
 
 
 def container_ip(container: str, network: str | None = None) -> str:

@@ -416,7 +416,7 @@ class JsonLines(logging.Handler):
 
 
 def test_every_security_event_is_a_structured_line_without_secrets(make_app: Callable[..., Flask], app: Flask) -> None:
-    """Login success, failure, lockout, refresh, its retry, reuse detection and logout: account id or the
+    """Login success, failure, lock, lockout, refresh, its retry, reuse detection and logout: account id or the
     email's hash, client IP, request id and a UTC timestamp; never a password, token or email."""
     client = make_app(login_max_failures=2).test_client()
     handler = JsonLines()
@@ -459,13 +459,14 @@ def test_every_security_event_is_a_structured_line_without_secrets(make_app: Cal
         "logout",
         "login_failure",
         "login_failure",
+        "account_locked",  # by the second failure: the limit is full
         "login_locked",
     ]
-    assert [e["request_id"] for e in events] == sent
+    assert [e["request_id"] for e in events] == [*sent[:-1], sent[-2], sent[-1]]
     for event in events:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["time"]), event
         assert event["client_ip"] == "127.0.0.1"
-        if event["event"] in {"login_failure", "login_locked"}:  # no account known: the submitted email's hash
+        if event["event"] in {"login_failure", "account_locked", "login_locked"}:  # the submitted email's hash
             assert re.fullmatch(r"[0-9a-f]{64}", event["email_hash"]), event
         else:
             assert uuid.UUID(event["account_id"]), event
@@ -760,7 +761,10 @@ def test_openapi_document(client: FlaskClient) -> None:
     paths = document["paths"]
     sessions = {"/register", "/login", "/refresh", "/logout", "/me", "/password", "/.well-known/jwks.json"}
     recovery = {"/password-reset", "/password-reset/confirm", "/verify-email", "/verify-email/resend"}
-    assert set(paths) == sessions | recovery
+    security = {"/login/mfa", "/mfa/totp", "/mfa/totp/confirm", "/sessions", "/sessions/{session_id}", "/events"}
+    assert set(paths) == sessions | recovery | security | {"/sign-in-alert"}
+    assert set(paths["/mfa/totp"]) == {"post", "delete"}
+    assert set(paths["/sessions"]) == {"get", "delete"}
     assert set(paths["/login"]["post"]["responses"]) >= {"200", "400", "401", "415", "422", "429", "503"}
     # The reuse interval is part of the contract (issue 22).
     assert "REFRESH_REUSE_INTERVAL_SECONDS" in paths["/refresh"]["post"]["description"]

@@ -30,6 +30,7 @@ PASSWORDS = (
     "api/db_password",
     "api/redis_password",
     "auth-mail/redis_password",  # auth's mail worker (wharf_auth.worker): a Redis user of its own
+    "auth/mfa_encryption_key",  # the key auth encrypts second-factor secrets under (MFA_ENCRYPTION_KEY_FILE)
     # pgBackRest's repository cipher passphrase (deploy/backup/): keep a copy away from the host, as
     # no backup can be read without it.
     "backup/repo_cipher_pass",

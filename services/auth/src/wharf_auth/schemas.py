@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, RootModel, StringConstraints
 
 from wharf_auth import passwords
 from wharf_common.validation import Documented, Email, Name, trimmed_text
@@ -60,6 +60,105 @@ class PasswordChangeBody(Strict):
 MailedToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
+# -- the second factor --------------------------------------------------------------------------
+
+TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+# As shown (``abcd-efgh-ijkl-mnop``), any case, with or without the dashes.
+RecoveryCodeText = Annotated[str, StringConstraints(min_length=16, max_length=19, pattern=r"^[A-Za-z2-7-]+$")]
+# The challenge of a sign-in that awaits its second factor (43 characters as issued); any other
+# string, an access token included, is answered as an invalid challenge (401).
+ChallengeToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class MfaLoginWithCode(Strict):
+    mfa_token: ChallengeToken
+    code: TotpCode
+
+
+class MfaLoginWithRecoveryCode(Strict):
+    mfa_token: ChallengeToken
+    recovery_code: RecoveryCodeText
+
+
+class MfaLoginBody(RootModel[MfaLoginWithCode | MfaLoginWithRecoveryCode]):
+    """The challenge and either a code from the authenticator app or a recovery code."""
+
+
+class TotpConfirmBody(Strict):
+    code: TotpCode
+
+
+class TotpRemoveWithCode(Strict):
+    password: Password
+    code: TotpCode
+
+
+class TotpRemoveWithRecoveryCode(Strict):
+    password: Password
+    recovery_code: RecoveryCodeText
+
+
+class TotpRemoveBody(RootModel[TotpRemoveWithCode | TotpRemoveWithRecoveryCode]):
+    """The password and either a code from the authenticator app or a recovery code."""
+
+
+class TotpEnrolment(BaseModel):
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str]
+
+
+class LoginChallenge(BaseModel):
+    """The password was right; the account has a second factor: send a code with ``mfa_token`` to
+    ``POST /auth/login/mfa`` within ``expires_in`` seconds."""
+
+    mfa_required: Literal[True]
+    mfa_token: str
+    expires_in: int
+
+
+# -- sessions and events ----------------------------------------------------------------------------
+
+
+class SessionOut(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    client: str
+    network: str
+    current: bool
+
+
+class SessionList(BaseModel):
+    items: list[SessionOut]
+
+
+class EventOut(BaseModel):
+    type: str
+    at: datetime
+    client: str | None
+    network: str | None
+    session_id: uuid.UUID | None
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class SignInAlertBody(Strict):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class SignInAlertResult(BaseModel):
+    session_ended: bool
+    password_reset_mailed: bool
+
+
 class EmailBody(Strict):
     email: Email
 
@@ -100,6 +199,10 @@ class TokenPair(BaseModel):
     token_type: Literal["Bearer"]
     expires_in: int
     refresh_token: str
+
+
+class LoginResult(RootModel[TokenPair | LoginChallenge]):
+    """Tokens, or, for an account with a second factor, the challenge to answer with a code."""
 
 
 class PublicKey(BaseModel):
