@@ -1,7 +1,7 @@
 """Backups on pgBackRest (deploy/backup/): the off-host SFTP repository, bad restore input refused
-with nothing touched, point-in-time restore under load, a damaged backup caught by verification,
-and a lost disk (data and repository 1) restored from the off-host repository with a measured
-recovery point and time.
+with nothing touched, point-in-time restore under load (a backup taken under it), a damaged backup
+caught by verification, and a lost disk (data and repository 1) just after a postgres restart,
+restored from the off-host repository with a measured recovery point and time.
 
 They share one compose project of their own (``$WHARF_IT_PROJECT-backups``), with an OpenSSH
 server as the second repository (tests/integration/sftp/) and ``archive_timeout`` at 10 s, and
@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Stack, composed_stack, docker, register, run_make, sign_in
-from .load import Load, unique_email
+from .conftest import Stack, composed_stack, docker, register, run_make, sign_in, wait_healthy
+from .load import RAISED_EDGE_LIMITS, Load, unique_email, until
 
 # Each test restarts most of the stack (a restore stops and starts everything, twice over on this
 # shared 2-core machine), so each has more than the suite's default 300 s.
@@ -81,25 +81,13 @@ def backups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         BACKUP_FULL_SCHEDULE="off",
         BACKUP_DIFF_SCHEDULE="off",
         BACKUP_VERIFY_SCHEDULE="off",
-        NGINX_RATE="5000r/s",
-        NGINX_BURST="10000",
-        NGINX_AUTH_RATE="500r/s",
-        NGINX_AUTH_BURST="1000",
+        **RAISED_EDGE_LIMITS,
     ) as stack:
         _wait_for_first_backup(stack)
         yield stack
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _until(predicate: Callable[[], bool], seconds: float, pause: float = 0.5) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(pause)
-    return predicate()
 
 
 def _superuser_sql(stack: Stack, query: str) -> str:
@@ -121,7 +109,7 @@ def _labels(stack: Stack) -> list[tuple[str, int]]:
 
 def _wait_for_first_backup(stack: Stack) -> None:
     """The backup service takes a full backup into each repository at start when it has none."""
-    assert _until(lambda: {repo for _, repo in _labels(stack)} == {1, 2}, 300, 2), "no first backups within 300 s"
+    assert until(lambda: {repo for _, repo in _labels(stack)} == {1, 2}, 300, 2), "no first backups within 300 s"
 
 
 def _archived_after(stack: Stack, moment: datetime) -> Callable[[], bool]:
@@ -133,6 +121,11 @@ def _archived_after(stack: Stack, moment: datetime) -> Callable[[], bool]:
         return bool(last) and float(last) > moment.timestamp()
 
     return check
+
+
+def _checkpointer_wakes(stack: Stack) -> int:
+    """How often the backup service has woken postgres's checkpointer after a start (its log)."""
+    return stack.compose("logs", "--no-color", "backup").stdout.count("its checkpointer woken")
 
 
 def _metrics(stack: Stack) -> str:
@@ -326,50 +319,65 @@ def test_restore_refuses_bad_input_and_touches_nothing(backups: Stack) -> None:
 
 
 def test_point_in_time_restore_undoes_a_mistaken_delete(backups: Stack) -> None:
+    existing = _user_ids(backups)  # rows from before the load: there at the target too
     with requests.Session() as http:
         writes = _writes(backups, http)
         token_before = writes.headers
         with Load({"create": writes.create, "read": writes.read}, threads=3, pace_seconds=0.05) as load:
-            assert _until(lambda: len(writes.acknowledged) >= 30, 120), "the load wrote too little"
+            assert until(lambda: len(writes.acknowledged) >= 30, 120), "the load wrote too little"
+            # A backup under the load: the restore below starts from it (the newest before the target).
+            _, out, _ = _make(backups, "backup", "TYPE=incr")
+            assert re.search(r"^label=\S+I repo=repo1 ", out, re.MULTILINE), out
             target = datetime.now(UTC)
             count_at_target = len(writes.acknowledged)
-            assert _until(lambda: len(writes.acknowledged) >= count_at_target + 30, 120)
+            assert until(lambda: len(writes.acknowledged) >= count_at_target + 30, 120)
         counts = load.stop()
-    # Nothing disturbs the stack while the load runs (archiving goes on beside it): every request succeeds.
+    # Nothing disturbs the stack while the load runs, the backup and archiving beside it: every request succeeds.
     assert not writes.failures, f"{dict(sorted(counts.items()))}\n{writes.explain(writes.failures)}"
     assert counts["create 201"] >= 60, counts
     _superuser_sql(backups, "DELETE FROM api.users")
     deleted_at = datetime.now(UTC)
     assert _superuser_sql(backups, "SELECT count(*) FROM api.users") == "0"
     # The operator restores once the mistake itself is archived (at most archive_timeout later).
-    assert _until(_archived_after(backups, deleted_at), ARCHIVE_TIMEOUT + PUSH_ALLOWANCE + 30)
+    assert until(_archived_after(backups, deleted_at), ARCHIVE_TIMEOUT + PUSH_ALLOWANCE + 30)
 
     at = target.strftime("%Y-%m-%d %H:%M:%S.%f+00")
     code, out, err = _make(backups, "restore", f"AT={at}")
     assert code == 0, err
     assert "restored to " in out
 
+    # Exactly the rows of the target: every one acknowledged before it, none sent after it; of
+    # those in flight across it (sent before, acknowledged after) each may or may not be there.
     present = _user_ids(backups)
     before = {uid for _sent, acked, uid in writes.acknowledged if acked < target.timestamp()}
     after = {uid for sent, _acked, uid in writes.acknowledged if sent > target.timestamp()}
+    in_flight = {uid for _sent, _acked, uid in writes.acknowledged} - before - after
     assert before, "no write was acknowledged before the target"
     assert after, "no write was sent after the target"
-    assert before <= present, f"{len(before - present)} rows acknowledged before the target are missing"
+    assert existing | before <= present, f"{len((existing | before) - present)} rows there at the target are missing"
     assert not (after & present), f"{len(after & present)} rows written after the target came back"
+    assert present <= existing | before | in_flight, f"rows from nowhere: {present - existing - before - in_flight}"
     # The stack serves them, and a token issued before the target still verifies.
     some = sorted(before)[0]
     served = requests.get(f"{backups.base_url}/api/users/{some}", headers=token_before, timeout=15)
     assert served.status_code == 200, served.text
-    assert all(c["Health"] in ("healthy", "") for c in backups.containers() if c["State"] == "running")
+    for c in backups.containers():  # each one's own check, run now (Docker's first one is an interval away)
+        if c["State"] == "running":
+            wait_healthy(str(c["ID"]), timeout=0)
 
 
 def test_verification_catches_a_damaged_backup(backups: Stack) -> None:
     code, out, err = _make(backups, "backup-verify")
     assert code == 0, err
     assert re.search(r"^verified: backup \S+ restores, starts and answers", out, re.MULTILINE), out
+    # Every part of the page is there after a verification, not only its result.
     page = _metrics(backups)
     assert _sample(page, "wharf_backup_verify_ok") == 1
+    assert _sample(page, "wharf_backup_info_ok") == 1
+    assert len(_values(page, "wharf_backup_last_success_timestamp_seconds")) >= 2, page  # full, incr
     assert min(_values(page, "wharf_backup_last_success_timestamp_seconds")) > 0
+    assert _sample(page, "wharf_backup_oldest_restorable_timestamp_seconds") > 0
+    assert _sample(page, "wharf_backup_archive_last_success_timestamp_seconds") > 0
 
     # Damage one file of the newest backup in repo1, as a failing disk or a bad copy would.
     backup = backups.container_id("backup")
@@ -395,12 +403,16 @@ def test_verification_catches_a_damaged_backup(backups: Stack) -> None:
 
 def test_lost_disk_is_restored_from_the_off_host_repository_to_within_archive_timeout(backups: Stack) -> None:
     """The host's disk is gone with both volumes on it, the data and repository 1: make restore
-    takes the off-host repository, and the backup service fills a new repository 1 again."""
+    takes the off-host repository, and the backup service fills a new repository 1 again. Postgres
+    has just restarted: archive_timeout holds from its start (the backup service wakes its checkpointer)."""
+    woken = _checkpointer_wakes(backups)
+    backups.compose("restart", "postgres")
+    assert until(lambda: _checkpointer_wakes(backups) > woken, 60), "the restarted postgres was not woken"
     with requests.Session() as http:
         writes = _writes(backups, http)
         with Load({"create": writes.create}, threads=2, pace_seconds=0.1, max_seconds=300) as load:
             # Writes for a few archive_timeouts, so some are older than it when the disk goes.
-            assert _until(lambda: _spans(writes) > 3 * ARCHIVE_TIMEOUT, 180), "the load wrote too little"
+            assert until(lambda: _spans(writes) > 3 * ARCHIVE_TIMEOUT, 180), "the load wrote too little"
             # The disk is gone: postgres dies, and its volumes are removed while the load goes on.
             archiver = _superuser_sql(
                 backups, "SELECT last_archived_wal, last_archived_time, failed_count FROM pg_stat_archiver"
@@ -439,4 +451,4 @@ def test_lost_disk_is_restored_from_the_off_host_repository_to_within_archive_ti
     )
     assert requests.get(f"{backups.base_url}/api/readyz", timeout=15).status_code == 200
     # The new, empty repository 1 gets a full backup of the restored database at once.
-    assert _until(lambda: 1 in {repo for _, repo in _labels(backups)}, 300, 2), "repository 1 has no backup"
+    assert until(lambda: 1 in {repo for _, repo in _labels(backups)}, 300, 2), "repository 1 has no backup"
