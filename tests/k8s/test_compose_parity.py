@@ -322,9 +322,13 @@ def test_liveness_probes_check_as_often_as_the_compose_health_checks(
     compose health check and the Kubernetes liveness probe alike, and the same command where both
     exec one. Start-up is Kubernetes' startupProbe's, checked often."""
     base = renderings["base"]
-    for name in ("postgres", "redis", "auth", "auth-mail", "api", "nginx"):
+    services = ("postgres", "redis", "auth", "auth-mail", "api", "nginx")
+    containers = {name: _container(base, name)[1] for name in services}
+    # The backup metrics server: compose's backup service runs it beside the schedules.
+    containers["backup"] = base.workload("backup-metrics").container("backup-metrics")
+    for name, container in containers.items():
         check = compose[name]["healthcheck"]
-        probe = _container(base, name)[1]["livenessProbe"]
+        probe = container["livenessProbe"]
         assert probe["periodSeconds"] == int(check["interval"].removesuffix("s")), name
         assert probe["failureThreshold"] == check["retries"], name
         if "exec" in probe and "test" in check:
