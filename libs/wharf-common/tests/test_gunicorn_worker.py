@@ -149,11 +149,12 @@ def test_the_preloaded_app_is_frozen_before_the_workers_fork(tmp_path: Path) -> 
             sys.executable, "-m", "gunicorn", "--chdir", str(tmp_path), "--config", "python:hooks", "--preload",
             "--bind", f"127.0.0.1:{port}", "--workers", "1", "freeze_app:app",
         ],
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while _refused(port):
+            assert server.poll() is None, "gunicorn exited (its error is above)"
             assert time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.1)
         frozen = int(urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read())
