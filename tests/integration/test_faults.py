@@ -37,7 +37,7 @@ from .conftest import (
     sign_in,
     wait_healthy,
 )
-from .load import FAULT_REPORT, FaultRow, Load, Operation, Outcomes, is_success, unique_email
+from .load import FAULT_REPORT, RAISED_EDGE_LIMITS, FaultRow, Load, Operation, Outcomes, is_success, unique_email, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
@@ -53,10 +53,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with composed_stack(
         project,
         tmp_path_factory.mktemp("faults-secrets"),
-        NGINX_RATE="5000r/s",
-        NGINX_BURST="10000",
-        NGINX_AUTH_RATE="500r/s",
-        NGINX_AUTH_BURST="1000",
+        **RAISED_EDGE_LIMITS,
         NGINX_CONN_PER_IP="512",
         CACHE_TTL_SECONDS="900",
     ) as stack:
@@ -100,7 +97,7 @@ class Workload:
             return all(read.headers["X-Cache"] == "HIT" for read in reads)
 
         with requests.Session() as session:
-            assert _until(lambda: every_read_hits(session), 45, 1.0), "the cache is not used"
+            assert until(lambda: every_read_hits(session), 45, 1.0), "the cache is not used"
             self.list_users(session)
 
     def read_user(self, session: requests.Session, user_id: str | None = None) -> requests.Response:
@@ -207,15 +204,6 @@ def _served_by_nginx(stack: Stack, address: str) -> bool:
     return any(f'"upstream_addr":"{address}"' in line and '"upstream_status":"2' in line for line in recent)
 
 
-def _until(predicate: Callable[[], bool], seconds: float, pause: float = 0.25) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(pause)
-    return False
-
-
 # What the load must have seen while a dependency is down, before the test brings it back.
 WITHOUT_POSTGRES = ("read 200 HIT", *(f"{operation} {PROBLEM}" for operation in ("create", "patch", "me")))
 WITHOUT_REDIS = ("read 200 MISS", "create 201", "patch 200")
@@ -238,9 +226,10 @@ def _login(stack: Stack, email: str) -> int:
 def _postgres_serves_again(workload: Workload, seconds: float) -> bool:
     """Whether a create (api) and a /me (auth) both succeed within ``seconds``."""
     with requests.Session() as session:
-        return _until(
+        return until(
             lambda: workload.create_user(session).status_code == 201 and workload.me(session).status_code == 200,
             seconds,
+            0.25,
         )
 
 
@@ -255,7 +244,7 @@ def test_postgres_stopped(faults: Stack, workload: Workload) -> None:
         time.sleep(1)
         faults.compose("stop", "postgres")
         stopped = load.outcomes.snapshot()
-        felt = _until(lambda: _each_served(load.outcomes.snapshot() - stopped, *WITHOUT_POSTGRES), 60, 0.5)
+        felt = until(lambda: _each_served(load.outcomes.snapshot() - stopped, *WITHOUT_POSTGRES), 60, 0.5)
         during = load.outcomes.snapshot() - stopped
         faults.compose("start", "postgres")
         wait_healthy(faults.container_id("postgres"))
@@ -308,7 +297,7 @@ def test_redis_stopped(faults: Stack, workload: Workload) -> None:
         stopped = load.outcomes.snapshot()
         # Until reads, creates and patches have each been answered without Redis (each Redis call
         # costs up to its timeout until a process's breaker opens: slow on a busy machine).
-        served = _until(lambda: _each_served(load.outcomes.snapshot() - stopped, *WITHOUT_REDIS), 60, 0.5)
+        served = until(lambda: _each_served(load.outcomes.snapshot() - stopped, *WITHOUT_REDIS), 60, 0.5)
         during = load.outcomes.snapshot() - stopped
         logins = [_login(faults, workload.email) for _ in range(3)]
         faults.compose("start", "redis")
@@ -316,7 +305,7 @@ def test_redis_stopped(faults: Stack, workload: Workload) -> None:
         with requests.Session() as session:
             # The cache is used again by every api process (each after its breaker's pause, at most
             # 30 s): a run of reads, spread over the processes, all hit.
-            cached_again = _until(lambda: _all_hits(workload, session, 12), 60, 0.5)
+            cached_again = until(lambda: _all_hits(workload, session, 12), 60, 0.5)
     counts = load.stop()
     _report("Redis stopped", counts)
 
@@ -357,7 +346,7 @@ def test_rolling_restart_of_every_api_and_auth_replica(faults: Stack, workload: 
                 addresses.append((service, before, after))
                 # As an operator would: the next replica goes only once nginx sends this one
                 # traffic again (it skips a replica that refused for 5 s, its fail_timeout).
-                assert _until(functools.partial(_served_by_nginx, faults, f"{after}:8000"), 60, 0.5), after
+                assert until(functools.partial(_served_by_nginx, faults, f"{after}:8000"), 60, 0.5), after
         time.sleep(2)
     counts = load.stop()
     nginx_said = _nginx_errors(faults)[logged_before:]
