@@ -206,7 +206,7 @@ def new_stack(
 ) -> Stack:
     """A compose project of its own: its own ports on loopback and its own (empty) secrets
     directory, with ``settings`` added to the environment. Nothing is started yet."""
-    for name in ("postgres", "auth", "auth-mail", "api", "redis", "nginx", "alertmanager"):
+    for name in ("postgres", "auth", "auth-mail", "api", "redis", "nginx", "alertmanager", "backup"):
         (secrets_dir / name).mkdir(exist_ok=True)
     port = port or _free_port()
     https_port = https_port or _free_port()
@@ -381,7 +381,7 @@ def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> d
 
 
 def run_make(
-    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True
+    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """``make ARGS`` on this stack's compose project, without a terminal (as from a script or CI)."""
     env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
@@ -394,7 +394,7 @@ def run_make(
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
