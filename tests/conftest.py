@@ -38,7 +38,9 @@ def _order(item: pytest.Item) -> float:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item)))
-    items.sort(key=_order)  # stable: each group keeps its order
+    # Stable: each group keeps its order. The two shared stacks' groups are each kept together, also
+    # in one process (`-n 0`): each stack is taken down after its group (tests/integration/conftest.py).
+    items.sort(key=lambda item: (_order(item), _group(item) if _group(item) in ("scratch", "stack") else ""))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

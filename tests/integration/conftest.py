@@ -16,7 +16,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -273,9 +273,50 @@ def secrets_in_logs(stack: Stack) -> list[str]:
     return leaks
 
 
+# The shared stacks this process has up, by the group of their tests (tests/conftest.py): each is
+# taken down after its group's last test here (pytest_runtest_teardown below), not at the end of
+# the session, so a process that goes on with a module of its own never holds two compose
+# projects (each takes five of the Docker engine's ~30 network address pools, shared by all).
+SHARED_STACKS: dict[str, tuple[Stack, contextlib.ExitStack]] = {}
+
+
+@contextlib.contextmanager
+def _shared(group: str, project: str, secrets_dir: Path, **ports: int | None) -> Iterator[Stack]:
+    with contextlib.ExitStack() as held:
+        stack = held.enter_context(composed_stack(project, secrets_dir, **ports))
+        SHARED_STACKS[group] = (stack, held)
+        try:
+            yield stack
+        finally:
+            SHARED_STACKS.pop(group, None)
+
+
+def on_shared_stack_down(stack: Stack, cleanup: Callable[[], object]) -> None:
+    """Runs ``cleanup`` before ``stack`` (a shared one) is taken down, e.g. to remove a container
+    attached to its networks."""
+    for shared, held in SHARED_STACKS.values():
+        if shared.project == stack.project:
+            held.callback(cleanup)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    result = yield
+    group = _xdist_group(item)
+    if group in SHARED_STACKS and (nextitem is None or _xdist_group(nextitem) != group):
+        SHARED_STACKS.pop(group)[1].close()  # its group's tests run one after another (tests/conftest.py)
+    return result
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.args[0]) if marker else None
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with composed_stack(
+    with _shared(
+        "stack",
         os.environ.get("WHARF_IT_PROJECT", "wharf-it"),
         tmp_path_factory.mktemp("stack-secrets"),
         port=int(os.environ.get("WHARF_IT_PORT") or 0) or None,
@@ -289,9 +330,8 @@ def scratch_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A second stack like the session's, for the modules whose tests stop, kill or take down what
     they test (they override ``stack`` with this one): they run beside the tests on the shared
     stack (tests/conftest.py) instead of pulling it from under them."""
-    with composed_stack(
-        os.environ.get("WHARF_IT_PROJECT", "wharf-it") + "-scratch", tmp_path_factory.mktemp("scratch-secrets")
-    ) as stack:
+    project = os.environ.get("WHARF_IT_PROJECT", "wharf-it") + "-scratch"
+    with _shared("scratch", project, tmp_path_factory.mktemp("scratch-secrets")) as stack:
         yield stack
 
 
@@ -345,6 +385,7 @@ def unthrottled(stack: Stack) -> Iterator[UnthrottledEdge]:
         while f'"client_ip":"{client["X-Forwarded-For"]}"' not in docker("logs", name).stdout:
             assert time.monotonic() < deadline, "the edge does not believe X-Forwarded-For from this host"
             time.sleep(0.2)
+        on_shared_stack_down(stack, lambda: docker("rm", "-f", name, check=False))
         yield edge
     finally:
         docker("rm", "-f", name, check=False)
