@@ -56,6 +56,7 @@ class Stack:
             cwd=ROOT,
             capture_output=True,
             text=True,
+            errors="replace",  # logs may carry any bytes (pgBackRest prints what it failed to decrypt)
             check=check,
             timeout=timeout,
         )
@@ -122,7 +123,9 @@ CONFORMANCE_CHECKS = [
 
 
 def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, errors="replace", check=check, timeout=timeout
+    )
 
 
 def psql_as(stack: Stack, role: str, query: str) -> subprocess.CompletedProcess[str]:
@@ -435,6 +438,7 @@ def run_make(
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
+        errors="replace",
         timeout=timeout,
     )
     if check:
