@@ -1,6 +1,7 @@
 -- One wrk script for every `make bench` scenario (bench/scenarios.py picks the mode):
 --   wrk -s bench/lua/wharf.lua URL -- mode=<mode> threads=<n> [data=<file>] [tokens=<file>] [run=<id>]
 --                                        [start=<first line of data to use>] [pace_ms=<mean gap>]
+--                                        [pages=<file>] [mix=<get>,<list>,<post>]
 -- Modes:
 --   paths    GET each line of `data` in turn (absolute paths)
 --   get      GET /api/users/<id> for each id in `data`
@@ -8,6 +9,8 @@
 --   patch    PATCH /api/users/<id> (ids in `data`, owned by the token's account) with a new name
 --   login    POST /auth/login with the JSON body in `data`
 --   refresh  POST /auth/refresh, each request with its own refresh token (lines of `data`)
+--   mixed    what a client does: each request, at random in the proportions of `mix` (percentages),
+--            GET /api/users/<id> (ids in `data`), GET a list page (paths in `pages`) or POST /api/users
 -- Access tokens (lines of `tokens`) are spread over the threads, one per thread.
 -- pace_ms: each connection waits a random gap (exponential, this mean) after each answer before its
 -- next request, so the load is a steady arrival rate (about connections * 1000 / pace_ms requests/s)
@@ -33,7 +36,8 @@ local function read_lines(path)
   return lines
 end
 
-local mode, lines, thread_count, run_id
+local mode, lines, pages, thread_count, run_id
+local mix = {}
 local next_index, counter = 0, 0
 local headers = {}
 
@@ -49,11 +53,18 @@ function init(args)
   thread_count = tonumber(options.threads or "1")
   run_id = options.run or "0"
   if options.data then lines = read_lines(options.data) end
+  if options.pages then pages = read_lines(options.pages) end
+  if mode == "mixed" then
+    local get, list = (options.mix or "80,10,10"):match("^(%d+),(%d+),%d+$")
+    assert(get, "mix= is <get>,<list>,<post> percentages")
+    mix.get, mix.list = tonumber(get), tonumber(get) + tonumber(list)
+    math.randomseed(thread_index + 101)
+  end
   if options.tokens then
     local tokens = read_lines(options.tokens)
     headers["Authorization"] = "Bearer " .. tokens[(thread_index % #tokens) + 1]
   end
-  if mode == "post" or mode == "login" or mode == "refresh" then
+  if mode == "post" or mode == "login" or mode == "refresh" or mode == "mixed" then
     headers["Content-Type"] = "application/json"
   elseif mode == "patch" then
     headers["Content-Type"] = "application/merge-patch+json"
@@ -74,6 +85,21 @@ local function next_line()
   return line
 end
 
+local function post()
+  local email = string.format("bench-%s-%d-%d@post.example", run_id, thread_index, counter)
+  return wrk.format("POST", "/api/users", headers, '{"name":"Bench post","email":"' .. email .. '"}')
+end
+
+local function mixed()
+  local draw = math.random(100)
+  if draw <= mix.get then
+    return wrk.format("GET", "/api/users/" .. next_line(), headers)
+  elseif draw <= mix.list then
+    return wrk.format("GET", pages[math.random(#pages)], headers)
+  end
+  return post()
+end
+
 function request()
   counter = counter + 1
   if mode == "paths" then
@@ -81,8 +107,9 @@ function request()
   elseif mode == "get" then
     return wrk.format("GET", "/api/users/" .. next_line(), headers)
   elseif mode == "post" then
-    local email = string.format("bench-%s-%d-%d@post.example", run_id, thread_index, counter)
-    return wrk.format("POST", "/api/users", headers, '{"name":"Bench post","email":"' .. email .. '"}')
+    return post()
+  elseif mode == "mixed" then
+    return mixed()
   elseif mode == "patch" then
     local body = string.format('{"name":"Patched %s %d %d"}', run_id, thread_index, counter)
     return wrk.format("PATCH", "/api/users/" .. next_line(), headers, body)

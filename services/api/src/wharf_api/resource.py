@@ -29,7 +29,7 @@ from wharf_api.documents import etag_of, json_bytes
 from wharf_api.policy import Policy, Readers, scope
 from wharf_common import extensions as common
 from wharf_common import metrics
-from wharf_common.authn import current_principal, require_auth
+from wharf_common.authn import Principal, current_principal, require_auth
 from wharf_common.db import get_session
 from wharf_common.openapi import Parameter, operation
 from wharf_common.openapi import Response as Doc
@@ -214,27 +214,21 @@ def insert_answered(
     ``Idempotency-Key``, the insert and its answer are recorded in one transaction, and a retry
     gets the recorded answer again (the row is then None: nothing was created). A unique
     constraint's violation is ``conflict``."""
-    key = idempotency.key_from_request()
-    session = get_session() if key is not None else None  # without a key: one statement, committed alone
-    try:
-        if session is None:
-            row = queries.insert(table=table, values=values)
-            document, where = json_bytes(to_json(row)), location(row)
-        else:
-            owner, request_hash = current_principal().subject, idempotency.fingerprint(request.get_data())
-            replay = idempotency.begin(session, owner, key, request_hash)
-            if replay is not None:
-                return replay, None
-            row = queries.insert(table=table, values=values, session=session)
-            document, where = json_bytes(to_json(row)), location(row)
+    key, session = idempotency.key_from_request(), get_session()
+    if key is not None:
+        owner, request_hash = current_principal().subject, idempotency.fingerprint(request.get_data())
+        replay = idempotency.begin(session, owner, key, request_hash)
+        if replay is not None:
+            return replay, None
+
+    def write() -> tuple[Row[Any], bytes, str]:
+        row = queries.insert(session, table=table, values=values)
+        document, where = json_bytes(to_json(row)), location(row)
+        if key is not None:
             idempotency.record(session, owner, key, request_hash, 201, document, where)
-            session.commit()
-    except IntegrityError:
-        if session is not None:
-            session.rollback()
-        if conflict is None:
-            raise
-        raise conflict from None
+        return row, document, where
+
+    row, document, where = committed(session, write, conflict)
     response = json_response(document, 201, etag=True)
     response.headers["Location"] = where
     return response, row
@@ -335,8 +329,30 @@ class Resource:
         return response
 
     def patch(self, key: uuid.UUID) -> Response:
-        """Apply a merge patch, commit, retire the cached copies (nothing to do if nothing changes)."""
+        """Apply a merge patch and retire the cached copies (nothing to do if nothing changes). Without
+        If-Match, one conditional UPDATE in its transaction does it all (whose row, whether anything
+        differs); the row is read only when it changed nothing, to answer it as it is, 403 or 404."""
         changes = merge_patch(self.patch_schema)
+        if request.if_match or common.of().settings.require_if_match:
+            return self._patch_matching(key, changes)
+        principal, session = current_principal(), get_session()
+        if changes:
+            writer = self.policy.writable_owner(principal)
+            update = lambda: queries.update_if_changed(  # noqa: E731
+                session, table=self.table, key=key, values=changes, owner=writer
+            )
+            row = committed(session, update, self.conflict)
+            if row is not None:
+                self._changed(key, row.owner)
+                return json_response(json_bytes(self.to_json(row)), etag=True)
+        row = queries.by_id(table=self.table, key=key, session=session)
+        session.rollback()
+        if row is None or not self.policy.may_write(principal, row.owner):
+            raise self._refusal(principal, row)
+        return json_response(json_bytes(self.to_json(row)), etag=True)
+
+    def _patch_matching(self, key: uuid.UUID, changes: dict[str, Any]) -> Response:
+        """The patch with If-Match: the row locked, its ETag compared, then changed, in one transaction."""
         session = get_session()
         row = self._locked(session, key)
         if all(getattr(row, name) == value for name, value in changes.items()):
@@ -455,11 +471,15 @@ class Resource:
         row = queries.lock_by_id(session, table=self.table, key=key)
         principal = current_principal()
         if row is None or not self.policy.may_write(principal, row.owner):
-            readable = row is not None and self.policy.may_read(principal, row.owner)
-            raise self.forbidden if readable else self.not_found
+            raise self._refusal(principal, row)
         if request.if_match and not request.if_match.contains(etag_of(json_bytes(self.to_json(row)))):
             raise Problem(412, "The resource has changed since the given ETag (If-Match).", slug="precondition-failed")
         return row
+
+    def _refusal(self, principal: Principal, row: Row[Any] | None) -> Problem:
+        """Why ``principal`` may not change ``row``: 403 where it may read it, else 404 (as if none)."""
+        readable = row is not None and self.policy.may_read(principal, row.owner)
+        return self.forbidden if readable else self.not_found
 
     def _changed(self, key: uuid.UUID | None, owner: str | None) -> None:
         """After a committed write: retire the cached row (``key``) and the pages that list it."""
