@@ -108,7 +108,8 @@ def compare(tags: list[str], keys: list[str]) -> list[dict[str, object]]:
                 load = _load_average()
                 m = runner.run(scenario)
                 results.append({"turn": turn, "tag": tag, "key": scenario.key, "cpu_ms": m.cpu_ms, "rps": m.rps,
-                                "p99_ms": m.p99_ms, "errors": m.errors, "load": load})  # fmt: skip
+                                "p99_ms": m.p99_ms, "errors": m.errors, "error_detail": m.error_detail,
+                                "by_service": m.cpu_by_service, "load": load})  # fmt: skip
     return results
 
 

@@ -32,6 +32,7 @@ class Measurement:
     error_detail: dict[str, int] = field(default_factory=dict)
     cpu_ms: float | None = None  # CPU time of the containers on the request's path, per request
     p999_ms: float | None = None  # None in runs from before it was measured
+    cpu_by_service: dict[str, float] | None = None  # cpu_ms split by service (None in earlier runs)
 
     @classmethod
     def of(
@@ -42,6 +43,7 @@ class Measurement:
         warmup: WrkResult | None = None,
         *,
         cpu_ms: float | None = None,
+        cpu_by_service: dict[str, float] | None = None,
     ) -> Measurement:
         """A measured run; failures during its warm-up count too (any non-2xx/3xx fails the run)."""
         detail = dict(result.errors)
@@ -61,6 +63,7 @@ class Measurement:
             errors=sum(detail.values()),
             connections=connections,
             cpu_ms=cpu_ms,
+            cpu_by_service=cpu_by_service,
             error_detail={k: v for k, v in detail.items() if v},
         )
 

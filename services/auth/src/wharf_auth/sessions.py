@@ -13,6 +13,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,30 +48,48 @@ def hash_token(token: str) -> str:
 
 def issue_tokens(session: Session, account: Account, family_id: uuid.UUID) -> dict[str, Any]:
     """A new access token and a new refresh token in ``family_id``; the caller commits."""
-    config = settings()
-    access, _claims = extensions.of().keyring.sign_access_token(
-        issuer=config.token_issuer,
-        audience=config.token_audience,
-        subject=str(account.id),
-        roles=list(account.roles or []),
-        email_verified=account.email_verified_at is not None,
-        family_id=str(family_id),
-        ttl=config.access_token_ttl_seconds,
-    )
-    refresh = secrets.token_urlsafe(32)
+    tokens, refresh = sign_pair(account.id, account.roles, account.email_verified_at is not None, family_id)
     queries.add_refresh_token(
         session,
         account_id=account.id,
         family_id=family_id,
-        token_hash=hash_token(refresh),
-        expires_at=now() + timedelta(seconds=config.refresh_token_ttl_seconds),
+        token_hash=refresh.token_hash,
+        expires_at=refresh.expires_at,
     )
-    return {
+    return tokens
+
+
+@dataclass(frozen=True)
+class NewRefreshToken:
+    """What auth stores of a refresh token it hands out: its hash, never the token."""
+
+    token_hash: str
+    expires_at: datetime
+
+
+def sign_pair(
+    account_id: uuid.UUID, roles: list[str] | None, email_verified: bool, family_id: uuid.UUID
+) -> tuple[dict[str, Any], NewRefreshToken]:
+    """A new access token for the account and a new refresh token in ``family_id``: the answer's
+    pair, and the refresh token as the caller stores it."""
+    config = settings()
+    access, _claims = extensions.of().keyring.sign_access_token(
+        issuer=config.token_issuer,
+        audience=config.token_audience,
+        subject=str(account_id),
+        roles=list(roles or []),
+        email_verified=email_verified,
+        family_id=str(family_id),
+        ttl=config.access_token_ttl_seconds,
+    )
+    refresh = secrets.token_urlsafe(32)
+    tokens = {
         "access_token": access,
         "token_type": "Bearer",
         "expires_in": config.access_token_ttl_seconds,
         "refresh_token": refresh,
     }
+    return tokens, NewRefreshToken(hash_token(refresh), now() + timedelta(seconds=config.refresh_token_ttl_seconds))
 
 
 def set_password(session: Session, account: Account, password_hash: str) -> Revocation:

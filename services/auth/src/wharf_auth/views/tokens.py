@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from wharf_auth import events, extensions, queries, sessions
 from wharf_auth.limits import Limit, email_key, ip_key
-from wharf_auth.models import RefreshToken
 from wharf_auth.schemas import LoginBody, RefreshBody, TokenPair
 from wharf_common.authn import unauthorized
 from wharf_common.db import get_session
@@ -126,22 +127,26 @@ def refresh() -> ResponseReturnValue:
         session.rollback()
         events.emit("refresh_retried", account_id=row.account_id)
         return jsonify(again), 200, NO_STORE
-    account = queries.account_by_id(session, account_id=row.account_id)
-    if row.expires_at <= now or account is None:
+    if row.expires_at <= now or row.account_found is None:
         session.rollback()
         raise unauthorized(REFRESH_FAILED, token_sent=False)
-    tokens = sessions.issue_tokens(session, account, row.family_id)
-    row.used_at = now
-    if config.refresh_reuse_interval_seconds:
-        row.successor = sessions.seal_successor(presented, tokens)
+    tokens, successor = sessions.sign_pair(row.account_id, row.roles, row.email_verified_at is not None, row.family_id)
     interval = timedelta(seconds=config.refresh_reuse_interval_seconds)
-    queries.forget_successors(session, family_id=row.family_id, used_before=now - interval)
+    queries.rotate_refresh_token(
+        session,
+        used=row,
+        now=now,
+        sealed=sessions.seal_successor(presented, tokens) if interval else None,
+        new_token_hash=successor.token_hash,
+        new_expires_at=successor.expires_at,
+        used_before=now - interval,
+    )
     session.commit()
-    events.emit("refresh", account_id=account.id)
+    events.emit("refresh", account_id=row.account_id)
     return jsonify(tokens), 200, NO_STORE
 
 
-def _end_family(session: Session, reused: RefreshToken) -> None:
+def _end_family(session: Session, reused: Row[Any]) -> None:
     """A used refresh token presented again after the reuse interval was stolen or leaked: end its
     whole session, the access tokens of the family included, at every service."""
     queries.revoke_refresh_tokens(session, now=sessions.now(), family_id=reused.family_id)
