@@ -100,8 +100,14 @@ class Cache:
     A ``ttl`` of 0 turns lookups and fills off; writes still replace stamps, for replicas that cache.
     """
 
-    def __init__(self, client: redis.Redis, *, namespace: str, ttl: int) -> None:
+    def __init__(self, client: redis.Redis, *, namespace: str, ttl: int, writer: redis.Redis | None = None) -> None:
+        """``client`` answers lookups and stores fills (with local copies, see :func:`make_redis`: a
+        fill's own invalidation comes back on the connection that sent it, before its reply);
+        ``writer``, if given, a client without local copies, replaces the stamps after a write, which
+        then skips the copies' bookkeeping (redis-py applies the waiting invalidations before every
+        command); its PING after them says every process has its invalidation waiting."""
         self._redis = client
+        self._writer = writer or client
         self._namespace = namespace
         self._ttl = ttl
         self._breaker = make_breaker()
@@ -133,7 +139,7 @@ class Cache:
 
     def clear(self) -> bool:
         """Retire every document of the namespace (after a restore, or a lost invalidation)."""
-        self._redis.set(self._stamp_key("namespace"), uuid.uuid4().hex)
+        self._writer.set(self._stamp_key("namespace"), uuid.uuid4().hex)
         return True
 
     def _lookup(self, subject: str, key: str) -> Lookup:
@@ -163,14 +169,18 @@ class Cache:
         return True
 
     def _replace_stamps(self, subjects: list[str]) -> bool:
-        pipe = self._redis.pipeline(transaction=False)
-        for subject in subjects:
-            pipe.set(self._stamp_key(subject), uuid.uuid4().hex, ex=self._ttl + STAMP_GRACE_SECONDS)
-        pipe.execute()
+        expiry = self._ttl + STAMP_GRACE_SECONDS
+        if len(subjects) == 1:  # one command needs no pipeline
+            self._writer.set(self._stamp_key(subjects[0]), uuid.uuid4().hex, ex=expiry)
+        else:
+            pipe = self._writer.pipeline(transaction=False)
+            for subject in subjects:
+                pipe.set(self._stamp_key(subject), uuid.uuid4().hex, ex=expiry)
+            pipe.execute()
         # Redis sends a write's reply and its invalidation pushes in the same flush, but may send the
         # reply first; a second round trip returns only after that flush has written every push, so
         # another process that the client asks next has its push waiting on its connection.
-        self._redis.ping()
+        self._writer.ping()
         return True
 
     def _guarded(self, operation: Callable[[], T], default: T, what: str) -> T:

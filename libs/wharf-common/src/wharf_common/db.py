@@ -84,6 +84,9 @@ def wait_with_deadline(connection: psycopg2.extensions.connection, *, seconds: f
             raise psycopg2.OperationalError(f"the database did not answer within {limit:g} s")
 
 
+# What a request may hold in flask.g: closed (rolled back if left open) at teardown.
+REQUEST_CONNECTIONS = ("db_session", "db_write_connection", "db_autocommit_connection")
+
 # Engines created in this process, so a forked worker can drop inherited connections.
 _ENGINES: list[Engine] = []
 
@@ -167,7 +170,7 @@ def init_app(app: Flask) -> None:
 
     @app.teardown_appcontext
     def _close_sessions(_exc: BaseException | None) -> None:
-        for name in ("db_session", "db_autocommit_connection"):
+        for name in REQUEST_CONNECTIONS:
             used: Session | Connection | None = g.pop(name, None)
             if used is not None:
                 _close(used)
@@ -191,7 +194,7 @@ class RetryingDispatch(Flask):
 
 
 def _reset_request_connections() -> None:
-    for name in ("db_session", "db_autocommit_connection"):
+    for name in REQUEST_CONNECTIONS:
         used: Session | Connection | None = g.pop(name, None)
         if used is not None:
             _close(used)
@@ -232,6 +235,17 @@ def get_session() -> Session:
         session = extensions.of().sessions()
         g.db_session = session
     return session
+
+
+def write_connection() -> Connection:
+    """The request's connection for a write in SQLAlchemy Core, without the ORM's unit of work: its
+    statements form one transaction (begun by the first), which the caller commits
+    (``connection.commit()``). Where ORM objects are written, :func:`get_session` instead."""
+    connection: Connection | None = g.get("db_write_connection")
+    if connection is None:
+        connection = extensions.of().engine.connect()
+        g.db_write_connection = connection
+    return connection
 
 
 def autocommit_connection() -> Connection:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Row,
     Select,
     Table,
@@ -65,8 +66,8 @@ def _insert(table: Table) -> Any:
     return insert_into(table).returning(*table.c)  # the server's defaults (timestamps) come back with it
 
 
-def insert(session: Session, *, table: Table, values: dict[str, Any]) -> Row[Any]:
-    """The new row, in the session's transaction."""
+def insert(session: Session | Connection, *, table: Table, values: dict[str, Any]) -> Row[Any]:
+    """The new row, in the transaction of ``session`` (an ORM session or a Core connection)."""
     return session.execute(_insert(table), values).one()
 
 
@@ -104,7 +105,7 @@ def update_by_id(session: Session, *, table: Table, key: uuid.UUID, values: dict
 
 
 def update_if_changed(
-    session: Session, *, table: Table, key: uuid.UUID, values: dict[str, Any], owner: str | None
+    session: Session | Connection, *, table: Table, key: uuid.UUID, values: dict[str, Any], owner: str | None
 ) -> Row[Any] | None:
     """The row after ``values`` and a new ``updated_at`` were set, in the session, if it exists (and
     is ``owner``'s, when given) and one of ``values`` differs from the row's; else None (the caller

@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 from flask import Blueprint, Flask, Response, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, create_model
-from sqlalchemy import Row, Table
+from sqlalchemy import Connection, Row, Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,7 +30,7 @@ from wharf_api.policy import Policy, Readers, scope
 from wharf_common import extensions as common
 from wharf_common import metrics
 from wharf_common.authn import Principal, current_principal, require_auth
-from wharf_common.db import get_session
+from wharf_common.db import get_session, write_connection
 from wharf_common.openapi import Parameter, operation
 from wharf_common.openapi import Response as Doc
 from wharf_common.problems import Problem
@@ -193,7 +193,7 @@ def merge_patch(model: type[M]) -> dict[str, Any]:
     return patch.model_dump(exclude_unset=True)
 
 
-def committed(session: Session, write: Callable[[], T], conflict: Problem | None) -> T:
+def committed(session: Session | Connection, write: Callable[[], T], conflict: Problem | None) -> T:
     """``write()`` in the request's session, then commit. A unique constraint's violation (by the
     statement or at the commit) is ``conflict`` (when given), and nothing is kept."""
     try:
@@ -211,27 +211,43 @@ def insert_answered(
     table: Table, values: dict[str, Any], to_json: ToJson, location: Callable[[Row[Any]], str], conflict: Problem | None
 ) -> tuple[Response, Row[Any] | None]:
     """Insert ``values`` and answer 201 with the document, its ETag and ``location(row)``. With an
-    ``Idempotency-Key``, the insert and its answer are recorded in one transaction, and a retry
-    gets the recorded answer again (the row is then None: nothing was created). A unique
+    ``Idempotency-Key``, the insert and its answer are recorded in one transaction of the ORM
+    session, and a retry gets the recorded answer again (the row is then None: nothing was
+    created); without, the insert is a transaction of its own in SQLAlchemy Core. A unique
     constraint's violation is ``conflict``."""
-    key, session = idempotency.key_from_request(), get_session()
-    if key is not None:
+    key = idempotency.key_from_request()
+    if key is None:
+        connection = write_connection()
+        row, document, where = committed(
+            connection, lambda: _inserted(connection, table, values, to_json, location), conflict
+        )
+    else:
+        session = get_session()
         owner, request_hash = current_principal().subject, idempotency.fingerprint(request.get_data())
         replay = idempotency.begin(session, owner, key, request_hash)
         if replay is not None:
             return replay, None
 
-    def write() -> tuple[Row[Any], bytes, str]:
-        row = queries.insert(session, table=table, values=values)
-        document, where = json_bytes(to_json(row)), location(row)
-        if key is not None:
-            idempotency.record(session, owner, key, request_hash, 201, document, where)
-        return row, document, where
+        def write() -> tuple[Row[Any], bytes, str]:
+            answer = _inserted(session, table, values, to_json, location)
+            idempotency.record(session, owner, key, request_hash, 201, answer[1], answer[2])
+            return answer
 
-    row, document, where = committed(session, write, conflict)
+        row, document, where = committed(session, write, conflict)
     response = json_response(document, 201, etag=True)
     response.headers["Location"] = where
     return response, row
+
+
+def _inserted(
+    runner: Session | Connection,
+    table: Table,
+    values: dict[str, Any],
+    to_json: ToJson,
+    location: Callable[[Row[Any]], str],
+) -> tuple[Row[Any], bytes, str]:
+    row = queries.insert(runner, table=table, values=values)
+    return row, json_bytes(to_json(row)), location(row)
 
 
 # -- resources ----------------------------------------------------------------------------------
@@ -335,7 +351,7 @@ class Resource:
         changes = merge_patch(self.patch_schema)
         if request.if_match or common.of().settings.require_if_match:
             return self._patch_matching(key, changes)
-        principal, session = current_principal(), get_session()
+        principal, session = current_principal(), write_connection()
         if changes:
             writer = self.policy.writable_owner(principal)
             update = lambda: queries.update_if_changed(  # noqa: E731
