@@ -1,9 +1,10 @@
 """`make bench-ab`: an interleaved A/B of two builds of the services, on chosen scenarios.
 
-``python -m bench.ab TAG_A TAG_B [SCENARIO ...]``: the api and auth images tagged ``TAG_A`` and
-``TAG_B`` (built beforehand, e.g. ``WHARF_TAG=x scripts/compose.sh build api auth`` in each
-checkout) take turns on the benchmark's compose project, A, B, A, B (``BENCH_AB_ROUNDS`` rounds,
-2 by default), so that load from elsewhere on the machine weighs on both alike. Each turn runs the
+``make bench-ab A=TAG_A B=TAG_B SCENARIOS="post patch"``: the api and auth images tagged ``TAG_A``
+and ``TAG_B`` (built beforehand in each checkout: ``WHARF_TAG=x scripts/compose.sh build
+api-migrate dev-secrets``, the services that build those images) take turns on the benchmark's
+compose project, A, B, A, B (``BENCH_AB_ROUNDS`` rounds, 2 by default), so that load from
+elsewhere on the machine weighs on both alike. Each turn runs the
 framework ceiling and then each scenario as `make bench` runs it (``BENCH_DURATION`` seconds, 8
 here, after a warm-up), and reads the CPU time per request from the containers' cgroups. The api
 runs with ``CACHE_TTL_SECONDS=0`` (reads from Postgres; writes still replace the stamps) unless a
