@@ -11,7 +11,7 @@ BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate k8s-smoke bench bench-workers bench-ab lint fmt config lock base-images clean admin rotate-keys \
+.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate k8s-smoke bench bench-workers bench-ab bench-idle soak lint fmt config lock base-images clean admin unlock rotate-keys \
 	migrate backup restore psql redis-cli shell mail
 
 help: ## List the targets
@@ -20,7 +20,7 @@ help: ## List the targets
 up: ## Build what is missing, start the stack, wait until healthy, print the URL
 	@scripts/bootstrap-docker.sh
 	@start=$$(date +%s); $(COMPOSE) up --detach --build --wait --wait-timeout 300 --quiet-pull \
-	  && echo "Wharf is up at $(URL) (healthy in $$(( $$(date +%s) - start )) s)" \
+	  && echo "Wharf is up at $(URL) (ready in $$(( $$(date +%s) - start )) s)" \
 	  || { scripts/why-down.sh >&2; exit 1; }
 
 deploy: ## A new version of api and auth without a failed request: build, migrate, replace replicas one at a time
@@ -80,6 +80,12 @@ bench-workers: ## The worker-model sweep behind the gunicorn defaults (MODELS="2
 bench-ab: ## Interleaved A/B of two builds on chosen scenarios: make bench-ab A=tag B=tag [SCENARIOS="post patch"] (bench/ab.py)
 	@scripts/bench.sh ab $(A) $(B) $(SCENARIOS)
 
+bench-idle: ## The stack's CPU at rest against its 60 ms/s target (project wharf-bench, about 4 min; a quiet machine)
+	@scripts/bench.sh idle
+
+soak: ## Memory under a long mixed load (own project wharf-soak; SOAK_SECONDS, 1800): each container's memory over time
+	@scripts/bench.sh soak
+
 lint: ## ruff (lint + format check), no import circle (lint-imports), compose config, shell syntax
 	@scripts/venv.sh
 	@.venv/bin/ruff check .
@@ -114,6 +120,10 @@ clean: ## Remove this project's containers, volumes and built images (secrets ar
 admin: ## Grant the admin role to an existing account: make admin EMAIL=someone@example.com
 	@test -n "$(EMAIL)" || { echo "usage: make admin EMAIL=someone@example.com" >&2; exit 2; }
 	@$(COMPOSE) exec auth flask grant-admin "$(EMAIL)"
+
+unlock: ## Lift the sign-in lock of an account now (failed attempts forgotten): make unlock EMAIL=someone@example.com
+	@test -n "$(EMAIL)" || { echo "usage: make unlock EMAIL=someone@example.com" >&2; exit 2; }
+	@$(EXEC) auth flask unlock "$(EMAIL)"
 
 rotate-keys: ## Add a token signing key: published now, signs after SIGNING_KEY_ACTIVATION_SECONDS; old keys keep verifying, retire after an hour
 	@$(COMPOSE) run --rm --no-deps dev-secrets python -m wharf_common.devsecrets /secrets --rotate-signing-key

@@ -15,13 +15,10 @@ import time
 from pathlib import Path
 
 from bench import footprint, report, scenarios, seed, wrk
-from bench.config import README, ROOT, BenchConfig, ConfigError
-from bench.runner import Runner, log
+from bench.config import README, ROOT, BenchConfig, ConfigError, log
+from bench.runner import Runner
 from bench.scenarios import DataFiles
 from bench.stack import BenchStack, StackError
-
-# Long enough for several rounds of every container's health check (every 2-3 s).
-IDLE_CPU_SECONDS = 15
 
 
 def list_paths(work: Path, stack: BenchStack, name: str) -> tuple[Path, Path]:
@@ -37,11 +34,10 @@ def bring_up(stack: BenchStack) -> dict[str, object]:
     log("make up (first start, initialises the database)")
     first = stack.make_up()
     stack.stop_product()
-    warm = stack.make_up()
-    log(f"warm make up: {warm:.1f} s to healthy (first: {first:.1f} s)")
-    time.sleep(5)  # let start-up work settle before reading idle memory
+    warm, idle = footprint.at_rest(stack, footprint.IDLE_SECONDS)
+    log(f"warm make up: {warm:.1f} s to ready (first: {first:.1f} s)")
+    log(footprint.idle_summary(idle))
     memory = footprint.idle_memory(stack)
-    idle_cpu = footprint.idle_cpu(stack, IDLE_CPU_SECONDS)
     tag = os.environ.get("WHARF_TAG", "dev")
     prefix = os.environ.get("WHARF_IMAGE_PREFIX", "wharf")
     images = footprint.image_sizes([f"{prefix}/{name}:{tag}" for name in ("api", "auth", "nginx")])
@@ -51,8 +47,7 @@ def bring_up(stack: BenchStack) -> dict[str, object]:
         "first_up_seconds": round(first, 1),
         "image_sizes": images,
         "idle_memory": memory,
-        "idle_cpu_ms_per_second": idle_cpu,
-        "idle_cpu_seconds": IDLE_CPU_SECONDS,
+        "idle_cpu": dataclasses.asdict(idle),
     }
 
 

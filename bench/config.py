@@ -21,11 +21,15 @@ RAISED_LIMITS = {
 }
 
 
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
 class ConfigError(ValueError):
     """A ``BENCH_*`` variable has a value the benchmark cannot use."""
 
 
-def _int(name: str, default: int, low: int, high: int) -> int:
+def int_setting(name: str, default: int, low: int, high: int) -> int:
     raw = os.environ.get(name) or str(default)
     try:
         value = int(raw)
@@ -97,9 +101,9 @@ class BenchConfig:
             https_port=18443,
             ceiling_port=18090,
             seed_port=18091,
-            duration=_int("BENCH_DURATION", 10, 1, 600),
+            duration=int_setting("BENCH_DURATION", 10, 1, 600),
             warmup=2,
-            connections=_int("BENCH_CONNECTIONS", 64, 1, 10000),
+            connections=int_setting("BENCH_CONNECTIONS", 64, 1, 10000),
             threads=2,
             scale_rows=rows,
             refresh_tokens=40000,

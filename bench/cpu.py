@@ -3,27 +3,12 @@ disturbs far less than requests/s (contention makes requests wait, it barely mak
 
 from __future__ import annotations
 
-from pathlib import Path
-
-CGROUP = Path("/sys/fs/cgroup")
-
-
-def _usage_ns(container_id: str) -> int | None:
-    """Cumulative CPU nanoseconds of one container (cgroup v1 cgroupfs, or v2 systemd/cgroupfs)."""
-    v1 = CGROUP / "cpuacct" / "docker" / container_id / "cpuacct.usage"
-    if v1.exists():
-        return int(v1.read_text())
-    for v2 in (CGROUP / "system.slice" / f"docker-{container_id}.scope", CGROUP / "docker" / container_id):
-        stat = v2 / "cpu.stat"
-        if stat.exists():
-            fields = dict(line.split() for line in stat.read_text().splitlines())
-            return int(fields["usage_usec"]) * 1000
-    return None
+from bench.cgroup import cpu_ns
 
 
 def snapshot(container_ids: list[str]) -> dict[str, int] | None:
     """CPU nanoseconds by container, or None where the cgroup files cannot be read."""
-    usage = {cid: _usage_ns(cid) for cid in container_ids}
+    usage = {cid: cpu_ns(cid) for cid in container_ids}
     if not usage or any(v is None for v in usage.values()):
         return None
     return {cid: v for cid, v in usage.items() if v is not None}

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.footprint import WHOLE_MACHINE
+from bench.footprint import IdleCpu, idle_summary
 from bench.scenarios import CEILING, SEED, Scenario
 from bench.wrk import WrkResult
 
@@ -263,21 +263,13 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(f"| {rows:,} | {' | '.join(cells)} |")
     footprint = data["footprint"]
     lines += ["", "**Footprint**", ""]
-    lines.append(f"- warm `make up` to healthy: {footprint['warm_up_seconds']:.1f} s")
+    lines.append(f"- warm `make up` to ready: {footprint['warm_up_seconds']:.1f} s")
     lines.append("- images: " + ", ".join(f"`{name}` {_mb(size)}" for name, size in footprint["image_sizes"].items()))
     lines.append(
         "- idle memory: " + ", ".join(f"{name} {_mib(size)}" for name, size in sorted(footprint["idle_memory"].items()))
     )
-    idle_cpu = dict(footprint.get("idle_cpu_ms_per_second") or {})
-    if idle_cpu:
-        machine = idle_cpu.pop(WHOLE_MACHINE, None)
-        lines.append(
-            f"- idle CPU, ms per second over {footprint['idle_cpu_seconds']} s with no traffic (health checks "
-            "included): "
-            + ", ".join(f"{name} {ms:g}" for name, ms in sorted(idle_cpu.items()))
-            + f"; {sum(idle_cpu.values()):.1f} for the containers"
-            + ("" if machine is None else f", {machine:g} for the {WHOLE_MACHINE} (Docker's daemons included)")
-        )
+    if footprint.get("idle_cpu"):
+        lines.append("- " + idle_summary(IdleCpu(**footprint["idle_cpu"])))
     if data.get("before"):
         lines += ["", *comparison(data["before"], data)]
     lines += ["", "**Targets** (issues 16, 18 and 31; ratios within this run)", ""]

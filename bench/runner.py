@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from bench import cpu, scenarios, wrk
-from bench.config import BenchConfig
+from bench.config import BenchConfig, log
 from bench.report import Measurement
 from bench.scenarios import Scenario
 from bench.stack import BenchStack
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
 
 
 class Runner:

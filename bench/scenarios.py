@@ -159,7 +159,7 @@ def mixed(config: BenchConfig, files: DataFiles, rows: int, pages: Path, ceiling
     single users, some list pages, some creates (each create retires the list pages' cached copies,
     so the pages read after it are misses). Its p99 shows what writes do to the readers' tail."""
     get, pages_share, posts = MIX
-    options = _opts("mixed", files.cached_ids, files.tokens, _pace_ms(config, ceiling_rps))
+    options = _opts("mix", files.cached_ids, files.tokens, _pace_ms(config, ceiling_rps))
     options |= {"pages": str(pages), "mix": f"{get},{pages_share},{posts}"}
     title = (
         f"Mixed: {get}% GET /api/users/<id>, {pages_share}% list pages, {posts}% POST, "

@@ -109,8 +109,12 @@ def cursor_at(stack: BenchStack, fraction: float) -> str:
     """The list cursor that starts a page ``fraction`` of the way through the table (keyset: cost is
     the same at any depth)."""
     offset = int(user_count(stack) * fraction)
-    last_id = stack.psql("api", f"SELECT id FROM api.users ORDER BY id OFFSET {offset} LIMIT 1;").strip()
-    return base64.urlsafe_b64encode(uuid.UUID(last_id).bytes).rstrip(b"=").decode("ascii")
+    return cursor_of(stack.psql("api", f"SELECT id FROM api.users ORDER BY id OFFSET {offset} LIMIT 1;").strip())
+
+
+def cursor_of(user_id: str) -> str:
+    """The list cursor of the page that starts after ``user_id`` (the api's keyset cursor)."""
+    return base64.urlsafe_b64encode(uuid.UUID(user_id).bytes).rstrip(b"=").decode("ascii")
 
 
 def recipe_ids(stack: BenchStack) -> list[str]:

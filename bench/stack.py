@@ -49,10 +49,11 @@ class BenchStack:
             raise StackError(f"{' '.join(command[1:])} failed:\n{result.stderr[-3000:]}")
         return result.stdout
 
-    def build(self) -> None:
+    def build(self, *, references: bool = True) -> None:
         # The references' image is built FROM the api image: that one first.
         self.compose("build", "--quiet", files=PRODUCT_FILES)
-        self.compose("build", "--quiet", "ceiling")
+        if references:
+            self.compose("build", "--quiet", "ceiling")
 
     def make_up(self) -> float:
         """Seconds `make up` takes (the product stack only), as ops run it."""
@@ -112,20 +113,22 @@ class BenchStack:
         return self.compose("ps", "--quiet", *services).split() if services else []
 
     def load_urls(self) -> dict[str, str]:
-        """``edge_url``/``ceiling_edge_url``: each nginx's own address on its compose network, for the
-        ones this host can connect to directly (Docker on Linux; not Docker Desktop).
+        """``edge_url``/``ceiling_edge_url``/``seed_edge_url``: each nginx's own address on its compose
+        network, for the ones this host can connect to directly (see :meth:`edge_url`)."""
+        services = (("edge_url", "nginx"), ("ceiling_edge_url", "nginx-ceiling"), ("seed_edge_url", "nginx-seed"))
+        found = {key: self.edge_url(service) for key, service in services}
+        return {key: url for key, url in found.items() if url is not None}
+
+    def edge_url(self, service: str = "nginx") -> str | None:
+        """``service``'s own address on its compose network when this host reaches it (Docker on Linux;
+        not Docker Desktop), else None.
 
         A published port on 127.0.0.1 goes through Docker's userland proxy, which copies every byte
         in a process of its own: ~80 us of CPU per request on the 2-core benchmark machine, charged
         to the same cores as the stack, and no part of it (a client on another host, or a cluster's
         ingress, never meets it)."""
-        found = {}
-        services = (("edge_url", "nginx"), ("ceiling_edge_url", "nginx-ceiling"), ("seed_edge_url", "nginx-seed"))
-        for key, service in services:
-            address = self._reachable_address(self.container_id(service), 8080)
-            if address is not None:
-                found[key] = f"http://{address}:8080"
-        return found
+        address = self._reachable_address(self.container_id(service), 8080)
+        return None if address is None else f"http://{address}:8080"
 
     @staticmethod
     def _reachable_address(container: str, port: int) -> str | None:

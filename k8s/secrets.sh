@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or update Wharf's Secrets from a directory laid out like compose's secrets directory:
-#   postgres/password  auth/{db_password,redis_password,signing-keys/*.pem}  auth-mail/redis_password
+#   postgres/password  auth/{db_password,redis_password,mfa_encryption_key,signing-keys/*.pem}  auth-mail/redis_password
 #   [auth-mail/smtp_password]  api/{db_password,redis_password}  redis/users.acl  nginx/{tls.crt,tls.key}
 # Files missing from DIR are generated first by the same code compose uses
 # (python -m wharf_common.devsecrets: random passwords, an Ed25519 key, the Redis ACL derived
@@ -43,7 +43,8 @@ secret() {
 }
 manifests=$(
   secret generic wharf-postgres --from-file=password="$dir/postgres/password"
-  secret generic wharf-auth --from-file=db_password="$dir/auth/db_password" --from-file=redis_password="$dir/auth/redis_password"
+  secret generic wharf-auth --from-file=db_password="$dir/auth/db_password" --from-file=redis_password="$dir/auth/redis_password" \
+    --from-file=mfa_encryption_key="$dir/auth/mfa_encryption_key"
   secret generic wharf-auth-signing-keys --from-file="$dir/auth/signing-keys/"
   # The mail worker's Redis password, and its SMTP server's password when DIR has one.
   mail=(--from-file=redis_password="$dir/auth-mail/redis_password")

@@ -39,4 +39,34 @@ if ((i <= $#)) && [[ ! -s $WHARF_SECRETS_DIR/postgres/password ]]; then
 fi
 WHARF_SECRETS_STAMP=$(secrets_stamp)
 export WHARF_SECRETS_STAMP
+
+# `up --wait [--wait-timeout SECONDS]`: compose itself would wait for Docker's health verdicts, which
+# Docker 20.10 gives only one interval (30-60 s) after a container starts; instead every container
+# of the services brought up is waited for with its own health check, run at once
+# (scripts/ready.sh; docs/operations.md, "Health checks").
+if ((i <= $#)); then
+  globals=("${@:1:i-1}") up_args=() services=() wait= wait_timeout=300
+  set -- "${@:i+1}"
+  while (($#)); do
+    case $1 in
+      --wait) wait=1 ;;
+      --wait-timeout) wait_timeout=$2 && shift ;;
+      --wait-timeout=*) wait_timeout=${1#*=} ;;
+      # `up`'s options that take a value (docker compose up --help, v2.40)
+      --attach | --exit-code-from | --no-attach | --pull | --scale | -t | --timeout) up_args+=("$1" "$2") && shift ;;
+      -*) up_args+=("$1") ;;
+      *) up_args+=("$1") services+=("$1") ;;
+    esac
+    shift
+  done
+  if [[ -z $wait ]]; then
+    exec docker compose "${globals[@]}" up "${up_args[@]}"
+  fi
+  docker compose "${globals[@]}" up --detach "${up_args[@]}" || exit
+  mapfile -t containers < <(docker compose "${globals[@]}" ps --all --quiet "${services[@]}")
+  # shellcheck source=scripts/ready.sh
+  source scripts/ready.sh
+  wait_ready "$wait_timeout" "${containers[@]}"
+  exit
+fi
 exec docker compose "$@"

@@ -9,9 +9,11 @@
 --   patch    PATCH /api/users/<id> (ids in `data`, owned by the token's account) with a new name
 --   login    POST /auth/login with the JSON body in `data`
 --   refresh  POST /auth/refresh, each request with its own refresh token (lines of `data`)
---   mixed    what a client does: each request, at random in the proportions of `mix` (percentages),
---            GET /api/users/<id> (ids in `data`), GET a list page (paths in `pages`) or POST /api/users
--- Access tokens (lines of `tokens`) are spread over the threads, one per thread.
+--   mix      what an application's clients do (`make soak`, and make bench's mixed scenario): at random
+--            in the percentages of `mix` (80,10,10), GET /api/users/<id> of a random id in `data`, a
+--            random list page of `pages` (absolute paths with their cursors), or POST /api/users; each
+--            request signed with a random token of `tokens` (many accounts), not one per thread
+-- Access tokens (lines of `tokens`) are spread over the threads, one per thread (mode mix: per request).
 -- pace_ms: each connection waits a random gap (exponential, this mean) after each answer before its
 -- next request, so the load is a steady arrival rate (about connections * 1000 / pace_ms requests/s)
 -- rather than as fast as the server answers: a slow answer then shows as latency, not as less load.
@@ -36,9 +38,9 @@ local function read_lines(path)
   return lines
 end
 
-local mode, lines, pages, thread_count, run_id
-local mix = {}
+local mode, lines, thread_count, run_id, pages, tokens
 local next_index, counter = 0, 0
+local mix = {}
 local headers = {}
 
 function init(args)
@@ -54,24 +56,24 @@ function init(args)
   run_id = options.run or "0"
   if options.data then lines = read_lines(options.data) end
   if options.pages then pages = read_lines(options.pages) end
-  if mode == "mixed" then
+  if mode == "mix" then
     local get, list = (options.mix or "80,10,10"):match("^(%d+),(%d+),%d+$")
     assert(get, "mix= is <get>,<list>,<post> percentages")
     mix.get, mix.list = tonumber(get), tonumber(get) + tonumber(list)
-    math.randomseed(thread_index + 101)
   end
   if options.tokens then
-    local tokens = read_lines(options.tokens)
+    tokens = read_lines(options.tokens)
     headers["Authorization"] = "Bearer " .. tokens[(thread_index % #tokens) + 1]
   end
-  if mode == "post" or mode == "login" or mode == "refresh" or mode == "mixed" then
+  -- Seeded per thread: each thread walks its own random sequence.
+  math.randomseed(thread_index + 1)
+  if mode == "post" or mode == "login" or mode == "refresh" or mode == "mix" then
     headers["Content-Type"] = "application/json"
   elseif mode == "patch" then
     headers["Content-Type"] = "application/merge-patch+json"
   end
   if options.pace_ms then
     local mean = tonumber(options.pace_ms)
-    math.randomseed(thread_index + 1)
     -- wrk calls delay() (when the script defines it) before each request and waits that many ms.
     delay = function() return -math.log(1 - math.random()) * mean end
   end
@@ -85,19 +87,21 @@ local function next_line()
   return line
 end
 
-local function post()
+local function post_user()
   local email = string.format("bench-%s-%d-%d@post.example", run_id, thread_index, counter)
   return wrk.format("POST", "/api/users", headers, '{"name":"Bench post","email":"' .. email .. '"}')
 end
 
 local function mixed()
+  local authorization = "Bearer " .. tokens[math.random(#tokens)]
   local draw = math.random(100)
   if draw <= mix.get then
-    return wrk.format("GET", "/api/users/" .. next_line(), headers)
+    return wrk.format("GET", "/api/users/" .. lines[math.random(#lines)], {Authorization = authorization})
   elseif draw <= mix.list then
-    return wrk.format("GET", pages[math.random(#pages)], headers)
+    return wrk.format("GET", pages[math.random(#pages)], {Authorization = authorization})
   end
-  return post()
+  headers["Authorization"] = authorization  -- with the JSON content type
+  return post_user()
 end
 
 function request()
@@ -107,8 +111,8 @@ function request()
   elseif mode == "get" then
     return wrk.format("GET", "/api/users/" .. next_line(), headers)
   elseif mode == "post" then
-    return post()
-  elseif mode == "mixed" then
+    return post_user()
+  elseif mode == "mix" then
     return mixed()
   elseif mode == "patch" then
     local body = string.format('{"name":"Patched %s %d %d"}', run_id, thread_index, counter)

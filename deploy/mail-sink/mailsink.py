@@ -1,4 +1,4 @@
-"""What the development mail sink received (`make mail`): ``list``, ``show N``, ``json``, ``check``.
+"""What the development mail sink received (`make mail`): ``list``, ``show N``, ``json``.
 
 aiosmtpd's Mailbox handler stores each message as a file of the Maildir ``$MAILDIR``; this reads
 them back with the standard library, oldest first, numbered from 1.
@@ -10,7 +10,6 @@ import argparse
 import json
 import mailbox
 import os
-import smtplib
 import sys
 from email import policy
 from email.message import EmailMessage
@@ -49,13 +48,8 @@ def main() -> None:
     show = commands.add_parser("show", help="one message's headers and plain-text body")
     show.add_argument("number", type=int, help="as `list` numbers them; negative counts from the newest")
     commands.add_parser("json", help="every message as a JSON array (the integration tests read this)")
-    commands.add_parser("check", help="health check: the SMTP server answers on 127.0.0.1:1025")
     args = parser.parse_args()
 
-    if args.command == "check":
-        with smtplib.SMTP("127.0.0.1", 1025, timeout=2) as client:
-            client.noop()
-        return
     found = messages()
     if args.command == "json":
         json.dump([as_json(m) for m in found], sys.stdout)

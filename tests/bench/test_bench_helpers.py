@@ -11,7 +11,7 @@ import pytest
 from bench import scenarios
 from bench.config import README, BenchConfig
 from bench.cpu import by_service, ms_per_request
-from bench.footprint import WHOLE_MACHINE, busy_cpu_ms, parse_size, per_second
+from bench.footprint import IdleCpu, busy_cpu_ms, idle_summary, parse_size, per_second
 from bench.report import (
     README_BEGIN,
     README_END,
@@ -81,8 +81,14 @@ FOOTPRINT = {
     "warm_up_seconds": 12.3,
     "image_sizes": {"wharf/api:dev": 190_000_000},
     "idle_memory": {"api-1": 2**26},
-    "idle_cpu_ms_per_second": {"api-1": 7.5, "nginx-1": 20.0, WHOLE_MACHINE: 250.0},
-    "idle_cpu_seconds": 15,
+    "idle_cpu": {
+        "seconds": 60,
+        "containers": {"api-1": 7.5, "nginx-1": 20.0},
+        "shims": 12.5,
+        "daemons": {"dockerd": 6.0, "containerd": 4.0},
+        "machine_up": 58.0,
+        "machine_down": 8.0,
+    },
 }
 
 
@@ -115,9 +121,21 @@ def test_ratios_targets_and_the_markdown_table() -> None:
     assert "| post |  | 64 | 350 | 1 | 5 | 10.0 | 15.0 | 2 | 0.35 |" in table
     assert "MISSED: zero errors in every scenario (2 errors)" in table
     assert (
-        "- idle CPU, ms per second over 15 s with no traffic (health checks included): api-1 7.5, nginx-1 20; "
-        "27.5 for the containers, 250 for the whole machine (Docker's daemons included)"
+        "- idle CPU, ms per second over 60 s at rest (no traffic; health checks included): api-1 7.5, nginx-1 20; "
+        "27.5 for the containers, 12.5 for their containerd shims"
     ) in table
+    assert "machine 58 with the stack up and 8 down: the stack costs the machine 50 ms/s (target <= 60: met" in table
+
+
+def test_the_idle_figure_against_its_target() -> None:
+    idle = IdleCpu(60, {"api-1": 1.0}, 2.0, {"dockerd": 1.0, "containerd": 1.0}, machine_up=75.5, machine_down=10.0)
+    assert (idle.stack, idle.attributed) == (65.5, 3.0)
+    assert "the stack costs the machine 65.5 ms/s (target <= 60: MISSED" in idle_summary(idle)
+    unknown = IdleCpu(60, {"api-1": 1.0}, 2.0, {}, machine_up=75.5)
+    assert unknown.stack is None
+    assert "target" not in idle_summary(unknown)
+    busier_without = IdleCpu(60, {"api-1": 1.0}, 2.0, {}, machine_up=1295.7, machine_down=1891.6)
+    assert idle_summary(busier_without).endswith("1891.6 down: the machine was not quiet, no verdict on the target")
 
 
 def test_ratios_are_to_the_mean_of_the_ceiling_runs() -> None:
@@ -176,7 +194,7 @@ def test_the_mixed_scenario_is_paced_at_half_the_ceiling(tmp_path: Path) -> None
     files = DataFiles(*(tmp_path / name for name in ("t", "c", "o", "r", "l", "h", "s", "m")))
     config = dataclasses.replace(BenchConfig.from_env(), connections=64)
     mixed = scenarios.mixed(config, files, 100_000, tmp_path / "pages", ceiling_rps=2000)
-    assert mixed.options["mode"] == "mixed"
+    assert mixed.options["mode"] == "mix"
     assert mixed.options["mix"] == "80,10,10"
     # 64 connections offering 1,000 requests/s: each waits 64 ms on average after an answer.
     assert mixed.options["pace_ms"] == "64.000"

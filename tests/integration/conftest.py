@@ -8,6 +8,7 @@ volumes at the end.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -23,6 +24,8 @@ import requests
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -41,10 +44,13 @@ class Stack:
     secrets_dir: Path
     env: dict[str, str]
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``scripts/compose.sh -p PROJECT ARGS``, with ``env`` added to the stack's environment."""
         return subprocess.run(
             [*COMPOSE, "-p", self.project, *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -96,13 +102,17 @@ class Stack:
 
 
 # What a response must be to agree with its OpenAPI document (schemathesis' checks): no 5xx, a
-# declared status and media type, the declared headers with their types, a body the schema accepts.
+# declared status and media type, the declared headers with their types, a body the schema accepts;
+# and, for a generated request, accepted when the document allows it and refused when it does not
+# (with the statuses tests/integration/contract.py declares; a hand-made request has no mode).
 CONFORMANCE_CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
+    positive_data_acceptance,
+    negative_data_rejection,
 ]
 
 
@@ -110,24 +120,32 @@ def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Co
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
-def psql_as_api(stack: Stack, query: str) -> subprocess.CompletedProcess[str]:
-    """Run ``query`` in the Postgres container, logged in as the api service's own role."""
-    password = stack.secret("api/db_password")
+def psql_as(stack: Stack, role: str, query: str) -> subprocess.CompletedProcess[str]:
+    """Run ``query`` in the Postgres container, logged in as a service's own role (api, auth)."""
+    password = stack.secret(f"{role}/db_password")
     return docker(
         "exec", "-e", f"PGPASSWORD={password}", stack.container_id("postgres"),
-        "psql", "-h", "127.0.0.1", "-U", "api", "-d", "wharf", "-tAc", query,
+        "psql", "-h", "127.0.0.1", "-U", role, "-d", "wharf", "-tAc", query,
         check=False,
     )  # fmt: skip
 
 
+def psql_as_api(stack: Stack, query: str) -> subprocess.CompletedProcess[str]:
+    return psql_as(stack, "api", query)
+
+
 def wait_healthy(container: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False).stdout.strip()
-        if status == "healthy":
-            return
-        time.sleep(1)
-    pytest.fail(f"{container} did not become healthy in {timeout} s")
+    """Until the container runs and its own health check passes, run now (scripts/ready.sh, as
+    `make up` waits): Docker runs its first check only one interval (30-60 s) after a start."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "ready.sh"), "--timeout", str(int(timeout)), container],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout + 60,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{container} did not become healthy in {timeout} s: {result.stderr.strip()}")
 
 
 def container_ip(container: str, network: str | None = None) -> str:
@@ -142,13 +160,6 @@ def edge_defaults() -> dict[str, str]:
     """The edge's default settings, as the image applies them (deploy/nginx/defaults.env)."""
     lines = (ROOT / "deploy" / "nginx" / "defaults.env").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
-def wait_for_whole_sign_in_allowance() -> None:
-    """Sleep until the edge's strict per-address allowance on sign-in routes (shared by every test
-    from this address) is whole again, however much of it was spent."""
-    defaults = edge_defaults()
-    time.sleep(int(defaults["NGINX_AUTH_BURST"]) / int(defaults["NGINX_AUTH_RATE"].removesuffix("r/s")))
 
 
 def _free_port() -> int:
@@ -240,6 +251,45 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         https_port=int(os.environ.get("WHARF_IT_HTTPS_PORT") or 0) or None,
     ) as stack:
         yield stack
+
+
+class UnthrottledEdge:
+    """A second edge in front of the stack's services: the stack's own nginx service (image and
+    settings), but believing the X-Forwarded-For of requests from this host. Each request can so
+    come from an address of its own, and no per-address limit (the edge's rates, auth's sign-in
+    and mail limits) hides an operation's logic from a test that sends many requests, as the
+    raised limits of `make bench` do for the benchmark."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._hosts = itertools.count(1)
+
+    def new_client(self) -> dict[str, str]:
+        """Headers that make a request come from an address no request came from before."""
+        return {"X-Forwarded-For": f"2001:db8::{next(self._hosts):x}"}  # RFC 3849 documentation prefix
+
+
+@pytest.fixture(scope="session")
+def unthrottled(stack: Stack) -> Iterator[UnthrottledEdge]:
+    name = f"{stack.project}-unthrottled-edge"
+    docker("rm", "-f", name, check=False)
+    public = docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", f"{stack.project}_public")
+    # Only the host (the public network's gateway) and the edges are on that network.
+    trusted = f"NGINX_REAL_IP_FROM={public.stdout.strip()}"
+    stack.compose("run", "-d", "--no-deps", "--name", name, "-p", "127.0.0.1::8080", "-e", trusted, "nginx")
+    try:
+        wait_healthy(name)
+        port = docker("port", name, "8080/tcp").stdout.splitlines()[0].rsplit(":", 1)[1]
+        edge = UnthrottledEdge(f"http://127.0.0.1:{port}")
+        client = edge.new_client()
+        assert requests.get(f"{edge.base_url}/healthz", headers=client, timeout=10).status_code == 200
+        deadline = time.monotonic() + 10  # the access log is flushed every second
+        while f'"client_ip":"{client["X-Forwarded-For"]}"' not in docker("logs", name).stdout:
+            assert time.monotonic() < deadline, "the edge does not believe X-Forwarded-For from this host"
+            time.sleep(0.2)
+        yield edge
+    finally:
+        docker("rm", "-f", name, check=False)
 
 
 @pytest.fixture

@@ -853,7 +853,7 @@ def test_strict_rate_on_sign_in_routes_general_rate_elsewhere(lab: Lab) -> None:
             assert [r.status_code for r in signed_in] == [200, 200, 200]  # 1 + burst
             # One strict allowance per client address for the credential and mail routes together,
             # however the path is spelled.
-            strict = ("/auth/register", "/auth/refresh", "/auth/login", "/auth//login")
+            strict = ("/auth/register", "/auth/refresh", "/auth/login", "/auth//login", "/auth/login/mfa")
             for path in (*strict, "/auth/password-reset", "/auth/verify-email/resend"):
                 refused = session.post(limited.base_url + path, json={}, timeout=5)
                 _assert_problem(refused, 429)

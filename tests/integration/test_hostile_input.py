@@ -1,16 +1,21 @@
 """Hostile input through nginx: property-based fuzzing of both OpenAPI documents (schemathesis),
 then hand-written cases a fuzzer rarely finds. Nothing may be a 5xx, nothing may contradict the
-documents, and every refusal is a 4xx problem+json.
+documents, and every refusal is a 4xx problem+json. The fuzzing also holds the documents' promise
+about requests (tests/integration/contract.py): what a document allows is accepted, or refused for
+the reason declared for it, and what it does not allow is refused; through an edge whose
+per-address limits no generated request shares, so every operation's own logic answers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
-import time
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import hypothesis
@@ -19,96 +24,138 @@ import pytest
 import requests
 import schemathesis
 
-from .conftest import CONFORMANCE_CHECKS, Stack, sign_in, wait_for_whole_sign_in_allowance
+from . import contract
+from .conftest import (
+    CONFORMANCE_CHECKS,
+    ISSUED_SECRETS,
+    PASSWORD,
+    Stack,
+    UnthrottledEdge,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
 PROBLEM = "application/problem+json"
 EXAMPLES_PER_OPERATION = 20
-# Each failed sign-in counts against this address (auth locks it out after IP_MAX_FAILURES, 50 by
-# default, and every later test signs in from here too): few examples for /login.
-FEWER_EXAMPLES = {"/login": 6}
-# Each accepted request for a mail counts against this address too (RECOVERY_IP_MAX_REQUESTS, 20 an
-# hour, shared with test_recovery_flow.py).
-FEWER_EXAMPLES |= {"/password-reset": 4, "/verify-email/resend": 4}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _sign_in_limit_left_as_found() -> Iterator[None]:
-    """This module spends the edge's strict sign-in allowance (shared by every test from this
-    address); afterwards it waits until the allowance is whole again."""
-    yield
-    wait_for_whole_sign_in_allowance()
-
-
-@pytest.fixture(scope="module")
-def bearer(stack: Stack) -> dict[str, str]:
-    with requests.Session() as http:
-        return sign_in(stack, http)
-
-
-def _within_edge_limits(send: Callable[[], Any]) -> Any:
-    """``send()``, sent again after ``Retry-After`` while the edge's rate limit answers 429 (the
-    strict one on sign-in routes is soon spent by a fuzzer); auth's own 429s (sign-in lockout,
-    requests for a mail) are kept."""
-    response = send()
-    for _ in range(10):
-        if response.status_code != 429 or "sign-in" in response.text or "for a mail" in response.text:
-            break
-        time.sleep(float(response.headers.get("Retry-After", "1")))
-        response = send()
-    return response
+# Ends the session it is called with: each of its valid cases gets a session of its own. (POST
+# /password ends every session only with the right current password, which no generated case has.)
+ENDS_THE_SESSION = {"/logout"}
 
 
 # -- fuzzing ------------------------------------------------------------------------------------
 
 
-def _fuzz(operation: Any, base_url: str, headers: dict[str, str], mode: Any, examples: int) -> list[str]:
-    """Run ``examples`` generated cases of ``mode``; the failures, as readable lines."""
-    failures: list[str] = []
+@dataclass
+class Fuzzing:
+    """Generated cases of one document, sent through the unthrottled edge, each from an address of
+    its own, with the fuzzing account's token (or a session of its own, for an operation that ends
+    it); half of the valid cases that name a user name one that exists. Notes every answer."""
 
-    @hypothesis.settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,  # the same cases every run: a failure here is reproducible
-        database=None,
-        suppress_health_check=list(hypothesis.HealthCheck),
-        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
-    )
-    @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
-    def run(case: Any) -> None:
+    edge: UnthrottledEdge
+    service: str
+    email: str  # the account's
+    bearer: dict[str, str]  # a session of it
+    answers: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    failures: list[str] = field(default_factory=list)
+    _turn: Iterator[int] = field(default_factory=itertools.count)
+    _kept: str | None = None
+
+    def __post_init__(self) -> None:
+        self.checks = [*CONFORMANCE_CHECKS, contract.refused_for_a_declared_reason(self.service)]
+
+    def existing_user(self, method: str) -> str:
+        """A user of the account: a new one to delete, else the same one each time."""
+        if method != "DELETE" and self._kept is not None:
+            return self._kept
+        created = requests.post(
+            f"{self.edge.base_url}/api/users",
+            json={"name": "Fuzzed", "email": f"fuzzed-{uuid.uuid4().hex[:12]}@example.com"},
+            headers={**self.bearer, **self.edge.new_client()},
+            timeout=15,
+        )
+        assert created.status_code == 201, created.text
+        user_id = str(created.json()["id"])
+        if method != "DELETE":
+            self._kept = user_id
+        return user_id
+
+    def send(self, case: Any, mode: Any) -> None:
+        label = f"{case.operation.label} [{mode.value}]"
+        ends = mode.is_positive and case.operation.path in ENDS_THE_SESSION
+        session = _sign_in(self.edge, self.email) if ends else self.bearer
+        if mode.is_positive and "user_id" in (case.path_parameters or {}) and next(self._turn) % 2:
+            case.path_parameters["user_id"] = self.existing_user(case.method.upper())
+        headers = {**session, **self.edge.new_client()}
         try:
-            response = _within_edge_limits(lambda: case.call(base_url=base_url, headers=headers, timeout=15))
-            # Invalid requests (negative mode) are held to the same checks. Not `negative_data_rejection`: it
-            # takes an unknown query parameter for an invalid request, and the services ignore those.
-            case.validate_response(response, checks=CONFORMANCE_CHECKS, headers=headers)
+            response = case.call(base_url=f"{self.edge.base_url}/{self.service}", headers=headers, timeout=15)
+            self.answers[label][response.status_code] += 1
+            case.validate_response(response, checks=self.checks, headers=headers)
         except (Exception, BaseExceptionGroup) as failure:  # every check failure, collected and reported
-            failures.append(f"{operation.label} [{mode.value}]: {str(failure).strip()[:1500]}")
+            self.failures.append(f"{label}: {str(failure).strip()[:1500]}")
 
-    # Unsatisfiable: no request of this mode exists (nothing to make invalid in an operation without inputs).
-    with contextlib.suppress(hypothesis.errors.Unsatisfiable):
-        run()
-    return failures
+    def fuzz(self, operation: Any, mode: Any) -> None:
+        @hypothesis.settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            derandomize=True,  # the same cases every run: a failure here is reproducible
+            database=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+            phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        )
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+        def run(case: Any) -> None:
+            self.send(case, mode)
+
+        # Unsatisfiable: no request of this mode exists (nothing to make invalid in an operation without inputs).
+        with contextlib.suppress(hypothesis.errors.Unsatisfiable):
+            run()
+
+
+def _sign_in(edge: UnthrottledEdge, email: str) -> dict[str, str]:
+    """Authorization headers of a new session of ``email``'s account."""
+    credentials = {"email": email, "password": PASSWORD}
+    login = requests.post(f"{edge.base_url}/auth/login", json=credentials, headers=edge.new_client(), timeout=15)
+    assert login.status_code == 200, login.text
+    ISSUED_SECRETS.add(login.json()["refresh_token"])
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+@pytest.fixture(scope="module")
+def account(unthrottled: UnthrottledEdge) -> str:
+    """The email of this module's account."""
+    email = f"hostile-{uuid.uuid4().hex[:12]}@example.com"
+    fields = {"email": email, "password": PASSWORD, "name": "Hostile"}
+    registered = requests.post(
+        f"{unthrottled.base_url}/auth/register", json=fields, headers=unthrottled.new_client(), timeout=15
+    )
+    assert registered.status_code == 201, registered.text
+    return email
+
+
+@pytest.fixture(scope="module")
+def bearer(unthrottled: UnthrottledEdge, account: str) -> dict[str, str]:
+    return _sign_in(unthrottled, account)
 
 
 @pytest.mark.parametrize("service", ["api", "auth"])
 def test_fuzzing_the_openapi_document_finds_no_5xx_and_no_contradiction(
-    stack: Stack, bearer: dict[str, str], service: str
+    stack: Stack, unthrottled: UnthrottledEdge, account: str, bearer: dict[str, str], service: str
 ) -> None:
-    schema = schemathesis.openapi.from_url(f"{stack.base_url}/{service}/openapi.json", timeout=10)
-    base_url = f"{stack.base_url}/{service}"
-    failures: list[str] = []
-    operations = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        operations += 1
-        if operation.path in {"/logout", "/password"}:  # would end the fuzzing session itself
-            continue
+    """Valid and invalid requests generated from each document: no 5xx, no answer the document
+    does not declare, a valid request accepted (or refused for its declared reason) and an invalid
+    one refused; and every operation reached, through an edge whose limits spare each request."""
+    url = f"{stack.base_url}/{service}/openapi.json"
+    schema = schemathesis.openapi.from_url(url, config=contract.config(service), timeout=10)
+    fuzzing = Fuzzing(unthrottled, service, account, bearer)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    for operation in operations:
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-            examples = FEWER_EXAMPLES.get(operation.path, EXAMPLES_PER_OPERATION)
-            failures += _fuzz(operation, base_url, bearer, mode, examples)
-    assert operations >= 4
-    assert failures == [], "\n\n".join(failures)
+            fuzzing.fuzz(operation, mode)
+    assert len(operations) >= 4
+    answered = {label: dict(statuses) for label, statuses in fuzzing.answers.items()}
+    unreached = [o.label for o in operations if not any(s != 429 for s in fuzzing.answers[f"{o.label} [positive]"])]
+    assert unreached == [], f"never past a rate limit: {unreached}\n{answered}"
+    assert fuzzing.failures == [], "\n\n".join(fuzzing.failures)
 
 
 # -- hand-written cases -------------------------------------------------------------------------
@@ -123,23 +170,19 @@ def _assert_problem(response: requests.Response, *statuses: int) -> dict[str, An
     return body
 
 
-Send = Callable[[Stack, dict[str, str]], requests.Response]
+Send = Callable[[str, dict[str, str]], requests.Response]  # (the edge's URL, headers) -> the answer
 
 
 def _post(path: str, data: bytes | str, content_type: str = "application/json") -> Send:
-    def send(stack: Stack, headers: dict[str, str]) -> requests.Response:
-        return _within_edge_limits(
-            lambda: requests.post(
-                stack.base_url + path, data=data, headers={**headers, "Content-Type": content_type}, timeout=30
-            )
-        )
+    def send(edge: str, headers: dict[str, str]) -> requests.Response:
+        return requests.post(edge + path, data=data, headers={**headers, "Content-Type": content_type}, timeout=30)
 
     return send
 
 
 def _get(path: str, **extra_headers: str) -> Send:
-    def send(stack: Stack, headers: dict[str, str]) -> requests.Response:
-        return requests.get(stack.base_url + path, headers={**headers, **extra_headers}, timeout=15)
+    def send(edge: str, headers: dict[str, str]) -> requests.Response:
+        return requests.get(edge + path, headers={**headers, **extra_headers}, timeout=15)
 
     return send
 
@@ -213,8 +256,8 @@ CASES: dict[str, tuple[Send, tuple[int, ...]]] = {
     ),
     "CRLF in a query (header injection)": (_get("/api/users?cursor=%0d%0aSet-Cookie:%20pwned=1"), (422,)),
     "Idempotency-Key too long": (
-        lambda stack, headers: requests.post(
-            stack.base_url + "/api/users",
+        lambda edge, headers: requests.post(
+            edge + "/api/users",
             json={"name": "E", "email": f"{uuid.uuid4().hex}@example.com"},
             headers={**headers, "Idempotency-Key": "k" * 300},
             timeout=15,
@@ -225,9 +268,10 @@ CASES: dict[str, tuple[Send, tuple[int, ...]]] = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_hostile_request_is_a_4xx_problem(stack: Stack, bearer: dict[str, str], case: str) -> None:
+def test_hostile_request_is_a_4xx_problem(unthrottled: UnthrottledEdge, bearer: dict[str, str], case: str) -> None:
+    """Each from an address of its own: the strict limit on sign-in routes answers none of them."""
     send, statuses = CASES[case]
-    response = send(stack, bearer)
+    response = send(unthrottled.base_url, {**bearer, **unthrottled.new_client()})
     _assert_problem(response, *statuses)
     assert "pwned" not in str(response.headers)
 

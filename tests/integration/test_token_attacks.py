@@ -3,8 +3,10 @@
 real signing key and honest claims is accepted, so each 401 is the attack's doing.
 
 Also: tokens after logout, refresh-token reuse (revokes the whole family), and password guessing
-that spreads itself over spoofed ``X-Forwarded-For`` values; no other token passes for a mailed
-password-reset or verification token.
+that spreads itself over spoofed ``X-Forwarded-For`` values (and ``make unlock`` lifting the
+lock); no other token passes for a mailed password-reset, verification or sign-in-alert token; a
+second-factor challenge is not an access token nor the reverse, and its codes are bound to their
+account, a TOTP code to its time step and a recovery code to one use.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
+import pyotp
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from .conftest import PASSWORD, Stack, register
+from .conftest import ISSUED_SECRETS, PASSWORD, Stack, register, run_make
+from .test_recovery_flow import mails_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
@@ -240,18 +244,28 @@ def test_password_guessing_is_429_even_spread_over_spoofed_forwarded_for(stack: 
         assert locked.headers["Content-Type"] == "application/problem+json"
         assert "sign-in attempts" in locked.json()["detail"]
         assert int(locked.headers["Retry-After"]) > 0
+    # The owner is mailed once for the lock; an operator lifts it (saying "was not locked" when
+    # there was none: services/auth/tests).
+    assert len(mails_to(stack, email, "locked")) == 1
+    lifted = run_make(stack, "unlock", f"EMAIL={email}")
+    assert f"{email}: unlocked (5 failed sign-ins forgotten)" in lifted.stdout
+    with requests.Session() as http:
+        signed_in = http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
+    assert signed_in.status_code == 200
+    ISSUED_SECRETS.add(signed_in.json()["refresh_token"])
 
 
-@pytest.mark.parametrize("path", ["/auth/password-reset/confirm", "/auth/verify-email"])
+@pytest.mark.parametrize("path", ["/auth/password-reset/confirm", "/auth/verify-email", "/auth/sign-in-alert"])
 def test_no_other_token_passes_for_a_mailed_one(stack: Stack, http: requests.Session, path: str) -> None:
-    """Access tokens, refresh tokens and forgeries are not password-reset or verification tokens
-    (those are random, mailed, and known to auth only as a hash): each is a 400 problem."""
+    """Access tokens, refresh tokens and forgeries are not password-reset, verification or
+    sign-in-alert tokens (those are random, mailed, and known to auth only as a hash): each is a
+    400 problem."""
     tokens = _sign_in(stack, http, register(stack, http))
     candidates = [tokens["access_token"], tokens["refresh_token"], _unsigned({"alg": "none"}, {"sub": "x"})]
     candidates += [hashlib.sha256(tokens["refresh_token"].encode()).hexdigest(), "A" * 43]
     for candidate in candidates:
         body = {"token": candidate, "new_password": "a completely different passphrase"}
-        if path.endswith("verify-email"):
+        if not path.endswith("/confirm"):
             del body["new_password"]
         response = http.post(f"{stack.base_url}{path}", json=body, timeout=10)
         assert response.status_code == 400, (candidate[:20], response.text)
@@ -260,3 +274,58 @@ def test_no_other_token_passes_for_a_mailed_one(stack: Stack, http: requests.Ses
     # A token in the URL is never read: the body is what counts (an empty body is 400/415, never a 2xx).
     in_url = http.post(f"{stack.base_url}{path}?token={tokens['refresh_token']}", timeout=10)
     assert in_url.status_code in {400, 415}
+
+
+# -- the second factor ----------------------------------------------------------------------------
+
+
+def _with_second_factor(stack: Stack, http: requests.Session) -> tuple[str, pyotp.TOTP, list[str]]:
+    """A new account with a confirmed TOTP factor: its email, the authenticator and the recovery codes."""
+    email = register(stack, http)
+    access = {"Authorization": f"Bearer {_sign_in(stack, http, email)['access_token']}"}
+    secret = http.post(f"{stack.base_url}/auth/mfa/totp", headers=access, timeout=10).json()["secret"]
+    totp = pyotp.TOTP(secret)
+    ISSUED_SECRETS.add(secret)
+    # A code of the step before: the test's own codes (this step and later) are then never replays.
+    confirm = {"code": totp.at(time.time() - 30)}
+    codes = http.post(f"{stack.base_url}/auth/mfa/totp/confirm", json=confirm, headers=access, timeout=10).json()
+    ISSUED_SECRETS.update(codes["recovery_codes"])
+    return email, totp, codes["recovery_codes"]
+
+
+def _challenge(stack: Stack, http: requests.Session, email: str) -> str:
+    answer = http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
+    assert answer.json()["mfa_required"] is True, answer.text
+    ISSUED_SECRETS.add(answer.json()["mfa_token"])
+    return answer.json()["mfa_token"]
+
+
+def _second_step(stack: Stack, http: requests.Session, mfa_token: str, **code: str) -> requests.Response:
+    return http.post(f"{stack.base_url}/auth/login/mfa", json={"mfa_token": mfa_token, **code}, timeout=10)
+
+
+def test_a_second_factor_challenge_is_no_access_token_and_its_codes_are_bound(
+    stack: Stack, http: requests.Session
+) -> None:
+    ada, ada_totp, ada_codes = _with_second_factor(stack, http)
+    bob, bob_totp, _bob_codes = _with_second_factor(stack, http)
+    challenge = _challenge(stack, http, ada)
+    # A challenge is not an access token, at either service.
+    _assert_rejected(_call(stack, "api", challenge))
+    _assert_rejected(_call(stack, "auth", challenge))
+    # Codes of another account fail: bob's TOTP code, ada's recovery code at bob's challenge.
+    _assert_rejected(_second_step(stack, http, challenge, code=bob_totp.now()))
+    _assert_rejected(_second_step(stack, http, _challenge(stack, http, bob), recovery_code=ada_codes[0]))
+    # A recovery code works once.
+    done = _second_step(stack, http, challenge, recovery_code=ada_codes[0])
+    assert done.status_code == 200, done.text
+    tokens = done.json()
+    ISSUED_SECRETS.add(tokens["refresh_token"])
+    _assert_rejected(_second_step(stack, http, _challenge(stack, http, ada), recovery_code=ada_codes[0]))
+    # A used challenge, or an access token offered as one, is refused.
+    _assert_rejected(_second_step(stack, http, challenge, code=ada_totp.now()))
+    _assert_rejected(_second_step(stack, http, tokens["access_token"], code=ada_totp.now()))
+    # A TOTP code is accepted once per time step: the same code again is a replay.
+    code = ada_totp.now()
+    assert _second_step(stack, http, _challenge(stack, http, ada), code=code).status_code == 200
+    _assert_rejected(_second_step(stack, http, _challenge(stack, http, ada), code=code))

@@ -52,9 +52,14 @@ NOT_IN_K8S = {
 K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
 # Secret files compose mounts (a whole directory) but a Kubernetes container does without.
 K8S_WITHHELD_SECRETS = {
-    "db-init": {"/run/secrets/auth/signing-keys/"},  # it signs no token
-    # the mail worker signs no token and has a Redis user of its own
-    "auth-mail": {"/run/secrets/auth/signing-keys/", "/run/secrets/auth/redis_password"},
+    # it signs no token and reads no second factor
+    "db-init": {"/run/secrets/auth/signing-keys/", "/run/secrets/auth/mfa_encryption_key"},
+    # the mail worker signs no token, reads no second factor and has a Redis user of its own
+    "auth-mail": {
+        "/run/secrets/auth/signing-keys/",
+        "/run/secrets/auth/redis_password",
+        "/run/secrets/auth/mfa_encryption_key",
+    },
 }
 # Entrypoints compose puts in front of the image's own, each with its reason.
 COMPOSE_ONLY_ENTRYPOINTS = {
@@ -67,8 +72,13 @@ SECRETS_ROOT = PurePosixPath("/run/secrets")
 
 
 def _expand(value: str) -> str:
-    """``${NAME:-default}`` -> default, as compose does when NAME is unset."""
-    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+    """``${NAME:-default}`` -> default, as compose does when NAME is unset (innermost first: a
+    default may hold another, ``${PUBLIC_URL:-http://localhost:${WHARF_HTTP_PORT:-8080}/account}``)."""
+    while True:
+        expanded = re.sub(r"\$\{[A-Z0-9_]+:-([^${}]*)\}", r"\1", value)
+        if expanded == value:
+            return value
+        value = expanded
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +271,19 @@ def test_same_replicas_and_grace_by_default(
         assert base.get("Deployment", name)["spec"]["replicas"] == replicas
         grace = int(compose[name]["stop_grace_period"].rstrip("s"))
         assert base.workload(name).pod["terminationGracePeriodSeconds"] >= grace
+
+
+def test_liveness_probes_check_as_often_as_the_compose_health_checks(
+    compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering]
+) -> None:
+    """One interval per service, chosen for what it guards (docs/operations.md, "Health checks"): the
+    compose health check and the Kubernetes liveness probe alike, and the same command where both
+    exec one. Start-up is Kubernetes' startupProbe's, checked often."""
+    base = renderings["base"]
+    for name in ("postgres", "redis", "auth", "auth-mail", "api", "nginx"):
+        check = compose[name]["healthcheck"]
+        probe = _container(base, name)[1]["livenessProbe"]
+        assert probe["periodSeconds"] == int(check["interval"].removesuffix("s")), name
+        assert probe["failureThreshold"] == check["retries"], name
+        if "exec" in probe and "test" in check:
+            assert ["CMD", *probe["exec"]["command"]] == check["test"], name

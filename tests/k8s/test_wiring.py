@@ -115,7 +115,9 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Flask]:
     devsecrets.add_signing_key(secrets)
     return {
         "api": create_api(ApiSettings(**UNREACHABLE, auth_url="http://127.0.0.1:1")),
-        "auth": create_auth(AuthSettings(**UNREACHABLE, signing_keys_dir=keys)),
+        "auth": create_auth(
+            AuthSettings(**UNREACHABLE, signing_keys_dir=keys, mfa_encryption_key="k8s wiring tests' key, 32+ chars")
+        ),
     }
 
 

@@ -31,8 +31,8 @@ def namespace() -> str:
 
 @pytest.fixture
 def make_cache(client: redis.Redis, namespace: str) -> Iterator[Callable[..., Cache]]:
-    def make(redis_client: redis.Redis = client, ttl: int = 60) -> Cache:
-        return Cache(redis_client, namespace=namespace, ttl=ttl)
+    def make(redis_client: redis.Redis = client, ttl: int = 60, plain_client: redis.Redis | None = None) -> Cache:
+        return Cache(redis_client, namespace=namespace, ttl=ttl, plain_client=plain_client)
 
     yield make
     keys = list(client.scan_iter(f"{namespace}:*"))
@@ -68,6 +68,29 @@ def test_with_copies_in_memory_a_write_elsewhere_is_seen_by_the_next_lookup(
     finally:
         for client in local:
             client.close()
+
+
+def test_with_a_plain_client_only_single_items_are_kept_in_memory(
+    make_cache: Callable[..., Cache], client: redis.Redis, redis_url: str
+) -> None:
+    """The copies in memory are bounded by their number times an item's size: list pages (up to 100
+    items each) are looked up in Redis every time, never kept; a write's stamps, replaced through the
+    plain client, still retire the copies."""
+    local = redis.Redis.from_url(redis_url, protocol=3, cache_config=CacheConfig())
+    cache, other_replica = make_cache(local, plain_client=client), make_cache()
+    try:
+        for n in range(3):
+            cache.fill(cache.page("notes", "all", f"20:{n}"), b'{"items": []}')
+            assert cache.page("notes", "all", f"20:{n}").document == b'{"items": []}'
+        cache.fill(cache.item("notes", "1"), b'{"v":1}')
+        assert cache.item("notes", "1").document == b'{"v":1}'
+        assert local.get_cache().size == 1
+        other_replica.changed("notes", scopes=["all"])
+        assert cache.page("notes", "all", "20:0").document is None
+        cache.changed("notes", "1")  # its stamp replaced through the plain client: the copy is retired
+        assert cache.item("notes", "1").document is None
+    finally:
+        local.close()
 
 
 def test_a_fill_that_raced_a_write_is_never_served(make_cache: Callable[..., Cache]) -> None:

@@ -4,6 +4,7 @@ took; the sync one finishes its request, serves what was queued meanwhile, then 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -126,3 +127,37 @@ def test_a_stopping_sync_worker_serves_what_was_queued_then_refuses(
     assert answers == [b"done", b"done"]  # the stock sync worker resets the queued connection
     assert server.wait(timeout=30) == 0
     assert _refused(port)
+
+
+FREEZE_APP = """
+import gc
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(gc.get_freeze_count()).encode()]
+"""
+
+
+def test_the_preloaded_app_is_frozen_before_the_workers_fork(tmp_path: Path) -> None:
+    """gunicorn_conf's pre_fork hook: a worker's garbage collections leave the master's objects alone
+    (gc.freeze), so the pages holding them stay shared instead of being copied into every worker."""
+    (tmp_path / "freeze_app.py").write_text(FREEZE_APP)
+    (tmp_path / "hooks.py").write_text("from wharf_common.gunicorn_conf import pre_fork  # noqa: F401\n")
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "--chdir", str(tmp_path), "--config", "python:hooks", "--preload",
+            "--bind", f"127.0.0.1:{port}", "--workers", "1", "freeze_app:app",
+        ],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while _refused(port):
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        frozen = int(urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert frozen > 1000, "the worker garbage-collects the objects it shares with the master"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -115,3 +117,67 @@ def test_a_refused_superuser_password_is_one_line_naming_the_fix(
     assert str(tmp_path / "admin") in lines[0]
     assert "Fix: restart Postgres" in lines[0]
     assert "not-the-servers-password" not in lines[0]
+
+
+def _provision_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, address: tuple[str, int], admin: str) -> None:
+    """db-init's environment for one throwaway service role (``waitprobe``), through ``address``."""
+    host, port = address
+    (tmp_path / "admin").write_text(admin)
+    (tmp_path / "waitprobe").write_text("w" * 20)
+    monkeypatch.setenv("DATABASE_ADMIN_URL", f"postgresql://postgres@{host}:{port}/wharf")
+    monkeypatch.setenv("DATABASE_ADMIN_PASSWORD_FILE", str(tmp_path / "admin"))
+    monkeypatch.setenv("DB_SERVICES", "waitprobe")
+    monkeypatch.setenv("WAITPROBE_DB_PASSWORD_FILE", str(tmp_path / "waitprobe"))
+
+
+def test_db_init_waits_until_postgres_accepts_connections(
+    postgres_address: tuple[str, int],
+    postgres_container: Any,
+    tcp_proxy: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Compose starts db-init together with Postgres (no health gate): it tries again until Postgres
+    answers, then provisions."""
+    from wharf_common import provision
+
+    proxy = tcp_proxy(postgres_address)
+    proxy.cut()  # every connection is closed at once, as by a server still starting
+    _provision_env(monkeypatch, tmp_path, ("127.0.0.1", proxy.port), postgres_container.password)
+    opened = threading.Timer(1.5, proxy.restore)
+    opened.start()
+    try:
+        provision.main()
+    finally:
+        opened.cancel()
+    assert proxy.accepted >= 2, "it connected at the first try: Postgres was never away"
+    connection = psycopg2.connect(
+        host=postgres_address[0], port=postgres_address[1], user="waitprobe", password="w" * 20, dbname="wharf"
+    )
+    connection.close()
+
+
+def test_db_init_gives_up_on_a_postgres_that_never_answers_with_one_line(
+    postgres_address: tuple[str, int],
+    postgres_container: Any,
+    tcp_proxy: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from wharf_common import provision
+
+    proxy = tcp_proxy(postgres_address)
+    proxy.cut()
+    _provision_env(monkeypatch, tmp_path, ("127.0.0.1", proxy.port), postgres_container.password)
+    monkeypatch.setattr(provision, "POSTGRES_WAIT_SECONDS", 1)
+
+    with pytest.raises(SystemExit) as exited:
+        provision.main()
+
+    assert exited.value.code == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    where = f"127.0.0.1:{proxy.port}"
+    assert lines[0].startswith(f"error: cannot connect to Postgres at {where} as 'postgres' (waited 1 s)")
+    assert proxy.accepted >= 2

@@ -50,7 +50,12 @@ def auth_app(
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     (keys_dir / "20260101T000000Z.pem").write_bytes(pem)
-    app = create_auth_app(AuthSettings(**connection_settings("auth"), signing_keys_dir=keys_dir))
+    settings = AuthSettings(
+        **connection_settings("auth"),
+        signing_keys_dir=keys_dir,
+        mfa_encryption_key="api tests' auth: a 32+ character key",
+    )
+    app = create_auth_app(settings)
     assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
     return app
 

@@ -23,6 +23,7 @@ from wharf_common import authn, revocation
 from wharf_common import extensions as common
 from wharf_common.cache import BREAKER_PAUSE_SECONDS, CONFIRM_SECONDS, SOCKET_TIMEOUT_SECONDS
 from wharf_common.db import CLIENT_GRACE_SECONDS, CONNECT_TIMEOUT_SECONDS, autocommit_connection, get_session
+from wharf_common.validation import EMAIL_PATTERN
 
 
 def _count_users(app: Flask) -> int:
@@ -40,10 +41,10 @@ def _create(client: Any, name: str = "Ada", email: str = "ada@example.com", **kw
 
 
 def test_create_then_read(client: Any) -> None:
-    created = client.post("/users", json={"name": "Ada", "email": " Ada@Example.COM "})
+    created = client.post("/users", json={"name": " Ada ", "email": "Ada@Example.COM"})
     assert created.status_code == 201
     body = created.get_json()
-    assert body["email"] == "ada@example.com"
+    assert (body["name"], body["email"]) == ("Ada", "ada@example.com")
     assert body["owner"] == client.account.id
     assert created.headers["Location"] == f"/users/{body['id']}"
     assert created.headers["ETag"]
@@ -572,7 +573,9 @@ def test_a_deep_page_costs_what_the_first_page_costs(client: Any, app: Flask) ->
 
 def test_bad_limit_or_cursor_is_422(client: Any) -> None:
     bad = ["limit=0", "limit=101", "limit=abc", "limit=-1", "limit=1e3", "limit=%C2%B2", "limit=" + "9" * 5000]
-    for query in (*bad, "cursor=nope", "cursor=" + "A" * 40):
+    # Only what the cursor's schema allows (issue 32): not empty, and base64url's own alphabet.
+    cursors = ["cursor=nope", "cursor=" + "A" * 40, "cursor=", "cursor=" + "A" * 20 + "%2B%2F"]
+    for query in (*bad, *cursors):
         response = client.get(f"/users?{query}")
         assert response.status_code == 422, query
         field = query.split("=")[0]
@@ -1277,6 +1280,11 @@ def test_openapi_schemas_say_exactly_what_is_accepted(client: Any) -> None:
         assert "default" not in schema, name
     problem = document["components"]["schemas"]["ProblemDocument"]["properties"]
     assert "null" not in json.dumps(problem)
+    # The email's schema says what the validator enforces (issue 32): these were valid by it before.
+    email = document["components"]["schemas"]["UserCreate"]["properties"]["email"]
+    assert (email["format"], email["maxLength"], email["pattern"]) == ("idn-email", 254, EMAIL_PATTERN)
+    for address in ("", " ada@example.com", "ada@example.test"):
+        assert client.post("/users", json={"name": "Ada", "email": address}).status_code == 422, address
     user = _create(client)
     refused = client.patch(f"/users/{user['id']}", json={"name": None})
     assert refused.status_code == 422

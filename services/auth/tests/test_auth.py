@@ -52,8 +52,12 @@ def password_hash(app: Flask, email: str = "ada@example.com") -> str:
 
 
 def test_register_creates_account(client: FlaskClient) -> None:
+    # An address is taken as sent, as its schema's pattern and format say (issue 32); a name is trimmed.
+    padded = client.post("/register", json={"email": " ada@example.com", "password": PASSWORD, "name": "Ada"})
+    assert padded.status_code == 422
+    assert [e["field"] for e in padded.get_json()["errors"]] == ["email"]
     response = client.post(
-        "/register", json={"email": "  Ada@Example.COM ", "password": PASSWORD, "name": " Ada Lovelace "}
+        "/register", json={"email": "Ada@Example.COM", "password": PASSWORD, "name": " Ada Lovelace "}
     )
     assert response.status_code == 201
     body = response.get_json()
@@ -412,7 +416,7 @@ class JsonLines(logging.Handler):
 
 
 def test_every_security_event_is_a_structured_line_without_secrets(make_app: Callable[..., Flask], app: Flask) -> None:
-    """Login success, failure, lockout, refresh, its retry, reuse detection and logout: account id or the
+    """Login success, failure, lock, lockout, refresh, its retry, reuse detection and logout: account id or the
     email's hash, client IP, request id and a UTC timestamp; never a password, token or email."""
     client = make_app(login_max_failures=2).test_client()
     handler = JsonLines()
@@ -455,13 +459,14 @@ def test_every_security_event_is_a_structured_line_without_secrets(make_app: Cal
         "logout",
         "login_failure",
         "login_failure",
+        "account_locked",  # by the second failure: the limit is full
         "login_locked",
     ]
-    assert [e["request_id"] for e in events] == sent
+    assert [e["request_id"] for e in events] == [*sent[:-1], sent[-2], sent[-1]]
     for event in events:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["time"]), event
         assert event["client_ip"] == "127.0.0.1"
-        if event["event"] in {"login_failure", "login_locked"}:  # no account known: the submitted email's hash
+        if event["event"] in {"login_failure", "account_locked", "login_locked"}:  # the submitted email's hash
             assert re.fullmatch(r"[0-9a-f]{64}", event["email_hash"]), event
         else:
             assert uuid.UUID(event["account_id"]), event
@@ -786,13 +791,23 @@ def test_openapi_document(client: FlaskClient) -> None:
     paths = document["paths"]
     sessions = {"/register", "/login", "/refresh", "/logout", "/me", "/password", "/.well-known/jwks.json"}
     recovery = {"/password-reset", "/password-reset/confirm", "/verify-email", "/verify-email/resend"}
-    assert set(paths) == sessions | recovery
+    security = {"/login/mfa", "/mfa/totp", "/mfa/totp/confirm", "/sessions", "/sessions/{session_id}", "/events"}
+    assert set(paths) == sessions | recovery | security | {"/sign-in-alert"}
+    assert set(paths["/mfa/totp"]) == {"post", "delete"}
+    assert set(paths["/sessions"]) == {"get", "delete"}
     assert set(paths["/login"]["post"]["responses"]) >= {"200", "400", "401", "415", "422", "429", "503"}
     # The reuse interval is part of the contract (issue 22).
     assert "REFRESH_REUSE_INTERVAL_SECONDS" in paths["/refresh"]["post"]["description"]
     assert document["servers"] == [{"url": "/", "description": "Relative to the URL this document was fetched from"}]
     assert paths["/me"]["get"]["security"] == [{"bearerAuth": []}]
     assert "security" not in paths["/login"]["post"]
+    # A new password's schema states the policy's bounds, and its description the rest (issue 32).
+    schemas = document["components"]["schemas"]
+    for body, field in (("RegisterBody", "password"), ("PasswordChangeBody", "new_password")):
+        schema = schemas[body]["properties"][field]
+        assert (schema["minLength"], schema["maxLength"]) == (15, 256)
+        assert "common" in schema["description"]
+    assert schemas["EmailBody"]["properties"]["email"]["format"] == "idn-email"
 
 
 def test_password_change_ends_sessions(client: FlaskClient) -> None:

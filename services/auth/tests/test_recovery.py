@@ -8,21 +8,18 @@ in-process aiosmtpd server, whose messages the tests read.
 from __future__ import annotations
 
 import logging
+import os
 import re
-import socket
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 import redis
-from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
@@ -36,83 +33,10 @@ from wharf_common import devsecrets
 from wharf_common import extensions as common
 from wharf_common.db import get_session
 
+from .conftest import Inbox, free_port, run_jobs, token_of
+
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a completely different passphrase"
-TOKEN_IN_LINK = re.compile(r"/(reset-password|verify-email)#token=([A-Za-z0-9_-]{43})\b")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Inbox:
-    """aiosmtpd handler: keeps every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
-        self.messages.append(BytesParser(policy=policy.default).parsebytes(envelope.content))  # type: ignore[arg-type]
-        return "250 Message accepted for delivery"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if address in str(m["To"])]
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def inbox(smtp: tuple[Inbox, int]) -> Inbox:
-    smtp[0].messages.clear()
-    return smtp[0]
-
-
-def _clear_queue(app: Flask) -> None:
-    client = common.of(app).redis
-    keys = list(client.scan_iter("rq:*"))
-    if keys:
-        client.delete(*keys)
-
-
-@pytest.fixture
-def worker_settings(
-    app: Flask, auth_settings_kwargs: dict[str, object], smtp: tuple[Inbox, int]
-) -> Iterator[Callable[..., MailWorkerSettings]]:
-    """``worker_settings(**overrides)``: the mail worker's settings, configured for the jobs."""
-    _clear_queue(app)
-    engines = []
-
-    def configure(**overrides: object) -> MailWorkerSettings:
-        defaults = {"smtp_host": "127.0.0.1", "smtp_port": smtp[1], "smtp_security": "none"}
-        settings = MailWorkerSettings(**{**defaults, **auth_settings_kwargs, **overrides})
-        engines.append(mail.configure(settings).sessions.kw["bind"])
-        return settings
-
-    configure()
-    yield configure
-    for engine in engines:
-        engine.dispose()
-    _clear_queue(app)
-
-
-def run_jobs(settings: MailWorkerSettings, *, with_scheduler: bool = False) -> None:
-    """RQ's worker as the container runs it, in burst mode: every queued job, then return."""
-    connection = mail_worker.connect(settings)
-    try:
-        mail_worker.make_worker(connection).work(burst=True, with_scheduler=with_scheduler)
-    finally:
-        connection.close()
 
 
 def register(client: FlaskClient, email: str = "ada@example.com") -> None:
@@ -130,16 +54,6 @@ def ask_reset(client: FlaskClient, email: str = "ada@example.com") -> TestRespon
 
 def confirm(client: FlaskClient, token: str, password: str = NEW_PASSWORD) -> TestResponse:
     return client.post("/password-reset/confirm", json={"token": token, "new_password": password})
-
-
-def token_of(message: EmailMessage, page: str) -> str:
-    """The token in the message's link; the plain-text and HTML bodies carry the same link."""
-    plain = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
-    html = message.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
-    (found,) = TOKEN_IN_LINK.findall(plain)
-    assert found[0] == page
-    assert f"{page}#token={found[1]}" in html
-    return found[1]
 
 
 def mailed_reset_token(client: FlaskClient, inbox: Inbox, settings: MailWorkerSettings) -> str:
@@ -366,7 +280,7 @@ def test_requests_are_limited_per_client_address(
 def test_no_mail_queue_is_503_and_registration_still_works(
     make_app: Callable[..., Flask], app: Flask, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    down = make_app(redis_url=f"redis://127.0.0.1:{_free_port()}/0").test_client()
+    down = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
     capsys.readouterr()
     register(down)  # the account exists; the owner asks for the link again later
     # (the app factory routes logging to its JSON lines on stdout, past pytest's log capture)
@@ -391,7 +305,7 @@ def test_smtp_outage_is_retried_with_backoff_and_logged_without_secrets(
     run_jobs(worker_settings())  # the verification mail
     inbox.messages.clear()
     ask_reset(client)
-    down = worker_settings(smtp_port=_free_port(), smtp_timeout_seconds=2)
+    down = worker_settings(smtp_port=free_port(), smtp_timeout_seconds=2)
     caplog.clear()  # (the test's own SMTP server logged the earlier delivery's recipient)
     with caplog.at_level(logging.INFO):
         run_jobs(down)
@@ -433,7 +347,7 @@ def test_a_database_outage_is_retried_and_logged_without_the_address(
 ) -> None:
     ask_reset(client, "ada@example.com")
     with caplog.at_level(logging.INFO):
-        run_jobs(worker_settings(database_url=f"postgresql://auth@127.0.0.1:{_free_port()}/wharf"))
+        run_jobs(worker_settings(database_url=f"postgresql://auth@127.0.0.1:{free_port()}/wharf"))
     assert "ada@example.com" not in caplog.text  # SQLAlchemy's errors would carry it as a parameter
     assert not [r for r in caplog.records if "ada@example.com" in str(vars(r))]  # RQ's `arguments` field
     assert "MailJobFailed: database error" in caplog.text
@@ -505,20 +419,27 @@ def app_settings(app: Flask) -> AuthSettings:
     return common.of(app).settings  # type: ignore[return-value]
 
 
-def test_worker_health_check_sees_a_live_worker_only(worker_settings: Callable[..., MailWorkerSettings]) -> None:
-    settings = worker_settings()
-    connection = mail_worker.connect(settings)
+def test_worker_touches_its_heartbeat_file_after_each_heartbeat_it_sent(
+    worker_settings: Callable[..., MailWorkerSettings], tmp_path: Path
+) -> None:
+    """The container's health check reads this file's age (compose and Kubernetes alike)."""
+    heartbeat_file = tmp_path / "heartbeat"
+    connection = mail_worker.connect(worker_settings())
     try:
-        assert not mail_worker.healthy(connection, socket.gethostname())
-        worker = mail_worker.make_worker(connection)
+        worker = mail_worker.make_worker(connection, heartbeat_file)
         worker.register_birth()
         try:
+            assert not heartbeat_file.exists()
             worker.heartbeat()
-            assert mail_worker.healthy(connection, socket.gethostname())
-            assert not mail_worker.healthy(connection, "another-host")
+            assert time.time() - heartbeat_file.stat().st_mtime < 5
+            os.utime(heartbeat_file, (time.time() - 600, time.time() - 600))
+            with connection.pipeline() as pipeline:
+                worker.heartbeat(pipeline=pipeline)  # only queued: the file waits for a sent one
+            assert time.time() - heartbeat_file.stat().st_mtime > 500
+            worker.heartbeat()
+            assert time.time() - heartbeat_file.stat().st_mtime < 5
         finally:
             worker.register_death()
-        assert not mail_worker.healthy(connection, socket.gethostname())
     finally:
         connection.close()
 

@@ -14,7 +14,13 @@ Each process keeps the answers to its lookups in memory with redis-py's own clie
 holds an answer as soon as one of its keys changes, and redis-py applies the pushes waiting on a
 connection before it serves an answer. A write returns only after Redis has sent those pushes. A
 connection that goes silent without closing brings no pushes, so at least once per
-``CONFIRM_SECONDS`` a PING proves Redis still answers.
+``CONFIRM_SECONDS`` a PING proves Redis still answers. That memory is bounded: at most
+``LOCAL_ENTRIES`` answers of single-item lookups, each about 1 KiB besides the item's own JSON
+(measured), so about 11 MiB per process for the api's users (docs/operations.md, "Memory limits").
+List pages (up to 100 items each) are looked up through ``plain_client``, a client without copies
+in memory: kept there, a few thousand pages would take hundreds of MiB. Writes replace their stamps
+through it too, which skips the copies' bookkeeping (redis-py applies the invalidations waiting on a
+connection before every command it sends through it).
 
 Redis errors never fail a request: a lookup is a miss, a fill is skipped, and a circuit breaker
 leaves a failing Redis alone for a few seconds, so that an outage costs one short timeout now and
@@ -48,7 +54,7 @@ BREAKER_PAUSE_SECONDS = 2  # how long a failing Redis is left alone before it is
 # stalled between its lookup and its fill (requests end well within this).
 STAMP_GRACE_SECONDS = 300
 CONFIRM_SECONDS = 1.0  # longest a process answers from memory without hearing from Redis
-LOCAL_ENTRIES = 10_000  # answers each process keeps in memory
+LOCAL_ENTRIES = 10_000  # single-item answers each process keeps in memory (see above)
 
 
 def make_redis(settings: CommonSettings, *, local_copies: bool = False) -> redis.Redis:
@@ -98,16 +104,17 @@ class Cache:
     ``item(kind, id)`` and ``page(kind, scope, page)`` look up; ``fill(lookup, document)`` stores
     what the database gave on a miss; ``changed(kind, id, scopes)`` follows every committed write.
     A ``ttl`` of 0 turns lookups and fills off; writes still replace stamps, for replicas that cache.
+    ``client`` answers single-item lookups and stores fills (with local copies, see :func:`make_redis`:
+    a fill's own invalidation comes back on the connection that sent it, before its reply);
+    ``plain_client``, when given (a client that keeps nothing in memory), looks up list pages and
+    replaces the stamps after a write.
     """
 
-    def __init__(self, client: redis.Redis, *, namespace: str, ttl: int, writer: redis.Redis | None = None) -> None:
-        """``client`` answers lookups and stores fills (with local copies, see :func:`make_redis`: a
-        fill's own invalidation comes back on the connection that sent it, before its reply);
-        ``writer``, if given, a client without local copies, replaces the stamps after a write, which
-        then skips the copies' bookkeeping (redis-py applies the waiting invalidations before every
-        command); its PING after them says every process has its invalidation waiting."""
+    def __init__(
+        self, client: redis.Redis, *, namespace: str, ttl: int, plain_client: redis.Redis | None = None
+    ) -> None:
         self._redis = client
-        self._writer = writer or client
+        self._plain = plain_client or client
         self._namespace = namespace
         self._ttl = ttl
         self._breaker = make_breaker()
@@ -120,11 +127,11 @@ class Cache:
 
     def item(self, kind: str, item_id: str, scope: str = "all") -> Lookup:
         """One item, as ``scope`` may see it (an owner's id where only the owner may)."""
-        return self._lookup(f"{kind}:{item_id}", f"{kind}:{scope}:{item_id}")
+        return self._lookup(self._redis, f"{kind}:{item_id}", f"{kind}:{scope}:{item_id}")
 
     def page(self, kind: str, scope: str, page: str) -> Lookup:
         """A list page; ``scope`` is who may see it (e.g. one owner's id, or ``all``)."""
-        return self._lookup(f"{kind}:pages:{scope}", f"{kind}:pages:{scope}:{page}")
+        return self._lookup(self._plain, f"{kind}:pages:{scope}", f"{kind}:pages:{scope}:{page}")
 
     def fill(self, lookup: Lookup, document: bytes) -> None:
         if self.enabled and lookup.stamps is not None:
@@ -139,16 +146,16 @@ class Cache:
 
     def clear(self) -> bool:
         """Retire every document of the namespace (after a restore, or a lost invalidation)."""
-        self._writer.set(self._stamp_key("namespace"), uuid.uuid4().hex)
+        self._plain.set(self._stamp_key("namespace"), uuid.uuid4().hex)
         return True
 
-    def _lookup(self, subject: str, key: str) -> Lookup:
+    def _lookup(self, client: redis.Redis, subject: str, key: str) -> Lookup:
         if not self.enabled:
             return Lookup(key, None, None)
         found = self._guarded(
             lambda: (
-                self._confirmed()
-                and self._redis.mget(self._stamp_key("namespace"), self._stamp_key(subject), self._key(key))
+                self._confirmed(client)
+                and client.mget(self._stamp_key("namespace"), self._stamp_key(subject), self._key(key))
             ),
             None,
             "lookup",
@@ -160,10 +167,11 @@ class Cache:
         seen, _, document = (stored or b"").partition(b"\n")
         return Lookup(key, stamps, document if stored is not None and seen == stamps else None)
 
-    def _confirmed(self) -> bool:
-        """PING Redis if it has not answered one for CONFIRM_SECONDS (raises if it does not answer)."""
+    def _confirmed(self, client: redis.Redis) -> bool:
+        """For a lookup through ``client`` (the one that may keep copies in memory): PING Redis if it
+        has not answered one for CONFIRM_SECONDS (raises if it does not answer)."""
         now = time.monotonic()
-        if now - self._confirmed_at > CONFIRM_SECONDS:
+        if client is self._redis and now - self._confirmed_at > CONFIRM_SECONDS:
             self._redis.ping()
             self._confirmed_at = now
         return True
@@ -171,16 +179,16 @@ class Cache:
     def _replace_stamps(self, subjects: list[str]) -> bool:
         expiry = self._ttl + STAMP_GRACE_SECONDS
         if len(subjects) == 1:  # one command needs no pipeline
-            self._writer.set(self._stamp_key(subjects[0]), uuid.uuid4().hex, ex=expiry)
+            self._plain.set(self._stamp_key(subjects[0]), uuid.uuid4().hex, ex=expiry)
         else:
-            pipe = self._writer.pipeline(transaction=False)
+            pipe = self._plain.pipeline(transaction=False)
             for subject in subjects:
                 pipe.set(self._stamp_key(subject), uuid.uuid4().hex, ex=expiry)
             pipe.execute()
         # Redis sends a write's reply and its invalidation pushes in the same flush, but may send the
         # reply first; a second round trip returns only after that flush has written every push, so
         # another process that the client asks next has its push waiting on its connection.
-        self._writer.ping()
+        self._plain.ping()
         return True
 
     def _guarded(self, operation: Callable[[], T], default: T, what: str) -> T:

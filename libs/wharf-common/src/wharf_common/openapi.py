@@ -195,7 +195,11 @@ def _implied_responses(op: Operation, requires_auth: bool) -> dict[int, Response
         implied[415] = Response(
             f"The body is not {accepted} (the detail names the accepted types)", problem=True, headers=headers
         )
-        implied[422] = Response("Invalid fields, each listed in `errors`", problem=True)
+        implied[422] = Response(
+            "Invalid fields, each listed in `errors`: a value its schema refuses, or one that breaks a rule "
+            "its field's description states beyond the schema",
+            problem=True,
+        )
     return implied
 
 

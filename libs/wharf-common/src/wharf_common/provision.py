@@ -15,6 +15,8 @@ import logging
 import os
 import re
 import sys
+import time
+from typing import NoReturn
 
 import psycopg2
 from psycopg2 import sql
@@ -26,6 +28,10 @@ log = logging.getLogger("wharf.provision")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 # A role of earlier releases that let every service read auth.revocations: dropped on upgrade.
 RETIRED_ROLES = ("wharf_revocation_readers",)
+# How long to wait for Postgres to accept connections (a first start initialises its data directory
+# first), trying again every RETRY_PAUSE_SECONDS.
+POSTGRES_WAIT_SECONDS = 120
+RETRY_PAUSE_SECONDS = 0.5
 
 
 def _require(name: str, value: str | None) -> str:
@@ -61,34 +67,49 @@ def drop_retired_roles(cursor: psycopg2.extensions.cursor) -> None:
 
 
 def _connect_as_admin(admin_url: URL, password: str, database: str) -> psycopg2.extensions.connection:
-    """The superuser's connection; a refused password or an unreachable server stops the one-shot with
-    one line naming the cause and the fix (``make up`` prints it), never a traceback."""
+    """The superuser's connection, once Postgres accepts connections (it may still be starting: compose
+    starts this one-shot with Postgres, not after a health check; at most ``POSTGRES_WAIT_SECONDS``).
+    A refused password or a server that never answers stops the one-shot with one line naming the
+    cause and the fix (``make up`` prints it), never a traceback."""
     where = f"{admin_url.host}:{admin_url.port or 5432}"
-    try:
-        return psycopg2.connect(
-            host=admin_url.host,
-            port=admin_url.port or 5432,
-            user=admin_url.username,
-            password=password,
-            dbname=database,
-            connect_timeout=10,
-            application_name="wharf-provision",
-        )
-    except psycopg2.OperationalError as exc:
-        reason = " ".join(str(exc).split())
-        if "password authentication failed" in reason:
-            # The compose stack's postgres sets it from the same file whenever it starts
-            # (deploy/postgres/entrypoint.sh), so a running one started before the file changed.
-            print(
-                f"configuration error: DATABASE_ADMIN_PASSWORD: Postgres at {where} refused the password of "
-                f"{admin_url.username!r} from {os.environ.get('DATABASE_ADMIN_PASSWORD_FILE')}. Fix: restart Postgres "
-                "so it takes the file's password (compose: scripts/compose.sh up -d --force-recreate postgres, data "
-                "kept), or, for a server of your own, put its password in that file",
-                file=sys.stderr,
+    deadline = time.monotonic() + POSTGRES_WAIT_SECONDS
+    while True:
+        try:
+            return psycopg2.connect(
+                host=admin_url.host,
+                port=admin_url.port or 5432,
+                user=admin_url.username,
+                password=password,
+                dbname=database,
+                connect_timeout=10,
+                application_name="wharf-provision",
             )
-            raise SystemExit(CONFIG_ERROR_EXIT_CODE) from None
-        print(f"error: cannot connect to Postgres at {where} as {admin_url.username!r}: {reason}", file=sys.stderr)
-        raise SystemExit(1) from None
+        except psycopg2.OperationalError as exc:
+            reason = " ".join(str(exc).split())
+            if "password authentication failed" in reason:
+                _refused_password(admin_url, where)
+            if time.monotonic() >= deadline:
+                print(
+                    f"error: cannot connect to Postgres at {where} as {admin_url.username!r} "
+                    f"(waited {POSTGRES_WAIT_SECONDS} s): {reason}",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1) from None
+            # Not listening yet (or a name not resolving yet), or the server is starting up.
+            time.sleep(RETRY_PAUSE_SECONDS)
+
+
+def _refused_password(admin_url: URL, where: str) -> NoReturn:
+    # The compose stack's postgres sets it from the same file whenever it starts
+    # (deploy/postgres/entrypoint.sh), so a running one started before the file changed.
+    print(
+        f"configuration error: DATABASE_ADMIN_PASSWORD: Postgres at {where} refused the password of "
+        f"{admin_url.username!r} from {os.environ.get('DATABASE_ADMIN_PASSWORD_FILE')}. Fix: restart Postgres "
+        "so it takes the file's password (compose: scripts/compose.sh up -d --force-recreate postgres, data "
+        "kept), or, for a server of your own, put its password in that file",
+        file=sys.stderr,
+    )
+    raise SystemExit(CONFIG_ERROR_EXIT_CODE)
 
 
 def main() -> None:

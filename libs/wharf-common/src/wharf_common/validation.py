@@ -7,7 +7,9 @@ from typing import Annotated, Any, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from flask import request
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, GetJsonSchemaHandler, StringConstraints, ValidationError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from wharf_common.problems import Problem
 
@@ -17,18 +19,91 @@ M = TypeVar("M", bound=BaseModel)
 def normalise_email(value: str) -> str:
     """A syntactically valid address, lower-cased (no DNS lookup)."""
     try:
-        return validate_email(value, check_deliverability=False).normalized.lower()
+        # strict: at most 64 characters before the @ (RFC 5321), as the schema's format says too.
+        return validate_email(value, check_deliverability=False, strict=True).normalized.lower()
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
 
 
-# Field types shared by every request model.
+class Documented:
+    """Keywords added to a type's JSON schema: what a validator function enforces, which pydantic
+    cannot derive from it, stated in the OpenAPI document (a unit test holds the two together)."""
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {**handler(schema), **self.keywords}
+
+
+# Field types shared by every request model. Each one's JSON schema says what it accepts: exactly
+# where JSON Schema can say it, and in its description where it cannot.
+
 # No control characters (NUL cannot even be stored in Postgres text).
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
-Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
+# What str.strip() removes besides the control characters (refused anyway).
+_SPACES = r"\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# No control characters, and one character at least that is not whitespace.
+VISIBLE_TEXT = rf"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f{_SPACES}][^\x00-\x1f\x7f]*$"
+# Why a value does not match a shared pattern, in words (pydantic would quote the pattern).
+PATTERN_MESSAGES = {
+    NO_CONTROL_CHARACTERS: "must not contain control characters",
+    VISIBLE_TEXT: "must contain a character that is not whitespace, and no control characters",
+}
+
+
+def trimmed_text(max_length: int) -> Any:
+    """Free text: at most ``max_length`` characters as sent, not blank, no control characters;
+    kept without its surrounding whitespace."""
+    return Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=max_length, pattern=VISIBLE_TEXT),
+        AfterValidator(str.strip),
+        Documented(description="Surrounding whitespace is removed."),
+    ]
+
+
+Name = trimmed_text(100)
+
+# email-validator's rules (strict, no DNS lookup) as a JSON Schema pattern, exact for ASCII
+# addresses without a Punycode label (a unit test compares the two). Before the @: dot-atom text
+# (RFC 5322; no quoting; 64 characters at most), non-ASCII characters allowed (RFC 6531). After it: labels of letters,
+# digits and inner hyphens (at most 63 each; "ab--" only as "xn--"), two at least, the last ending
+# in a letter and not a special-use name (RFC 6761, 6762, 7686; "arpa"). UTS 46 takes the
+# ideographic and full-width full stops for dots too.
+EMAIL_MAX_LENGTH = 254  # email-validator's limit, in UTF-8 bytes (a character is one at least)
+EMAIL_MAX_LOCAL_LENGTH = 64  # characters before the @ (its strict mode)
+_SPECIAL_USE_DOMAINS = ("arpa", "invalid", "local", "localhost", "onion", "test")
+_ATOM = r'[^\x00-\x20\x7f-\x9f"(),.:;<>@\[\\\]]+'
+_LABEL_END = r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x9f]"  # a letter, a digit or a non-ASCII character
+_LABEL_INNER = r"[^\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x9f]"  # the same, or a hyphen
+_TOP_LEVEL_END = r"[^\x00-\x40\x5b-\x60\x7b-\x9f]"  # a letter or a non-ASCII character
+_NOT_PUNYCODE_LIKE = r"(?!(?![Xx][Nn])..--)"
+_DOT = r"[.\u3002\uff0e\uff61]"
+_SPECIAL_USE = "|".join("".join(f"[{c.upper()}{c}]" for c in name) for name in _SPECIAL_USE_DOMAINS)
+EMAIL_PATTERN = (
+    rf"^(?=[^@]{{1,{EMAIL_MAX_LOCAL_LENGTH}}}@){_ATOM}(?:\.{_ATOM})*@"
+    rf"(?:{_NOT_PUNYCODE_LIKE}{_LABEL_END}(?:{_LABEL_INNER}{{0,61}}{_LABEL_END})?{_DOT})+"
+    rf"(?!(?:{_SPECIAL_USE})$){_NOT_PUNYCODE_LIKE}(?:{_LABEL_END}{_LABEL_INNER}{{0,61}})?{_TOP_LEVEL_END}$"
+)
+EMAIL_RULES = (
+    "An email address as the service validates it (email-validator, no DNS lookup), stored "
+    "lower-cased: dot-atom text of at most 64 characters before the @ (RFC 5322: no quoting, no "
+    "surrounding whitespace), and "
+    "after it a domain name (no IP literal) of two labels at least, the last ending in a letter and "
+    f"not {', '.join(_SPECIAL_USE_DOMAINS)}. The pattern says this exactly for ASCII addresses "
+    "without a Punycode (xn--) label. Internationalized addresses (RFC 6531) are accepted under "
+    "rules no pattern can state, and refused with 422 when they break one: before the @, letters, "
+    "marks (not first), numbers, punctuation and symbols only; after it, a valid IDNA 2008 domain "
+    "name (Punycode labels included), each label at most 63 bytes once encoded; the whole address "
+    f"at most {EMAIL_MAX_LENGTH} bytes in UTF-8."
+)
+Email = Annotated[
+    str,
+    StringConstraints(max_length=EMAIL_MAX_LENGTH),
+    AfterValidator(normalise_email),
+    Documented(format="idn-email", pattern=EMAIL_PATTERN, description=EMAIL_RULES),
 ]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(normalise_email)]
 
 
 def omitted() -> Any:
@@ -49,7 +124,12 @@ def field_errors(error: ValidationError) -> list[dict[str, str]]:
     errors = []
     for item in error.errors(include_url=False, include_input=False):
         field = ".".join(str(p) for p in item["loc"]) or "body"
-        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] == "string_pattern_mismatch":
+            message = PATTERN_MESSAGES.get(item.get("ctx", {}).get("pattern", ""), item["msg"])
+        else:
+            message = item["msg"]
         errors.append({"field": field, "message": message})
     return errors
 

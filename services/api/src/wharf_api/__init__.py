@@ -45,8 +45,12 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     app = create_base_app(__name__, settings)
     migrations.init_app(app, Path(__file__).parent / "migrations", SCHEMA)
     authn.init_app(app, _authenticator(app, settings))
-    reads = make_redis(settings, local_copies=True)
-    cache = Cache(reads, namespace="api", ttl=settings.cache_ttl_seconds, writer=common.of(app).redis)
+    cache = Cache(
+        make_redis(settings, local_copies=True),
+        namespace="api",
+        ttl=settings.cache_ttl_seconds,
+        plain_client=common.of(app).redis,
+    )
     extensions.init_app(app, extensions.ApiExtensions(cache))
     views.init_app(app)
     cli.init_app(app)

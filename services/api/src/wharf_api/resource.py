@@ -10,11 +10,8 @@ See docs/adding-a-resource.md (and its example, examples/notes/) for how a resou
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -33,23 +30,18 @@ from wharf_common.authn import Principal, current_principal, require_auth
 from wharf_common.db import get_session, write_connection
 from wharf_common.openapi import Parameter, operation
 from wharf_common.openapi import Response as Doc
+from wharf_common.pages import LIST_PARAMETERS, PageRequest, next_cursor, page_request
 from wharf_common.problems import Problem
-from wharf_common.validation import invalid_field, json_body, omitted, parse_body, validate
+from wharf_common.validation import json_body, omitted, parse_body, validate
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 ToJson = Callable[[Any], dict[str, Any]]
 
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
 MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
 # The columns the toolkit reads and writes itself, besides the resource's own.
 MANAGED_COLUMNS = ("id", "owner", "created_at", "updated_at")
 
-LIST_PARAMETERS = (
-    Parameter("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size (default 20)"),
-    Parameter("cursor", "query", {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}, "next_cursor of the last page"),
-)
 IF_NONE_MATCH = Parameter("If-None-Match", "header", {"type": "string"}, "ETag of a cached copy")
 IF_MATCH = Parameter(
     "If-Match",
@@ -60,7 +52,13 @@ IF_MATCH = Parameter(
 IDEMPOTENCY_KEY = Parameter(
     idempotency.HEADER,
     "header",
-    {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
+    # Printable ASCII, as key_from_request checks it (HTTP drops surrounding spaces before it can).
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$",
+    },
     "Retries with the same key and body return the first response instead of creating again (24 h)",
 )
 
@@ -93,44 +91,11 @@ def json_response(document: bytes, status: int = 200, *, cache: str | None = Non
 # -- pages ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PageRequest:
-    limit: int
-    cursor: str | None  # as the client sent it (part of the cache key)
-    after: uuid.UUID | None  # the last id of the previous page
-
-
-def encode_cursor(last_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(last_id.bytes).rstrip(b"=").decode("ascii")
-
-
-def decode_cursor(cursor: str) -> uuid.UUID:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if len(cursor) != 22 or len(raw) != 16:
-            raise ValueError(cursor)
-        return uuid.UUID(bytes=raw)
-    except (ValueError, binascii.Error):
-        raise invalid_field("cursor", "not a cursor returned by this API") from None
-
-
-def page_request() -> PageRequest:
-    """``limit`` and ``cursor`` from the query string (422 naming the bad one)."""
-    raw = request.args.get("limit")
-    limit = DEFAULT_LIMIT
-    if raw is not None:
-        if not (raw.isascii() and raw.isdecimal() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
-            raise invalid_field("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-        limit = int(raw)
-    cursor = request.args.get("cursor") or None
-    return PageRequest(limit, cursor, decode_cursor(cursor) if cursor is not None else None)
-
-
 def page_document(rows: Sequence[Row[Any]], page: PageRequest, to_json: ToJson) -> bytes:
     """``{"items": [...], "next_cursor": ...}`` from up to ``limit + 1`` rows in id order."""
     items = rows[: page.limit]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > page.limit else None
-    return json_bytes({"items": [to_json(row) for row in items], "next_cursor": next_cursor})
+    cursor = next_cursor([row.id for row in rows], page.limit)
+    return json_bytes({"items": [to_json(row) for row in items], "next_cursor": cursor})
 
 
 # -- reads, through the cache ---------------------------------------------------------------------

@@ -8,10 +8,11 @@ from pathlib import Path
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
-from wharf_auth import cli, extensions, sessions, views
+from wharf_auth import cli, clients, extensions, sessions, views
 from wharf_auth import passwords as policy
 from wharf_auth.keys import KeyRing, SigningKeyError
 from wharf_auth.limits import RECOVERY_PREFIX, LoginLimiter
+from wharf_auth.mfa import SecretBox
 from wharf_auth.models import SCHEMA
 from wharf_auth.settings import AuthSettings
 from wharf_common import authn, migrations, openapi
@@ -40,7 +41,11 @@ def create_app(settings: AuthSettings | None = None) -> Flask:
     redis = common.of(app).redis
     limiter = LoginLimiter(redis, settings.login_window_seconds)
     recovery_limiter = LoginLimiter(redis, settings.recovery_window_seconds, prefix=RECOVERY_PREFIX)
-    extensions.init_app(app, extensions.AuthExtensions(keyring, policy.Passwords(hasher), limiter, recovery_limiter))
+    mfa_secrets = SecretBox(settings.mfa_encryption_key.get_secret_value())
+    extensions.init_app(
+        app, extensions.AuthExtensions(keyring, policy.Passwords(hasher), limiter, recovery_limiter, mfa_secrets)
+    )
+    clients.warm_up()
     # Our own keys, read locally (no HTTP round trip): a new key is seen at once (an unknown kid
     # re-reads them), a removed one within a second; between re-reads the same key objects, so a
     # token verified once is not verified again (VerifiedTokens). Revocations are checked in our own

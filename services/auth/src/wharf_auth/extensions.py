@@ -8,6 +8,7 @@ from flask import Flask, current_app
 
 from wharf_auth.keys import KeyRing
 from wharf_auth.limits import LoginLimiter
+from wharf_auth.mfa import SecretBox
 from wharf_auth.passwords import Passwords
 
 KEY = "wharf_auth"
@@ -19,6 +20,7 @@ class AuthExtensions:
     passwords: Passwords
     limiter: LoginLimiter
     recovery_limiter: LoginLimiter  # requests for password-reset and verification mails
+    mfa_secrets: SecretBox  # encrypts second-factor secrets at rest
 
 
 def init_app(app: Flask, extensions: AuthExtensions) -> None:

@@ -135,6 +135,7 @@ class KeyRing:
         family_id: str | None,
         ttl: int,
         email_verified: bool | None = None,
+        amr: list[str] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         key = self.signing_key()
         now = time.time()
@@ -155,6 +156,8 @@ class KeyRing:
             claims["fid"] = family_id
         if email_verified is not None:
             claims["email_verified"] = email_verified  # the OpenID Connect claim's name and meaning
+        if amr is not None:
+            claims["amr"] = list(amr)  # how the sign-in was made (RFC 8176 values: pwd, otp)
         token = jwt.encode(
             claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
         )

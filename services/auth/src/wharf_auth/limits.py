@@ -131,17 +131,28 @@ class LoginLimiter:
             return None
         return max(1, math.ceil(max(waits)))
 
-    def _record_remote(self, limits: list[Limit]) -> None:
+    def _record_remote(self, limits: list[Limit]) -> list[int]:
         pipe = self.redis.pipeline(transaction=True)
         for limit in limits:
             pipe.set(self.prefix + limit.key, 0, ex=self.window, nx=True)
             pipe.incr(self.prefix + limit.key)
-        pipe.execute()
+        return [int(count) for count in pipe.execute()[1::2]]
 
-    def record_failure(self, limits: list[Limit]) -> None:
+    def record_failure(self, limits: list[Limit]) -> list[Limit]:
+        """Count one event against each limit; returns the limits it just filled (reached their
+        maximum with this very event: once per window, so once per lock)."""
         for limit in limits:
             self.local.incr(limit.key, self.window)
-        self._remote(lambda: self._record_remote(limits), "failure counted")
+        counts = self._remote(lambda: self._record_remote(limits), "failure counted")
+        if counts is None:
+            counts = [self.local.get(limit.key)[0] for limit in limits]
+        return [limit for limit, count in zip(limits, counts, strict=True) if count == limit.max_failures]
+
+    def clear(self, limit: Limit) -> int:
+        """Lift a limit now (an operator's unlock): the count it had in Redis (raises
+        redis.RedisError when Redis is down). This process's fallback count goes too."""
+        self.local.reset(limit.key)
+        return int(self.redis.getdel(self.prefix + limit.key) or 0)
 
     def reset(self, limit: Limit) -> None:
         self.local.reset(limit.key)

@@ -1,12 +1,14 @@
-"""Account-recovery mail, out of the request path: an RQ queue on the service's Redis and the jobs
-the mail worker (:mod:`wharf_auth.worker`) runs.
+"""Mail to account owners, out of the request path: an RQ queue on the service's Redis and the jobs
+the mail worker (:mod:`wharf_auth.worker`) runs. Password-reset and verification links, sign-in
+alerts (a session from a client new to the account, with a link that ends it) and lock notices.
 
-A request only enqueues the address (:func:`enqueue`); the worker looks the account up, issues the
-token (:mod:`wharf_auth.recovery`), renders the plain-text and HTML bodies from
-``templates/mail/`` and hands the message to the SMTP server. So the token never passes through
-Redis, and a password-reset request costs the same whether the account exists or not. A job that
-fails (SMTP down, worker killed mid-job) is retried with growing pauses; each attempt issues a new
-token, which supersedes the one of the attempt before. Jobs are JSON (RQ's JSONSerializer), never
+A request only enqueues the address (:func:`enqueue`) or the new session's id
+(:func:`enqueue_sign_in_alert`); the worker looks the account up, issues the token
+(:mod:`wharf_auth.recovery`), renders the plain-text and HTML bodies from ``templates/mail/`` and
+hands the message to the SMTP server. So the token never passes through Redis, and a
+password-reset request costs the same whether the account exists or not. A job that fails (SMTP
+down, worker killed mid-job) is retried with growing pauses; each attempt issues a new token,
+which supersedes the one of the attempt before. Jobs are JSON (RQ's JSONSerializer), never
 pickles, and name no address or token in their description, which RQ logs.
 """
 
@@ -16,7 +18,9 @@ import logging
 import smtplib
 import ssl
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -43,8 +47,15 @@ QUEUE = "auth-mail"
 RETRY_PAUSES = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 3600)
 JOB_TIMEOUT_SECONDS = 60
 FAILED_KEPT_SECONDS = 7 * 86_400
-SUBJECTS = {recovery.RESET: "Reset your Wharf password", recovery.VERIFY: "Confirm your email address for Wharf"}
-PAGES = {recovery.RESET: "reset-password", recovery.VERIFY: "verify-email"}
+ALERT = recovery.ALERT
+LOCKED = "locked"
+SUBJECTS = {
+    recovery.RESET: "Reset your Wharf password",
+    recovery.VERIFY: "Confirm your email address for Wharf",
+    ALERT: "New sign-in to your Wharf account",
+    LOCKED: "Your Wharf account is locked for a while",
+}
+PAGES = {recovery.RESET: "reset-password", recovery.VERIFY: "verify-email", ALERT: "sign-in-alert"}
 
 
 class MailJobFailed(Exception):
@@ -58,12 +69,22 @@ def queue(connection: redis.Redis) -> Queue:
 
 
 def enqueue(connection: redis.Redis, purpose: str, email: str) -> None:
-    """Queue the mail of ``purpose`` for ``email`` (raises redis.RedisError when Redis is down)."""
-    job = send_password_reset if purpose == recovery.RESET else send_email_verification
+    """Queue the mail of ``purpose`` (reset, verify or locked) for ``email`` (raises
+    redis.RedisError when Redis is down)."""
+    jobs = {recovery.RESET: send_password_reset, recovery.VERIFY: send_email_verification, LOCKED: send_lock_notice}
+    _enqueue(connection, purpose, jobs[purpose], email)
+
+
+def enqueue_sign_in_alert(connection: redis.Redis, family_id: uuid.UUID) -> None:
+    """Queue the alert about the new session ``family_id`` (raises redis.RedisError when Redis is down)."""
+    _enqueue(connection, ALERT, send_sign_in_alert, str(family_id))
+
+
+def _enqueue(connection: redis.Redis, purpose: str, job: Callable[[str], None], argument: str) -> None:
     queue(connection).enqueue(
         job,
-        email,
-        description=f"{purpose} mail",  # RQ logs it; the default would show the address
+        argument,
+        description=f"{purpose} mail",  # RQ logs it; the default would show the argument
         retry=Retry(max=len(RETRY_PAUSES), interval=list(RETRY_PAUSES)),
         job_timeout=JOB_TIMEOUT_SECONDS,
         result_ttl=0,
@@ -103,18 +124,36 @@ def runtime() -> Runtime:
 
 def send_password_reset(email: str) -> None:
     """Job: mail a password-reset link to the account with ``email``, if there is one."""
-    _send(recovery.RESET, email)
+    _send(recovery.RESET, lambda found, session: _prepare_link(found, session, recovery.RESET, email), email=email)
 
 
 def send_email_verification(email: str) -> None:
     """Job: mail a verification link to the account with ``email``, unless it is verified already."""
-    _send(recovery.VERIFY, email)
+    _send(recovery.VERIFY, lambda found, session: _prepare_link(found, session, recovery.VERIFY, email), email=email)
 
 
-def _send(purpose: str, email: str) -> None:
+def send_sign_in_alert(family_id: str) -> None:
+    """Job: tell the owner of session ``family_id`` that it started from a client new to the
+    account, with a link that ends it ("this wasn't me")."""
+    _send(ALERT, lambda found, session: _prepare_alert(found, session, uuid.UUID(family_id)))
+
+
+def send_lock_notice(email: str) -> None:
+    """Job: tell the owner of the account with ``email`` (if there is one) that failed sign-ins
+    locked it. Queued once per lock: by the failure that filled the limit."""
+    _send(LOCKED, lambda found, session: _prepare_lock_notice(found, session, email), email=email)
+
+
+Prepare = Callable[[Runtime, Session], tuple[uuid.UUID, EmailMessage] | None]
+
+
+def _send(purpose: str, prepare: Prepare, *, email: str | None = None) -> None:
+    """Prepare the message in a transaction (committed before sending: a mailed token must exist;
+    an unsent one is superseded or simply expires), then hand it to the SMTP server."""
     found = runtime()
     try:
-        prepared = _prepare(found, purpose, email)
+        with found.sessions() as session:
+            prepared = prepare(found, session)
     except SQLAlchemyError as exc:
         events.emit(f"{purpose}_mail_failed", email=email, level=logging.WARNING)
         raise MailJobFailed(f"database error: {type(exc).__name__}") from None
@@ -130,32 +169,56 @@ def _send(purpose: str, email: str) -> None:
     events.emit(f"{purpose}_mail_sent", account_id=account_id)
 
 
-def _prepare(found: Runtime, purpose: str, email: str) -> tuple[uuid.UUID, EmailMessage] | None:
-    """The account's id and its message with a new token (committed), or None: nothing to send."""
-    with found.sessions() as session:
-        account = queries.account_by_email(session, email=email)
-        if account is None or (purpose == recovery.VERIFY and account.email_verified_at is not None):
-            return None
-        token = recovery.issue(
-            session, account, purpose, now=now(), ttl_seconds=found.settings.account_token_ttl_seconds
-        )
-        message = compose(found, purpose, account, token)
-        session.commit()  # before sending: a mailed token must exist; an unsent one is superseded on retry
-        return account.id, message
+def _prepare_link(found: Runtime, session: Session, purpose: str, email: str) -> tuple[uuid.UUID, EmailMessage] | None:
+    """A reset or verification message with a new token, or None: nothing to send."""
+    account = queries.account_by_email(session, email=email)
+    if account is None or (purpose == recovery.VERIFY and account.email_verified_at is not None):
+        return None
+    ttl = found.settings.account_token_ttl_seconds
+    token = recovery.issue(session, account, purpose, now=now(), ttl_seconds=ttl)
+    message = compose(found, purpose, account, {"link": link(found.settings, purpose, token), "minutes": ttl // 60})
+    session.commit()
+    return account.id, message
+
+
+def _prepare_alert(found: Runtime, session: Session, family_id: uuid.UUID) -> tuple[uuid.UUID, EmailMessage] | None:
+    record = queries.login_session(session, family_id=family_id)
+    account = queries.account_by_id(session, account_id=record.account_id) if record else None
+    if record is None or account is None:  # deleted since
+        return None
+    token = recovery.issue(
+        session, account, ALERT, now=now(), ttl_seconds=recovery.ALERT_TTL_SECONDS, family_id=family_id
+    )
+    context = {
+        "when": record.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "client": record.client,
+        "network": record.network,
+        "link": link(found.settings, ALERT, token),
+        "days": recovery.ALERT_TTL_SECONDS // 86_400,
+    }
+    message = compose(found, ALERT, account, context)
+    session.commit()
+    return account.id, message
+
+
+def _prepare_lock_notice(found: Runtime, session: Session, email: str) -> tuple[uuid.UUID, EmailMessage] | None:
+    account = queries.account_by_email(session, email=email)
+    if account is None:
+        return None
+    settings = found.settings
+    context = {"failures": settings.login_max_failures, "minutes": max(1, settings.login_window_seconds // 60)}
+    return account.id, compose(found, LOCKED, account, context)
 
 
 def link(settings: MailWorkerSettings, purpose: str, token: str) -> str:
     return f"{str(settings.public_url).rstrip('/')}/{PAGES[purpose]}#token={token}"
 
 
-def compose(found: Runtime, purpose: str, account: Account, token: str) -> EmailMessage:
-    """The message: plain-text and HTML bodies from the templates ``<purpose>.txt`` and ``<purpose>.html``."""
+def compose(found: Runtime, purpose: str, account: Account, context: dict[str, object]) -> EmailMessage:
+    """The message: plain-text and HTML bodies from the templates ``<purpose>.txt`` and
+    ``<purpose>.html``, given ``context`` and the account's name."""
     settings = found.settings
-    context = {
-        "name": account.name,
-        "link": link(settings, purpose, token),
-        "minutes": settings.account_token_ttl_seconds // 60,
-    }
+    context = {**context, "name": account.name}
     message = EmailMessage()
     message["Subject"] = SUBJECTS[purpose]
     message["From"] = settings.mail_from

@@ -6,15 +6,29 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, RootModel, StringConstraints
 
-from wharf_common.validation import NO_CONTROL_CHARACTERS, Email, Name
+from wharf_auth import passwords
+from wharf_common.validation import Documented, Email, Name, trimmed_text
 
-# Never stripped or truncated; the policy checks length. The bound only stops absurd bodies early.
+# A password to check: never stripped or truncated. The bound only stops absurd bodies early.
 Password = Annotated[str, StringConstraints(max_length=4096)]
-LoginEmail = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320, pattern=NO_CONTROL_CHARACTERS)
+# A password to set: the policy decides (wharf_auth.passwords, with reasons safe to show); its
+# length bounds are in the schema, its other rules in the description.
+NewPassword = Annotated[
+    str,
+    Documented(
+        minLength=passwords.MIN_LENGTH,
+        maxLength=passwords.MAX_LENGTH,
+        description=(
+            f"{passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters, any Unicode, spaces included, never "
+            "truncated. Refused with 422 (the reason in `errors`) when it is common (a list of breached "
+            "passwords), repetitive, a predictable sequence, or built from the email address or the product name."
+        ),
+    ),
 ]
+# Any email address an account could have (no syntax check: an unknown one is a failed sign-in).
+LoginEmail = trimmed_text(320)
 
 
 class Strict(BaseModel):
@@ -23,7 +37,7 @@ class Strict(BaseModel):
 
 class RegisterBody(Strict):
     email: Email
-    password: Password
+    password: NewPassword
     name: Name
 
 
@@ -38,12 +52,111 @@ class RefreshBody(Strict):
 
 class PasswordChangeBody(Strict):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 # A mailed token (43 characters as issued); any other string is answered as an invalid token
 # (400), a JWT included. The bound only stops absurd bodies early (422).
 MailedToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+# -- the second factor --------------------------------------------------------------------------
+
+TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+# As shown (``abcd-efgh-ijkl-mnop``), any case, with or without the dashes.
+RecoveryCodeText = Annotated[str, StringConstraints(min_length=16, max_length=19, pattern=r"^[A-Za-z2-7-]+$")]
+# The challenge of a sign-in that awaits its second factor (43 characters as issued); any other
+# string, an access token included, is answered as an invalid challenge (401).
+ChallengeToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class MfaLoginWithCode(Strict):
+    mfa_token: ChallengeToken
+    code: TotpCode
+
+
+class MfaLoginWithRecoveryCode(Strict):
+    mfa_token: ChallengeToken
+    recovery_code: RecoveryCodeText
+
+
+class MfaLoginBody(RootModel[MfaLoginWithCode | MfaLoginWithRecoveryCode]):
+    """The challenge and either a code from the authenticator app or a recovery code."""
+
+
+class TotpConfirmBody(Strict):
+    code: TotpCode
+
+
+class TotpRemoveWithCode(Strict):
+    password: Password
+    code: TotpCode
+
+
+class TotpRemoveWithRecoveryCode(Strict):
+    password: Password
+    recovery_code: RecoveryCodeText
+
+
+class TotpRemoveBody(RootModel[TotpRemoveWithCode | TotpRemoveWithRecoveryCode]):
+    """The password and either a code from the authenticator app or a recovery code."""
+
+
+class TotpEnrolment(BaseModel):
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str]
+
+
+class LoginChallenge(BaseModel):
+    """The password was right; the account has a second factor: send a code with ``mfa_token`` to
+    ``POST /auth/login/mfa`` within ``expires_in`` seconds."""
+
+    mfa_required: Literal[True]
+    mfa_token: str
+    expires_in: int
+
+
+# -- sessions and events ----------------------------------------------------------------------------
+
+
+class SessionOut(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    client: str
+    network: str
+    current: bool
+
+
+class SessionList(BaseModel):
+    items: list[SessionOut]
+
+
+class EventOut(BaseModel):
+    type: str
+    at: datetime
+    client: str | None
+    network: str | None
+    session_id: uuid.UUID | None
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class SignInAlertBody(Strict):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class SignInAlertResult(BaseModel):
+    session_ended: bool
+    password_reset_mailed: bool
 
 
 class EmailBody(Strict):
@@ -52,7 +165,7 @@ class EmailBody(Strict):
 
 class PasswordResetBody(Strict):
     token: MailedToken
-    new_password: Password
+    new_password: NewPassword
 
 
 class VerifyEmailBody(Strict):
@@ -86,6 +199,10 @@ class TokenPair(BaseModel):
     token_type: Literal["Bearer"]
     expires_in: int
     refresh_token: str
+
+
+class LoginResult(RootModel[TokenPair | LoginChallenge]):
+    """Tokens, or, for an account with a second factor, the challenge to answer with a code."""
 
 
 class PublicKey(BaseModel):

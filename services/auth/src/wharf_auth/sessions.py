@@ -25,13 +25,18 @@ from flask import g
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from wharf_auth import extensions, queries
+from wharf_auth import activity, clients, extensions, queries
 from wharf_auth.models import Account
 from wharf_auth.settings import AuthSettings
 from wharf_common import authn
 from wharf_common import extensions as common
+from wharf_common.authn import ADMIN_ROLE
 from wharf_common.revocation import Revocation, publish
 from wharf_common.tokens import MAX_LEEWAY_SECONDS
+
+PASSWORD_ONLY = ["pwd"]  # the access tokens' amr claim (RFC 8176)
+OTP = "otp"
+WITH_SECOND_FACTOR = ["pwd", OTP]
 
 
 def settings() -> AuthSettings:
@@ -46,15 +51,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def issue_tokens(session: Session, account: Account, family_id: uuid.UUID) -> dict[str, Any]:
-    """A new access token and a new refresh token in ``family_id``; the caller commits."""
-    tokens, refresh = sign_pair(account.id, account.roles, account.email_verified_at is not None, family_id)
+def issue_tokens(session: Session, account: Account, family_id: uuid.UUID, amr: list[str]) -> dict[str, Any]:
+    """A new access token and a new refresh token in ``family_id``, signed in by ``amr``; the caller commits."""
+    tokens, refresh = sign_pair(account.id, account.roles, account.email_verified_at is not None, family_id, amr)
     queries.add_refresh_token(
         session,
         account_id=account.id,
         family_id=family_id,
         token_hash=refresh.token_hash,
         expires_at=refresh.expires_at,
+        amr=amr,
     )
     return tokens
 
@@ -68,10 +74,10 @@ class NewRefreshToken:
 
 
 def sign_pair(
-    account_id: uuid.UUID, roles: list[str] | None, email_verified: bool, family_id: uuid.UUID
+    account_id: uuid.UUID, roles: list[str] | None, email_verified: bool, family_id: uuid.UUID, amr: list[str]
 ) -> tuple[dict[str, Any], NewRefreshToken]:
-    """A new access token for the account and a new refresh token in ``family_id``: the answer's
-    pair, and the refresh token as the caller stores it."""
+    """A new access token for the account and a new refresh token in ``family_id``, signed in by
+    ``amr``: the answer's pair, and the refresh token as the caller stores it."""
     config = settings()
     access, _claims = extensions.of().keyring.sign_access_token(
         issuer=config.token_issuer,
@@ -81,6 +87,7 @@ def sign_pair(
         email_verified=email_verified,
         family_id=str(family_id),
         ttl=config.access_token_ttl_seconds,
+        amr=amr,
     )
     refresh = secrets.token_urlsafe(32)
     tokens = {
@@ -90,6 +97,67 @@ def sign_pair(
         "refresh_token": refresh,
     }
     return tokens, NewRefreshToken(hash_token(refresh), now() + timedelta(seconds=config.refresh_token_ttl_seconds))
+
+
+@dataclass(frozen=True)
+class SignIn:
+    tokens: dict[str, Any]
+    family_id: uuid.UUID
+    new_client: bool  # its client and network have not signed in to the account lately: alert the owner
+
+
+def start(session: Session, account: Account, amr: list[str]) -> SignIn:
+    """A new session of ``account`` (signed in by ``amr``) from the calling client: its record, its
+    first token pair, a ``sign_in`` event. The caller commits."""
+    client = clients.of_request()
+    family_id = uuid.uuid4()
+    new_client = _is_new_client(session, account.id, client)
+    queries.add_login_session(
+        session, family_id=family_id, account_id=account.id, client=client.description, network=client.network
+    )
+    tokens = issue_tokens(session, account, family_id, amr)
+    activity.record(session, account.id, activity.SIGN_IN, session_id=family_id)
+    return SignIn(tokens, family_id, new_client)
+
+
+def _is_new_client(session: Session, account_id: uuid.UUID, client: clients.Client) -> bool:
+    """No session of the account from this client and network started or was refreshed within
+    SIGN_IN_ALERT_DAYS. An account's first sign-in ever is not news to its owner."""
+    days = settings().sign_in_alert_days
+    if days == 0 or not queries.has_signed_in_before(session, account_id=account_id):
+        return False
+    since = now() - timedelta(days=days)
+    return not queries.client_seen_since(
+        session, account_id=account_id, client=client.description, network=client.network, since=since
+    )
+
+
+def second_factor_missing(account: Account | Row[Any], amr: list[str]) -> bool:
+    """REQUIRE_ADMIN_MFA is on, the account is an admin, and ``amr`` has no second factor."""
+    return settings().require_admin_mfa and ADMIN_ROLE in (account.roles or []) and OTP not in amr
+
+
+def end(session: Session, account_id: uuid.UUID, family_ids: list[uuid.UUID], kind: str) -> list[Revocation]:
+    """End the account's sessions ``family_ids`` in the caller's transaction: their refresh tokens
+    revoked, their access tokens listed as revoked, one ``kind`` event each. :func:`announce` the
+    returned revocations once committed."""
+    ended = []
+    for family_id in family_ids:
+        queries.revoke_refresh_tokens(session, now=now(), family_id=family_id, account_id=account_id)
+        ended.append(Revocation("family", str(family_id), covering_expiry()))
+        activity.record(session, account_id, kind, session_id=family_id)
+    revoke(session, *ended)
+    return ended
+
+
+def live_families(session: Session, account_id: uuid.UUID, family_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """The account's sessions (or ``family_id`` alone, if it is one of them) whose tokens may still
+    work: a refresh token not revoked, issued recently enough for it or its access token to be valid."""
+    config = settings()
+    lifetime = max(config.refresh_token_ttl_seconds, config.access_token_ttl_seconds + MAX_LEEWAY_SECONDS)
+    return queries.live_families(
+        session, account_id=account_id, issued_since=now() - timedelta(seconds=lifetime), family_id=family_id
+    )
 
 
 def set_password(session: Session, account: Account, password_hash: str) -> Revocation:

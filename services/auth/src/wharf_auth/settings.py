@@ -12,6 +12,7 @@ from wharf_common.settings import CommonSettings
 # OWASP / RFC 9106 floor for Argon2id; weaker parameters are refused at start-up.
 ARGON2_MIN_MEMORY_KIB = 19456
 ARGON2_MIN_TIME_COST = 2
+MFA_KEY_MIN_LENGTH = 32
 
 
 class AuthSettings(CommonSettings):
@@ -45,15 +46,41 @@ class AuthSettings(CommonSettings):
     recovery_window_seconds: int = Field(default=3600, ge=1, le=86_400)
     # False: an account signs in only once its email address is verified.
     allow_unverified_login: bool = True
-    # Where the client application lives: mails link to <PUBLIC_URL>/reset-password#token=... and
-    # <PUBLIC_URL>/verify-email#token=... (a fragment: browsers never send it to a server).
-    public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8080")
+    # Where the pages for mailed links live: mails link to <PUBLIC_URL>/reset-password#token=...,
+    # <PUBLIC_URL>/verify-email#token=... and <PUBLIC_URL>/sign-in-alert#token=... (a fragment:
+    # browsers never send it to a server). The default is the edge's own pages (deploy/nginx/account).
+    public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8080/account")
+
+    # The second factor's secrets are stored encrypted under keys derived from this secret (a file:
+    # MFA_ENCRYPTION_KEY_FILE): one secret of at least 32 characters per line, the first encrypts,
+    # every line decrypts (rotation: add a new first line; see docs/operations.md).
+    mfa_encryption_key: SecretStr
+    # True: an account with the admin role signs in only with a second factor (without one it is
+    # refused, and it cannot remove the one it has).
+    require_admin_mfa: bool = False
+    # A sign-in from a client (description and network) that has not signed in to the account in
+    # this many days mails the owner an alert; 0 turns the alerts off.
+    sign_in_alert_days: int = Field(default=30, ge=0, le=365)
+    # Account events (GET /auth/events) older than this are removed by the mail worker.
+    account_events_retention_days: int = Field(default=90, ge=1, le=3650)
+
+    @field_validator("mfa_encryption_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:  # the mail worker's (MailWorkerSettings)
+            return value
+        lines = [line.strip() for line in value.get_secret_value().splitlines() if line.strip()]
+        if not lines or any(len(line) < MFA_KEY_MIN_LENGTH for line in lines):
+            raise ValueError(f"every line must be a secret of at least {MFA_KEY_MIN_LENGTH} characters")
+        return value
 
 
 class MailWorkerSettings(AuthSettings):
     """The mail worker (``python -m wharf_auth.worker``): auth's settings plus the SMTP server's."""
 
     service_name: str = "auth-mail"
+    # The worker never reads a second factor, so it is not given the key (it is auth's alone).
+    mfa_encryption_key: SecretStr | None = None  # type: ignore[assignment]
 
     smtp_host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
     smtp_port: int = Field(default=587, ge=1, le=65_535)

@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
-from wharf_auth import events, extensions, queries, sessions
+from wharf_auth import activity, events, extensions, queries, sessions
 from wharf_auth import passwords as policy
 from wharf_auth.models import Account
 from wharf_auth.schemas import AccountOut, MeOut, PasswordChangeBody, RegisterBody
@@ -78,6 +78,7 @@ def change_password() -> ResponseReturnValue:
         raise Problem(403, "The current password is wrong.", slug="wrong-password")
     session = get_session()
     everything_before = sessions.set_password(session, account, passwords.hash(body.new_password))
+    activity.record(session, account.id, activity.PASSWORD_CHANGED)
     session.commit()
     sessions.announce(everything_before)
     events.emit("password_changed", account_id=account.id)

@@ -1,4 +1,5 @@
-"""Account recovery: password reset and email verification, by links mailed to the address.
+"""Account recovery: password reset and email verification, by links mailed to the address, and
+the "this wasn't me" of a sign-in alert.
 
 Asking for a mail (reset, or a verification again) answers 202 with the same body whether or not
 an account has the address, after the same work: limits counted, one job queued. The mail worker
@@ -14,10 +15,17 @@ import redis
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from wharf_auth import events, extensions, mail, recovery, sessions
+from wharf_auth import activity, events, extensions, mail, recovery, sessions
 from wharf_auth import passwords as policy
 from wharf_auth.limits import Limit, email_key, ip_key
-from wharf_auth.schemas import Accepted, EmailBody, PasswordResetBody, VerifyEmailBody
+from wharf_auth.schemas import (
+    Accepted,
+    EmailBody,
+    PasswordResetBody,
+    SignInAlertBody,
+    SignInAlertResult,
+    VerifyEmailBody,
+)
 from wharf_common import extensions as common
 from wharf_common.db import get_session
 from wharf_common.openapi import Response as Doc
@@ -65,6 +73,7 @@ def confirm_password_reset() -> ResponseReturnValue:
     everything_before = sessions.set_password(session, account, extensions.of().passwords.hash(body.new_password))
     if account.email_verified_at is None:
         account.email_verified_at = now  # the link reached the owner of the address
+    activity.record(session, account.id, activity.PASSWORD_RESET)
     session.commit()
     sessions.announce(everything_before)
     events.emit("password_reset", account_id=account.id)
@@ -88,6 +97,37 @@ def verify_email() -> ResponseReturnValue:
     session.commit()
     events.emit("email_verified", account_id=account.id)
     return "", 204
+
+
+@bp.post("/sign-in-alert")
+@operation(
+    '"This wasn\'t me": end the session a sign-in alert was about, and mail a password-reset link',
+    body=SignInAlertBody,
+    responses={200: Doc("Ended", SignInAlertResult, headers=("Cache-Control",)), 400: REFUSED},
+    tags=("recovery",),
+)
+def report_sign_in() -> ResponseReturnValue:
+    """The token of a sign-in alert's link: the session it names ends at every service, and the
+    account's owner is mailed a password-reset link (unless the mail queue is down: the answer says)."""
+    body = parse_body(SignInAlertBody)
+    session, now = get_session(), sessions.now()
+    token = recovery.redeemable(session, body.token, recovery.ALERT, now=now)
+    account = recovery.account_of(session, token)
+    recovery.claim(session, body.token, recovery.ALERT, now=now)
+    ended = []
+    if token.family_id is not None and sessions.live_families(session, account.id, token.family_id):
+        ended = sessions.end(session, account.id, [token.family_id], activity.SESSION_REPORTED)
+    else:  # over already: the report is recorded all the same
+        activity.record(session, account.id, activity.SESSION_REPORTED, session_id=token.family_id)
+    session.commit()
+    sessions.announce(*ended)
+    events.emit("sign_in_reported", account_id=account.id, level=logging.WARNING)
+    try:
+        mail.enqueue(common.of().redis, recovery.RESET, account.email)
+        mailed = True
+    except (redis.RedisError, OSError):
+        mailed = False
+    return jsonify(session_ended=True, password_reset_mailed=mailed), 200, NO_STORE
 
 
 @bp.post("/verify-email/resend")

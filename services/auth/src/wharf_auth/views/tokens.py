@@ -1,20 +1,18 @@
-"""Sign-in sessions: login, refresh, logout."""
+"""Sign-in sessions: login (and its second factor, views/mfa.py), refresh, logout."""
 
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from wharf_auth import events, extensions, queries, sessions
-from wharf_auth.limits import Limit, email_key, ip_key
-from wharf_auth.schemas import LoginBody, RefreshBody, TokenPair
+from wharf_auth import activity, events, extensions, queries, recovery, sessions, signin
+from wharf_auth.schemas import LoginBody, LoginResult, RefreshBody, TokenPair
 from wharf_common.authn import unauthorized
 from wharf_common.db import get_session
 from wharf_common.openapi import Response as Doc
@@ -31,14 +29,27 @@ REFRESH_FAILED = "Invalid, expired or revoked refresh token."
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+LOGIN_DESCRIPTION = """Answers 200 with a token pair, or, for an account with a second factor, 200
+with `{"mfa_required": true, "mfa_token": ..., "expires_in": 300}`: send a code from the
+authenticator app (or a recovery code) with that token to `POST /auth/login/mfa` within five
+minutes. The token works once and for nothing else.
+
+A wrong password, an unknown address: the same 401, after the same work. Failures are counted per
+account and per client address (wrong second-factor codes too); the failure that reaches the
+account's limit locks it for a while (429) and mails its owner once. A sign-in from a client and
+network the account has not seen lately mails the owner an alert (`SIGN_IN_ALERT_DAYS`)."""
+
+
 @bp.post("/login")
 @operation(
-    "Sign in: an access token and a refresh token",
+    "Sign in: an access token and a refresh token, or a second-factor challenge",
+    description=LOGIN_DESCRIPTION,
     body=LoginBody,
     responses={
-        200: Doc("Tokens", TokenPair, headers=("Cache-Control",)),
+        200: Doc("Tokens, or the challenge of the second factor", LoginResult, headers=("Cache-Control",)),
         401: "Wrong email or password",
-        403: "The email address is not verified and ALLOW_UNVERIFIED_LOGIN is off",
+        403: "The email address is not verified and ALLOW_UNVERIFIED_LOGIN is off, or an admin without a "
+        "second factor while REQUIRE_ADMIN_MFA is on (`type` says which)",
         429: Doc("Too many failed attempts", problem=True, headers=("Retry-After",)),
     },
     tags=("tokens",),
@@ -47,25 +58,15 @@ def login() -> ResponseReturnValue:
     body = parse_body(LoginBody)
     config, found = sessions.settings(), extensions.of()
     email = body.email.lower()
-    account_limit = Limit(email_key(email), config.login_max_failures)
-    limits = [account_limit, Limit(ip_key(request.remote_addr or "unknown"), config.ip_max_failures)]
-    wait = found.limiter.retry_after(limits)
-    if wait is not None:
-        events.emit("login_locked", email=email, level=logging.WARNING)
-        raise Problem(
-            429,
-            "Too many failed sign-in attempts; try again later.",
-            slug="too-many-requests",
-            headers={"Retry-After": str(wait)},
-        )
+    limits = signin.limits_for(email)
+    signin.refuse_if_throttled(limits, email)
     session = get_session()
     account = queries.account_by_email(session, email=email)
     # An unknown email costs one password verification too (no timing difference).
     if not found.passwords.verify(account.password_hash if account else None, body.password) or account is None:
-        found.limiter.record_failure(limits)
         events.emit("login_failure", email=email, level=logging.WARNING)
+        signin.count_failure(session, limits, email, account, activity.SIGN_IN_FAILED)
         raise unauthorized(LOGIN_FAILED, token_sent=False)
-    found.limiter.reset(account_limit)
     if account.email_verified_at is None and not config.allow_unverified_login:
         events.emit("login_unverified", account_id=account.id, level=logging.WARNING)
         raise Problem(
@@ -77,10 +78,16 @@ def login() -> ResponseReturnValue:
     if found.passwords.needs_rehash(account.password_hash):
         account.password_hash = found.passwords.hash(body.password)
         account.updated_at = sessions.now()
-    tokens = sessions.issue_tokens(session, account, uuid.uuid4())
-    session.commit()
-    events.emit("login_success", account_id=account.id)
-    return jsonify(tokens), 200, NO_STORE
+    if queries.has_confirmed_factor(session, account_id=account.id):
+        token = recovery.issue(
+            session, account, recovery.MFA, now=sessions.now(), ttl_seconds=recovery.MFA_CHALLENGE_SECONDS
+        )
+        session.commit()
+        events.emit("login_second_factor_asked", account_id=account.id)
+        challenge = {"mfa_required": True, "mfa_token": token, "expires_in": recovery.MFA_CHALLENGE_SECONDS}
+        return jsonify(challenge), 200, NO_STORE
+    signin.refuse_without_second_factor(session, account, sessions.PASSWORD_ONLY)
+    return signin.complete(session, account, limits, sessions.PASSWORD_ONLY)
 
 
 REFRESH_DESCRIPTION = """Each refresh token is used once: the answer carries a new access token and a new
@@ -130,7 +137,12 @@ def refresh() -> ResponseReturnValue:
     if row.expires_at <= now or row.account_found is None:
         session.rollback()
         raise unauthorized(REFRESH_FAILED, token_sent=False)
-    tokens, successor = sessions.sign_pair(row.account_id, row.roles, row.email_verified_at is not None, row.family_id)
+    amr = row.amr or sessions.PASSWORD_ONLY
+    if sessions.second_factor_missing(row, amr):  # REQUIRE_ADMIN_MFA turned on since this sign-in
+        session.rollback()
+        raise unauthorized(REFRESH_FAILED, token_sent=False)
+    verified = row.email_verified_at is not None
+    tokens, successor = sessions.sign_pair(row.account_id, row.roles, verified, row.family_id, amr)
     interval = timedelta(seconds=config.refresh_reuse_interval_seconds)
     queries.rotate_refresh_token(
         session,
@@ -139,6 +151,7 @@ def refresh() -> ResponseReturnValue:
         sealed=sessions.seal_successor(presented, tokens) if interval else None,
         new_token_hash=successor.token_hash,
         new_expires_at=successor.expires_at,
+        amr=amr,
         used_before=now - interval,
     )
     session.commit()
@@ -169,20 +182,12 @@ def logout() -> ResponseReturnValue:
     account, claims = sessions.current_account()
     session = get_session()
     ended = [Revocation("jti", claims["jti"], float(claims["exp"]) + MAX_LEEWAY_SECONDS)]
-    family_id = _family_id(claims.get("fid"))
-    if family_id is not None:
-        ended.append(Revocation("family", str(family_id), sessions.covering_expiry()))
-        queries.revoke_refresh_tokens(session, now=sessions.now(), family_id=family_id, account_id=account.id)
     sessions.revoke(session, *ended)
+    family_id = signin.family_of(claims)
+    if family_id is not None:
+        ended += sessions.end(session, account.id, [family_id], activity.SIGNED_OUT)
     queries.delete_expired_revocations(session)
     session.commit()
     sessions.announce(*ended)
     events.emit("logout", account_id=account.id)
     return "", 204
-
-
-def _family_id(value: object) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
