@@ -149,7 +149,7 @@ def test_the_preloaded_app_is_frozen_before_the_workers_fork(tmp_path: Path) -> 
             sys.executable, "-m", "gunicorn", "--chdir", str(tmp_path), "--config", "python:hooks", "--preload",
             "--bind", f"127.0.0.1:{port}", "--workers", "1", "freeze_app:app",
         ],
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
