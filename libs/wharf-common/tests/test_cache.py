@@ -93,6 +93,31 @@ def test_with_a_plain_client_only_single_items_are_kept_in_memory(
         local.close()
 
 
+def test_a_write_waits_for_invalidation_pushes_only_when_it_retired_copies_in_memory(
+    make_cache: Callable[..., Cache], client: redis.Redis, redis_url: str
+) -> None:
+    """List pages looked up through the plain client are never in memory: a create (pages only) is
+    one SET, seen by the next page lookup anywhere; a change of an item also waits (a PING) until
+    Redis has sent the pushes that retire its copies."""
+    local = [redis.Redis.from_url(redis_url, protocol=3, cache_config=CacheConfig()) for _ in range(2)]
+    writer, reader = make_cache(local[0], plain_client=client), make_cache(local[1], plain_client=client)
+
+    def pings() -> int:
+        return int(client.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+
+    try:
+        reader.fill(reader.page("notes", "all", "20:"), b'{"items": []}')
+        before = pings()
+        writer.changed("notes", scopes=["all"])
+        assert pings() == before
+        assert reader.page("notes", "all", "20:").document is None
+        writer.changed("notes", "1", scopes=["all"])
+        assert pings() == before + 1
+    finally:
+        for connection in local:
+            connection.close()
+
+
 def test_a_fill_that_raced_a_write_is_never_served(make_cache: Callable[..., Cache]) -> None:
     cache = make_cache()
     lookup = cache.item("notes", "1")  # a miss, before the database read

@@ -140,8 +140,13 @@ class Cache:
 
     def changed(self, kind: str, item_id: str | None = None, scopes: Iterable[str] = ()) -> None:
         """After a committed write: retire the cached item and the list pages of ``scopes``."""
-        subjects = ([f"{kind}:{item_id}"] if item_id is not None else []) + [f"{kind}:pages:{s}" for s in scopes]
-        if not self._guarded(lambda: self._replace_stamps(subjects), False, "invalidation"):
+        items = [f"{kind}:{item_id}"] if item_id is not None else []
+        subjects = items + [f"{kind}:pages:{s}" for s in scopes]
+        # Only lookups through ``client`` are kept in processes' memory: a write that retires none of
+        # them (a create: list pages only, when they are looked up through ``plain_client``) has no
+        # invalidation to wait for.
+        in_memory = bool(items) or self._plain is self._redis
+        if not self._guarded(lambda: self._replace_stamps(subjects, in_memory), False, "invalidation"):
             self._lost_change = True
 
     def clear(self) -> bool:
@@ -176,7 +181,7 @@ class Cache:
             self._confirmed_at = now
         return True
 
-    def _replace_stamps(self, subjects: list[str]) -> bool:
+    def _replace_stamps(self, subjects: list[str], in_memory: bool) -> bool:
         expiry = self._ttl + STAMP_GRACE_SECONDS
         if len(subjects) == 1:  # one command needs no pipeline
             self._plain.set(self._stamp_key(subjects[0]), uuid.uuid4().hex, ex=expiry)
@@ -185,10 +190,11 @@ class Cache:
             for subject in subjects:
                 pipe.set(self._stamp_key(subject), uuid.uuid4().hex, ex=expiry)
             pipe.execute()
-        # Redis sends a write's reply and its invalidation pushes in the same flush, but may send the
-        # reply first; a second round trip returns only after that flush has written every push, so
-        # another process that the client asks next has its push waiting on its connection.
-        self._plain.ping()
+        if in_memory:
+            # Redis sends a write's reply and its invalidation pushes in the same flush, but may send
+            # the reply first; a second round trip returns only after that flush has written every
+            # push, so another process that the client asks next has its push waiting on its connection.
+            self._plain.ping()
         return True
 
     def _guarded(self, operation: Callable[[], T], default: T, what: str) -> T:
