@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Row, Select, and_, bindparam, delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Float, Row, Select, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -66,7 +66,7 @@ def _refresh_token_for_update() -> Select[Any]:
     )
 
 
-def refresh_token_for_update(session: Session, *, token_hash: str) -> Row[Any] | None:
+def refresh_token_for_update(session: Session | Connection, *, token_hash: str) -> Row[Any] | None:
     """The refresh token with this hash and what a new access token says of its account (``roles``,
     ``email_verified_at``; ``account_found`` None if the account is gone), in one statement. The
     token's row is locked until the transaction ends: concurrent presentations of one token (two
@@ -118,7 +118,7 @@ def _forget_successors(tokens: Any) -> Any:
 
 
 def rotate_refresh_token(
-    session: Session,
+    session: Session | Connection,
     *,
     used: Row[Any],
     now: datetime,
@@ -149,7 +149,11 @@ def rotate_refresh_token(
 
 
 def revoke_refresh_tokens(
-    session: Session, *, now: datetime, family_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
+    session: Session | Connection,
+    *,
+    now: datetime,
+    family_id: uuid.UUID | None = None,
+    account_id: uuid.UUID | None = None,
 ) -> None:
     """Revoke the unrevoked refresh tokens of a family, of an account, or of the account's family
     (and erase their sealed successor pairs)."""
@@ -448,7 +452,7 @@ def delete_account_tokens_expired_before(session: Session, *, before: datetime) 
 # -- revocations of access tokens ---------------------------------------------------------------
 
 
-def record_revocation(session: Session, *, revocation: Revocation) -> None:
+def record_revocation(session: Session | Connection, *, revocation: Revocation) -> None:
     """Add ``revocation`` (or extend the one it repeats) to the session's transaction."""
     expires_at = datetime.fromtimestamp(revocation.expires_at, UTC)
     issued_before = None if revocation.issued_before is None else datetime.fromtimestamp(revocation.issued_before, UTC)

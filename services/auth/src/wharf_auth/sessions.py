@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import g
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
 from sqlalchemy.orm import Session
 
 from wharf_auth import activity, clients, extensions, queries
@@ -213,7 +213,7 @@ def covering_expiry() -> float:
     return now().timestamp() + settings().access_token_ttl_seconds + MAX_LEEWAY_SECONDS
 
 
-def revoke(session: Session, *revocations: Revocation) -> None:
+def revoke(session: Session | Connection, *revocations: Revocation) -> None:
     """Record ``revocations`` in the session's transaction; :func:`announce` them after the commit."""
     for revocation in revocations:
         queries.record_revocation(session, revocation=revocation)
