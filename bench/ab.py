@@ -5,8 +5,10 @@ and ``TAG_B`` (built beforehand in each checkout: ``WHARF_TAG=x scripts/compose.
 api-migrate dev-secrets``, the services that build those images) take turns on the benchmark's
 compose project, A, B, A, B (``BENCH_AB_ROUNDS`` rounds, 2 by default), so that load from
 elsewhere on the machine weighs on both alike. Each turn runs the
-framework ceiling and then each scenario as `make bench` runs it (``BENCH_DURATION`` seconds, 8
-here, after a warm-up), and reads the CPU time per request from the containers' cgroups. The api
+framework ceiling, each scenario as `make bench` runs it (``BENCH_DURATION`` seconds, 8 here,
+after a warm-up), then the ceiling again, and reads the CPU time per request from the containers'
+cgroups; a scenario is set against the mean of its turn's two ceiling runs (the load of a shared
+machine drifts within a turn too). The api
 runs with ``CACHE_TTL_SECONDS=0`` (reads from Postgres; writes still replace the stamps) unless a
 cached scenario is asked for. Prints one line per run and, at the end, each scenario's CPU per
 request as a multiple of the ceiling's in the same turn, with the load average of the machine.
@@ -97,12 +99,12 @@ def compare(tags: list[str], keys: list[str]) -> list[dict[str, object]]:
     files = _files(stack, work, account)
     chosen = _chosen(config, files, work, stack, keys)
     ceiling = next(s for s in scenarios.references(config, files) if s.key == CEILING)
-    runner = Runner(config, stack, total=rounds * len(tags) * (len(chosen) + 1))
+    runner = Runner(config, stack, total=rounds * len(tags) * (len(chosen) + 2))
     results: list[dict[str, object]] = []
     for turn in range(rounds):
         for tag in tags:
             _switch(stack, tag, cache_ttl)
-            for scenario in [ceiling, *chosen]:
+            for scenario in [ceiling, *chosen, ceiling]:
                 if scenario.key == "refresh":
                     fresh = seed.refresh_tokens(stack, account.id, REFRESH_TOKENS_PER_RUN)
                     seed.write_lines(files.refresh_tokens, fresh)
@@ -115,23 +117,26 @@ def compare(tags: list[str], keys: list[str]) -> list[dict[str, object]]:
 
 
 def summary(results: list[dict[str, object]], tags: list[str]) -> str:
-    """Each scenario's CPU per request over the ceiling's of the same turn, per tag (each turn, then the mean)."""
+    """Each scenario's CPU per request over the mean of the ceiling's runs of the same turn, per tag
+    (the mean of the turns, each turn's, and the mean CPU ms per request)."""
     lines = ["| Scenario | " + " | ".join(tags) + " |", "|---|" + "---:|" * len(tags)]
     keys = list(dict.fromkeys(str(r["key"]) for r in results if r["key"] != CEILING))
     for key in keys:
         cells = []
         for tag in tags:
-            ratios = []
-            for r in results:
-                if r["key"] == key and r["tag"] == tag and r["cpu_ms"]:
-                    same_turn = (
-                        c for c in results if c["key"] == CEILING and (c["tag"], c["turn"]) == (tag, r["turn"])
-                    )
-                    ratios.append(float(r["cpu_ms"]) / float(next(same_turn)["cpu_ms"]))  # type: ignore[arg-type]
+            runs = [r for r in results if r["key"] == key and r["tag"] == tag and r["cpu_ms"]]
+            ratios = [float(r["cpu_ms"]) / _turn_ceiling(results, tag, r["turn"]) for r in runs]  # type: ignore[arg-type]
             each = ", ".join(f"{x:.2f}" for x in ratios)
-            cells.append(f"{statistics.mean(ratios):.2f}x ({each})" if ratios else "")
+            cpu_ms = statistics.mean(float(r["cpu_ms"]) for r in runs) if runs else 0.0  # type: ignore[arg-type]
+            cells.append(f"{statistics.mean(ratios):.2f}x ({each}; {cpu_ms:.3f} ms)" if ratios else "")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _turn_ceiling(results: list[dict[str, object]], tag: str, turn: object) -> float:
+    """The mean CPU per request of the ceiling's runs in ``tag``'s turn ``turn``."""
+    runs = [r for r in results if r["key"] == CEILING and (r["tag"], r["turn"]) == (tag, turn) and r["cpu_ms"]]
+    return statistics.mean(float(r["cpu_ms"]) for r in runs)  # type: ignore[arg-type]
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import scenarios
+from bench import ab, scenarios
 from bench.config import README, BenchConfig
 from bench.cpu import by_service, ms_per_request
 from bench.footprint import IdleCpu, busy_cpu_ms, idle_summary, parse_size, per_second
@@ -234,3 +234,13 @@ def test_make_bench_writes_its_table_into_bench_readme(tmp_path: Path) -> None:
     copy.write_text(text, encoding="utf-8")
     assert update_readme(copy, "| new | table |\n")
     assert copy.read_text(encoding="utf-8") == f"{before}{README_BEGIN}\n| new | table |\n{README_END}{after}"
+
+
+def test_an_ab_scenario_is_set_against_the_mean_of_its_turns_ceiling_runs() -> None:
+    def run(tag: str, turn: int, key: str, cpu_ms: float) -> dict[str, object]:
+        return {"tag": tag, "turn": turn, "key": key, "cpu_ms": cpu_ms}
+
+    results = [run("a", 0, CEILING, 1.0), run("a", 0, "post", 4.5), run("a", 0, CEILING, 2.0)]
+    results += [run("b", 0, CEILING, 1.0), run("b", 0, "post", 3.0), run("b", 0, CEILING, 1.0)]
+    table = ab.summary(results, ["a", "b"])
+    assert "| post | 3.00x (3.00; 4.500 ms) | 3.00x (3.00; 3.000 ms) |" in table
