@@ -12,7 +12,7 @@ BACKUP_DIR ?= backups
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
 .PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate k8s-smoke bench bench-workers bench-ab bench-idle soak lint fmt config lock base-images clean admin unlock rotate-keys \
-	migrate backup restore psql redis-cli shell mail
+	migrate backup backups restore backup-verify dump load psql redis-cli shell mail
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -92,7 +92,7 @@ lint: ## ruff (lint + format check), no import circle (lint-imports), compose co
 	@.venv/bin/ruff format --check .
 	@out=$$(.venv/bin/lint-imports --no-cache 2>&1) || { printf '%s\n' "$$out" >&2; exit 1; }
 	@docker compose config --quiet
-	@for f in scripts/*.sh k8s/*.sh deploy/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh deploy/postgres/*.sh deploy/acme/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@for f in scripts/*.sh k8s/*.sh deploy/*.sh deploy/images/*.sh deploy/images/*/*.sh deploy/nginx/*.sh deploy/postgres/*.sh deploy/acme/*.sh deploy/backup/*.sh .ci/run; do bash -n "$$f" || exit 1; done
 	@for f in deploy/prometheus/*.sh deploy/alertmanager/*.sh; do sh -n "$$f" || exit 1; done  # POSIX sh: busybox images
 	@echo "lint: clean"
 
@@ -132,21 +132,33 @@ migrate: ## Run both services' database migrations now (they also run on every `
 	@$(COMPOSE) run --rm auth-migrate
 	@$(COMPOSE) run --rm api-migrate
 
-backup: ## Dump both schemas (auth, api) into $(BACKUP_DIR)/wharf-<UTC time>.dump (pg_dump custom format)
+backup: ## A backup now (pgBackRest; TYPE=full|diff|incr, default diff): prints its label and size
+	@scripts/backup.sh backup $(TYPE)
+
+backups: ## The backups: label, type, time, size; the oldest restorable time and the newest archived WAL
+	@scripts/backup.sh list
+
+restore: ## Restore the newest state, or AT="2026-12-06 14:02:59+00" (point in time), or LABEL=<label>; services paused meanwhile
+	@AT="$(AT)" LABEL="$(LABEL)" scripts/backup.sh restore
+
+backup-verify: ## Restore the newest backup into a scratch Postgres, check it (pgBackRest verify, Alembic, queries), drop it
+	@scripts/backup.sh verify
+
+dump: ## Dump both schemas (auth, api) into $(BACKUP_DIR)/wharf-<UTC time>.dump, to move data between installations
 	@mkdir -p "$(BACKUP_DIR)"
 	@file="$(BACKUP_DIR)/wharf-$$(date -u +%Y%m%dT%H%M%SZ).dump"; \
 	  $(COMPOSE) exec -T postgres pg_dump -U postgres -d wharf --schema=auth --schema=api --format=custom >"$$file.partial" \
-	  && mv "$$file.partial" "$$file" && echo "backup written: $$file ($$(du -h "$$file" | cut -f1))" \
-	  || { rm -f "$$file.partial"; echo "backup failed" >&2; exit 1; }
+	  && mv "$$file.partial" "$$file" && echo "dump written: $$file ($$(du -h "$$file" | cut -f1))" \
+	  || { rm -f "$$file.partial"; echo "dump failed" >&2; exit 1; }
 
-restore: ## Replace both schemas with a backup: make restore FILE=backups/wharf-....dump (apps paused meanwhile)
-	@test -f "$(FILE)" || { echo "usage: make restore FILE=backups/wharf-<time>.dump" >&2; exit 2; }
+load: ## Replace both schemas with a dump: make load FILE=backups/wharf-....dump (apps paused meanwhile)
+	@test -f "$(FILE)" || { echo "usage: make load FILE=backups/wharf-<time>.dump" >&2; exit 2; }
 	@$(COMPOSE) stop api auth
 	@$(COMPOSE) exec -T postgres pg_restore -U postgres -d wharf --clean --if-exists --single-transaction <"$(FILE)" \
-	  || { echo "restore failed; the database is unchanged (single transaction)" >&2; $(COMPOSE) start api auth; exit 1; }
+	  || { echo "load failed; the database is unchanged (single transaction)" >&2; $(COMPOSE) start api auth; exit 1; }
 	@$(COMPOSE) run --rm --no-deps api flask cache-clear
 	@$(COMPOSE) up --detach --wait --wait-timeout 120 api auth
-	@echo "restored $(FILE)"
+	@echo "loaded $(FILE)"
 
 psql: ## Open psql on the database as the Postgres superuser
 	@$(EXEC) postgres psql -U postgres -d wharf

@@ -2,6 +2,7 @@
 # Create or update Wharf's Secrets from a directory laid out like compose's secrets directory:
 #   postgres/password  auth/{db_password,redis_password,mfa_encryption_key,signing-keys/*.pem}  auth-mail/redis_password
 #   [auth-mail/smtp_password]  api/{db_password,redis_password}  redis/users.acl  nginx/{tls.crt,tls.key}
+#   backup/repo_cipher_pass  [backup/sftp_key]
 # Files missing from DIR are generated first by the same code compose uses
 # (python -m wharf_common.devsecrets: random passwords, an Ed25519 key, the Redis ACL derived
 # from the passwords, a self-signed certificate for localhost); files already there are kept, so
@@ -52,6 +53,10 @@ manifests=$(
   secret generic wharf-auth-mail "${mail[@]}"
   secret generic wharf-api --from-file=db_password="$dir/api/db_password" --from-file=redis_password="$dir/api/redis_password"
   secret generic wharf-redis --from-file=users.acl="$dir/redis/users.acl"
+  # The backup repositories' passphrase, and the off-host repository's SSH key when DIR has one.
+  backup=(--from-file=repo_cipher_pass="$dir/backup/repo_cipher_pass")
+  [[ -f $dir/backup/sftp_key ]] && backup+=(--from-file=sftp_key="$dir/backup/sftp_key")
+  secret generic wharf-backup "${backup[@]}"
   # type kubernetes.io/tls (keys tls.crt, tls.key): kubectl checks that key and certificate match
   secret tls wharf-nginx --cert="$dir/nginx/tls.crt" --key="$dir/nginx/tls.key"
 )

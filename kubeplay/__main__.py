@@ -4,7 +4,7 @@ Example (the rest is in k8s/README.md#running-the-pods-without-a-cluster):
 
     kubectl kustomize k8s/overlays/dev > /tmp/dev.yaml
     k8s/secrets.sh --dry-run DIR > /tmp/secrets.yaml
-    python -m kubeplay --image postgres:17=wharf-local/postgres:17 --image redis:8=wharf-local/redis:8 \\
+    python -m kubeplay --image redis:8=wharf-local/redis:8 --job-from-cronjob backup-full \\
         --proxy-image wharf-local/nginx:stable --publish nginx:80=8088 /tmp/dev.yaml /tmp/secrets.yaml
 """
 
@@ -29,6 +29,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--publish", action="append", default=[], metavar="SERVICE:PORT=HOSTPORT", help="a Service port on 127.0.0.1"
     )
+    parser.add_argument(
+        "--job-from-cronjob", action="append", default=[], metavar="NAME", help="run CronJob NAME's job once"
+    )
     parser.add_argument("--proxy-image", default="nginx:1.30", help="an nginx with the stream module, for Services")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for every workload to be ready")
     parser.add_argument("--check", action="store_true", help="stop (and remove the volumes) once ready; exit 0 or 1")
@@ -45,6 +48,8 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     try:
         manifests = Manifests.load(path.read_text() for path in args.files)
+        for name in args.job_from_cronjob:
+            manifests.add(manifests.job_from_cronjob(name))
         cluster = Cluster(
             manifests,
             project=args.project,
@@ -58,6 +63,9 @@ def main(argv: list[str]) -> int:
         return 1
     for kind, names in manifests.ignored.items():
         print(f"kubeplay: not emulated: {kind} {', '.join(names)} ({NOT_EMULATED[kind]})", file=sys.stderr)
+    if unscheduled := sorted(set(manifests.cronjobs) - set(args.job_from_cronjob)):
+        names = ", ".join(unscheduled)
+        print(f"kubeplay: not scheduled: CronJob {names} (--job-from-cronjob runs one)", file=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     cluster.start()

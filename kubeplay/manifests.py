@@ -36,6 +36,8 @@ def object_name(obj: Obj) -> str:
 @dataclass
 class Manifests:
     configmaps: dict[str, Obj] = field(default_factory=dict)
+    # A schedule needs a controller: a CronJob is kept and runs only when asked (job_from_cronjob).
+    cronjobs: dict[str, Obj] = field(default_factory=dict)
     secrets: dict[str, Obj] = field(default_factory=dict)
     services: list[Obj] = field(default_factory=list)
     workloads: list[Obj] = field(default_factory=list)
@@ -69,10 +71,21 @@ class Manifests:
             self.services.append(obj)
         elif kind in WORKLOAD_KINDS:
             self.workloads.append(obj)
+        elif kind == "CronJob":
+            self.cronjobs[name] = obj
         elif kind in NOT_EMULATED:
             self.ignored.setdefault(kind, []).append(name)
         else:
             raise ManifestError(f"{kind}/{name}: kind {kind} is not supported by kubeplay")
+
+    def job_from_cronjob(self, name: str) -> Obj:
+        """A Job of CronJob ``name``'s template, as ``kubectl create job --from=cronjob/NAME`` makes."""
+        cronjob = self.cronjobs.get(name)
+        if cronjob is None:
+            raise ManifestError(f"CronJob/{name} not found")
+        template = cronjob["spec"]["jobTemplate"]
+        metadata = {**template.get("metadata", {}), "name": f"{name}-manual"}
+        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": template["spec"]}
 
     def data(self, kind: str, name: str, *, optional: bool = False, owner: str) -> dict[str, bytes] | None:
         """The keys of ConfigMap or Secret ``name`` as bytes; None when it is missing and optional."""

@@ -50,6 +50,7 @@ class PodState:
     endpoint: bool = False  # the Services send to it
     restarts: int = 0
     problem: str = "not started yet"
+    last_exit: str = ""  # why the container last ended (kubectl's "Last State"), kept across a restart
     gave_up: bool = False  # a Job past its backoffLimit, or kubeplay itself failed: it stays so
 
 
@@ -176,9 +177,9 @@ class PodRunner(threading.Thread):
         self.set_ready(False)
         code = int(container.attrs["State"]["ExitCode"])
         if killed:
-            self.state.problem = killed
+            self.state.problem = self.state.last_exit = killed
         elif code != 0 or self.pod.restart_policy == "Always":
-            self.state.problem = f"container {spec.name} exited {code}: {self.tail(container)}"
+            self.state.problem = self.state.last_exit = f"container {spec.name} exited {code}: {self.tail(container)}"
         self.remove(container)
         return code
 
@@ -458,8 +459,10 @@ class Cluster:
                 if state.phase == "Succeeded" if workload["kind"] == "Job" else state.ready:
                     continue
                 restarts = f", {state.restarts} restarts" if state.restarts else ""
+                # A restarted container that is not ready yet: why the previous one ended, too.
+                last = f"; last exit: {state.last_exit}" if state.last_exit not in ("", state.problem) else ""
                 lines.append(
-                    f"{object_name(workload)} pod {runner.pod.name} ({state.phase}{restarts}): {state.problem}"
+                    f"{object_name(workload)} pod {runner.pod.name} ({state.phase}{restarts}): {state.problem}{last}"
                 )
         return lines
 

@@ -18,7 +18,7 @@ source scripts/base-images.sh
 # Relative to deploy/compose/ when relative, as compose resolves it there.
 secrets_dir=${WHARF_SECRETS_DIR:-./secrets}
 [[ $secrets_dir == /* ]] || secrets_dir=$PWD/deploy/compose/$secrets_dir
-mkdir -p "$secrets_dir"/{postgres,auth,auth-mail,api,redis,nginx,alertmanager}  # a deleted directory is made again
+mkdir -p "$secrets_dir"/{postgres,auth,auth-mail,api,redis,nginx,alertmanager,backup}  # a deleted directory is made again
 WHARF_SECRETS_DIR=$(cd "$secrets_dir" && pwd)
 export WHARF_SECRETS_DIR
 

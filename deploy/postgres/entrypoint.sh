@@ -39,8 +39,8 @@ check_data_version() {
   data_major=$(<"$PGDATA/PG_VERSION")
   if [[ $data_major != "$(server_major)" ]]; then
     fail "the data volume holds PostgreSQL $data_major data and this image runs PostgreSQL $(server_major)." \
-      "Fix: start the PostgreSQL $data_major image (POSTGRES_IMAGE) and make backup, then remove the volume" \
-      "(make clean) and make up and make restore FILE=... with PostgreSQL $(server_major); or pg_upgrade the volume"
+      "Fix: start the PostgreSQL $data_major image (POSTGRES_IMAGE) and make dump, then remove the volume" \
+      "(make clean) and make up and make load FILE=... with PostgreSQL $(server_major); or pg_upgrade the volume"
   fi
 }
 

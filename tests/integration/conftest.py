@@ -65,8 +65,11 @@ class Stack:
             pytest.fail(f"stack did not come up:\n{result.stderr}\n{logs}")
 
     def containers(self) -> list[dict[str, object]]:
+        """The services' containers, stopped ones too; not one-off `compose run` containers (a
+        test's extra edge)."""
         out = self.compose("ps", "--all", "--format", "json").stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return [row for row in rows if "com.docker.compose.oneoff=True" not in str(row.get("Labels", ""))]
 
     def container_id(self, service: str) -> str:
         return self.container_ids(service)[0]
@@ -162,6 +165,13 @@ def edge_defaults() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
+def wait_for_whole_sign_in_allowance() -> None:
+    """Sleep until the edge's strict per-address allowance on sign-in routes (shared by every test
+    from this address) is whole again, however much of it was spent: the bucket drains at its rate."""
+    defaults = edge_defaults()
+    time.sleep(int(defaults["NGINX_AUTH_BURST"]) / int(defaults["NGINX_AUTH_RATE"].removesuffix("r/s")))
+
+
 def _free_port() -> int:
     import socket
 
@@ -175,7 +185,7 @@ def new_stack(
 ) -> Stack:
     """A compose project of its own: its own ports on loopback and its own (empty) secrets
     directory, with ``settings`` added to the environment. Nothing is started yet."""
-    for name in ("postgres", "auth", "auth-mail", "api", "redis", "nginx", "alertmanager"):
+    for name in ("postgres", "auth", "auth-mail", "api", "redis", "nginx", "alertmanager", "backup"):
         (secrets_dir / name).mkdir(exist_ok=True)
     port = port or _free_port()
     https_port = https_port or _free_port()
@@ -323,7 +333,7 @@ def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> d
 
 
 def run_make(
-    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True
+    stack: Stack, *args: str, backup_dir: Path | None = None, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """``make ARGS`` on this stack's compose project, without a terminal (as from a script or CI)."""
     env = {**stack.env, "COMPOSE_PROJECT_NAME": stack.project}
@@ -336,7 +346,7 @@ def run_make(
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -350,3 +360,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if FAULT_REPORT:
         terminalreporter.write_sep("=", "faults under load (latest kept in tests/README.md)")
         terminalreporter.write_line(format_report(FAULT_REPORT))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failed test on the session stack shows the edge's error log of the last minutes (an
+    upstream that did not answer, a name that did not resolve): what a 5xx came from."""
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and call.when == "call" and isinstance(stack, Stack):
+        for cid in stack.container_ids("nginx"):
+            lines = docker("logs", "--since", "5m", cid, check=False).stderr.splitlines()
+            errors = [line for line in lines if "limiting requests" not in line]  # the tests' own bursts
+            report.sections.append((f"nginx {cid[:12]} error log, last 5 min", "\n".join(errors[-40:])))
+    return report

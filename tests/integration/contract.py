@@ -82,6 +82,12 @@ MAILED_TOKEN = Declared(
     "no mailed token is this one, or it is used, superseded or expired",
     ("token-invalid", "token-used", "token-superseded", "token-expired"),
 )
+ACCOUNT_LOCKED = Declared(
+    429,
+    "the account's sign-in is locked after failed attempts",
+    ("too-many-requests",),
+    _detail("Too many failed sign-in attempts"),
+)
 MAIL_THROTTLED = Declared(
     429, "too many mails asked for this address", ("too-many-requests",), _detail("Too many requests for a mail")
 )
@@ -131,13 +137,31 @@ DECLARED: dict[str, dict[str, tuple[Declared, ...]]] = {
         ),
         "POST /login": (
             Declared(401, "no account has this email and password", ("unauthorized",)),
-            Declared(
-                429,
-                "the account's sign-in is locked after failed attempts",
-                ("too-many-requests",),
-                _detail("Too many failed sign-in attempts"),
-            ),
+            ACCOUNT_LOCKED,
         ),
+        "POST /login/mfa": (
+            Declared(401, "the sign-in challenge is unknown, used or expired, or the code is wrong", ("unauthorized",)),
+            ACCOUNT_LOCKED,
+        ),
+        "POST /mfa/totp": (Declared(409, "a second factor is already active", ("mfa-already-enabled",)),),
+        "POST /mfa/totp/confirm": (
+            Declared(403, "the code is not the authenticator's", ("wrong-code",)),
+            Declared(409, "no enrolment is pending", ("mfa-not-pending",)),
+            ACCOUNT_LOCKED,
+        ),
+        "DELETE /mfa/totp": (
+            Declared(403, "the password or the code is wrong", ("wrong-credentials",)),
+            Declared(
+                409,
+                "no second factor is active, or an admin must keep it",
+                ("mfa-not-enabled", "mfa-required"),
+            ),
+            ACCOUNT_LOCKED,
+        ),
+        "DELETE /sessions/{session_id}": (
+            Declared(404, "no active session of the caller has this id", ("not-found",)),
+        ),
+        "POST /sign-in-alert": (MAILED_TOKEN,),
         "POST /refresh": (Declared(401, "no refresh token is this one, or it is used or expired", ("unauthorized",)),),
         "POST /password": (
             Declared(403, "the current password is wrong", ("wrong-password",)),

@@ -23,6 +23,25 @@ import requests
 # An operation sends one request with the given session and returns its response.
 Operation = Callable[[requests.Session], requests.Response]
 
+# The edge's rate limits raised for a compose project that runs a load: its few clients send more
+# than the per-address limits allow a single visitor.
+RAISED_EDGE_LIMITS = {
+    "NGINX_RATE": "5000r/s",
+    "NGINX_BURST": "10000",
+    "NGINX_AUTH_RATE": "500r/s",
+    "NGINX_AUTH_BURST": "1000",
+}
+
+
+def until(predicate: Callable[[], bool], seconds: float, pause: float = 0.5) -> bool:
+    """Whether ``predicate`` holds within ``seconds``, asked every ``pause`` seconds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(pause)
+    return predicate()
+
 
 def outcome_of(response: requests.Response) -> str:
     status = response.status_code

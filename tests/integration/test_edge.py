@@ -497,8 +497,22 @@ class Lab:
         for name in self.containers:
             if "-stub-" not in name:
                 continue
-            found += [(name, entry) for entry in _json_lines(docker("logs", name).stdout) if "hit" in entry]
+            found += [(name, entry) for entry in _json_lines(self._settled_log(name)) if "hit" in entry]
         return found
+
+    @staticmethod
+    def _settled_log(stub: str) -> str:
+        """The stub's log with every line it printed so far. Docker delivers a container's output a
+        little later (more so on a busy machine), so the stub is sent a request of its own, printed
+        after all the others, and its line is waited for; that request is left out of the log."""
+        marker = f"/settled/{uuid.uuid4().hex}"
+        fetch = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000{marker}').read()"
+        docker("exec", stub, "python", "-c", fetch)
+        deadline = time.monotonic() + 10
+        while marker not in (log := docker("logs", stub).stdout):
+            assert time.monotonic() < deadline, f"{stub} never logged {marker}"
+            time.sleep(0.1)
+        return "\n".join(line for line in log.splitlines() if marker not in line)
 
     def received(self, path: str) -> list[tuple[str, dict[str, object]]]:
         """(stub, logged request) for every request a stub received on exactly ``path``."""

@@ -37,7 +37,7 @@ from .conftest import (
     sign_in,
     wait_healthy,
 )
-from .load import FAULT_REPORT, FaultRow, Load, Operation, Outcomes, is_success, unique_email
+from .load import FAULT_REPORT, RAISED_EDGE_LIMITS, FaultRow, Load, Operation, Outcomes, is_success, unique_email, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
@@ -53,10 +53,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with composed_stack(
         project,
         tmp_path_factory.mktemp("faults-secrets"),
-        NGINX_RATE="5000r/s",
-        NGINX_BURST="10000",
-        NGINX_AUTH_RATE="500r/s",
-        NGINX_AUTH_BURST="1000",
+        **RAISED_EDGE_LIMITS,
         NGINX_CONN_PER_IP="512",
         CACHE_TTL_SECONDS="900",
     ) as stack:
@@ -100,7 +97,7 @@ class Workload:
             return all(read.headers["X-Cache"] == "HIT" for read in reads)
 
         with requests.Session() as session:
-            assert _until(lambda: every_read_hits(session), 45, 1.0), "the cache is not used"
+            assert until(lambda: every_read_hits(session), 45, 1.0), "the cache is not used"
             self.list_users(session)
 
     def read_user(self, session: requests.Session, user_id: str | None = None) -> requests.Response:
@@ -207,13 +204,13 @@ def _served_by_nginx(stack: Stack, address: str) -> bool:
     return any(f'"upstream_addr":"{address}"' in line and '"upstream_status":"2' in line for line in recent)
 
 
-def _until(predicate: Callable[[], bool], seconds: float, pause: float = 0.25) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(pause)
-    return False
+# What the load must have seen while a dependency is down, before the test brings it back.
+WITHOUT_POSTGRES = ("read 200 HIT", *(f"{operation} {PROBLEM}" for operation in ("create", "patch", "me")))
+WITHOUT_REDIS = ("read 200 MISS", "create 201", "patch 200")
+
+
+def _each_served(counts: Counter[str], *outcomes: str) -> bool:
+    return all(counts[outcome] > 0 for outcome in outcomes)
 
 
 def _all_hits(workload: Workload, session: requests.Session, reads: int) -> bool:
@@ -229,9 +226,10 @@ def _login(stack: Stack, email: str) -> int:
 def _postgres_serves_again(workload: Workload, seconds: float) -> bool:
     """Whether a create (api) and a /me (auth) both succeed within ``seconds``."""
     with requests.Session() as session:
-        return _until(
+        return until(
             lambda: workload.create_user(session).status_code == 201 and workload.me(session).status_code == 200,
             seconds,
+            0.25,
         )
 
 
@@ -245,7 +243,9 @@ def test_postgres_stopped(faults: Stack, workload: Workload) -> None:
     with Load(workload.operations("read", "list", "create", "patch", "me")) as load:
         time.sleep(1)
         faults.compose("stop", "postgres")
-        during = _window(load, 8)
+        stopped = load.outcomes.snapshot()
+        felt = until(lambda: _each_served(load.outcomes.snapshot() - stopped, *WITHOUT_POSTGRES), 60, 0.5)
+        during = load.outcomes.snapshot() - stopped
         faults.compose("start", "postgres")
         wait_healthy(faults.container_id("postgres"))
         recovered = _postgres_serves_again(workload, 10)
@@ -257,9 +257,7 @@ def test_postgres_stopped(faults: Stack, workload: Workload) -> None:
     assert _failures(counts, lambda _op, outcome: outcome == PROBLEM) == Counter(), counts
     reads = Outcomes.matching(during, lambda op, _o: op == "read")
     assert reads == Counter({"read 200 HIT": during["read 200 HIT"]}), (reads, _warnings(faults, "api", started))
-    assert during["read 200 HIT"] > 0
-    for operation in ("create", "patch", "me"):
-        assert during[f"{operation} {PROBLEM}"] > 0, during
+    assert felt, during  # cached reads answered, and each kind of call that needs Postgres got its 503
     assert recovered, "requests did not succeed within 10 s of Postgres answering again"
     assert _failures(after) == Counter(), after
     assert _restart_state(faults, "api", "auth", "nginx") == untouched
@@ -296,22 +294,25 @@ def test_redis_stopped(faults: Stack, workload: Workload) -> None:
     with Load(workload.operations("read", "list", "create", "patch")) as load:
         time.sleep(1)
         faults.compose("stop", "redis")
-        during = _window(load, 6)
+        stopped = load.outcomes.snapshot()
+        # Until reads, creates and patches have each been answered without Redis (each Redis call
+        # costs up to its timeout until a process's breaker opens: slow on a busy machine).
+        served = until(lambda: _each_served(load.outcomes.snapshot() - stopped, *WITHOUT_REDIS), 60, 0.5)
+        during = load.outcomes.snapshot() - stopped
         logins = [_login(faults, workload.email) for _ in range(3)]
         faults.compose("start", "redis")
         wait_healthy(faults.container_id("redis"))
         with requests.Session() as session:
             # The cache is used again by every api process (each after its breaker's pause, at most
             # 30 s): a run of reads, spread over the processes, all hit.
-            cached_again = _until(lambda: _all_hits(workload, session, 12), 60, 0.5)
+            cached_again = until(lambda: _all_hits(workload, session, 12), 60, 0.5)
     counts = load.stop()
     _report("Redis stopped", counts)
 
     assert logins == [200, 200, 200]
     assert _failures(counts) == Counter(), counts
+    assert served, during
     assert Outcomes.matching(during, lambda op, _o: op == "read") == Counter({"read 200 MISS": during["read 200 MISS"]})
-    assert during["create 201"] > 0
-    assert during["patch 200"] > 0
     assert cached_again
 
 
@@ -345,7 +346,7 @@ def test_rolling_restart_of_every_api_and_auth_replica(faults: Stack, workload: 
                 addresses.append((service, before, after))
                 # As an operator would: the next replica goes only once nginx sends this one
                 # traffic again (it skips a replica that refused for 5 s, its fail_timeout).
-                assert _until(functools.partial(_served_by_nginx, faults, f"{after}:8000"), 60, 0.5), after
+                assert until(functools.partial(_served_by_nginx, faults, f"{after}:8000"), 60, 0.5), after
         time.sleep(2)
     counts = load.stop()
     nginx_said = _nginx_errors(faults)[logged_before:]
@@ -474,6 +475,9 @@ def _images(stack: Stack, *services: str) -> set[str]:
     }
 
 
+# Two image builds and two rolling replacements of four replicas: minutes on a busy machine, more
+# than the suite's 300 s per test (which is there to catch a hang).
+@pytest.mark.timeout(900)
 def test_deploy_of_a_changed_image_and_rollback_under_load(faults: Stack, workload: Workload, tmp_path: Path) -> None:
     """`make deploy` of the next release (new api and auth images, an expand migration), then
     `make rollback`: every request answered, every acknowledged create kept. During both, the

@@ -4,12 +4,11 @@ certificate (for localhost and 127.0.0.1)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
-import uuid
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -121,18 +120,32 @@ def test_a_body_over_the_limit_is_the_same_413_over_h2(stack: Stack, h1: request
     assert _edge_view(over_h2) == _edge_view(over_h1)
 
 
-def test_the_sign_in_limit_answers_the_same_429_over_h2(stack: Stack, h1: requests.Session, h2: httpx.Client) -> None:
-    """Streams multiplexed on one connection count one by one against the per-address limits."""
-    attempt = {"email": f"h2-{uuid.uuid4().hex[:12]}@example.com", "password": "not the password, long enough"}
+def _streams_at_once(stack: Stack, path: str, body: object, count: int) -> list[httpx.Response]:
+    """``count`` POSTs sent at once as streams of one HTTP/2 connection. (Asynchronous: httpcore's
+    synchronous HTTP/2 connection shared by threads mixes up its streams now and then.)"""
+
+    async def send_all() -> list[httpx.Response]:
+        context = _context(stack, ["h2"])
+        options = {"base_url": stack.https_url, "trust_env": False, "timeout": 15}
+        async with httpx.AsyncClient(http1=False, http2=True, verify=context, **options) as client:
+            return list(await asyncio.gather(*(client.post(path, json=body) for _ in range(count))))
+
+    return asyncio.run(send_all())
+
+
+def test_the_sign_in_limit_answers_the_same_429_over_h2(stack: Stack, h1: requests.Session) -> None:
+    """Streams multiplexed on one connection count one by one against the per-address limits, and
+    the edge's 429 is the same over both protocols. An empty body is refused by auth (422) before
+    any sign-in is attempted, so no limit of auth's answers: every 429 here is the edge's."""
     try:
-        with ThreadPoolExecutor(max_workers=10) as pool:  # concurrent streams on the one h2 connection
-            statuses = Counter(pool.map(lambda _: h2.post("/auth/login", json=attempt).status_code, range(30)))
+        over_h2 = _streams_at_once(stack, "/auth/login", {}, 30)
+        over_h1 = [h1.post(stack.https_url + "/auth/login", json={}, timeout=15) for _ in range(30)]
+        statuses = Counter(r.status_code for r in over_h2)
         assert statuses[429] >= 1, statuses
-        assert set(statuses) <= {401, 429}, statuses
-        limited_h2 = h2.post("/auth/login", json=attempt)
-        limited_h1 = h1.post(stack.https_url + "/auth/login", json=attempt, timeout=15)
+        assert set(statuses) | {r.status_code for r in over_h1} <= {422, 429}, statuses
+        limited_h2 = next(r for r in over_h2 if r.status_code == 429)
+        limited_h1 = next(r for r in over_h1 if r.status_code == 429)  # the h2 streams left the bucket full
         assert limited_h2.http_version == "HTTP/2"
-        assert limited_h1.status_code == 429
         assert _edge_view(limited_h2) == _edge_view(limited_h1)
         assert int(limited_h2.headers["Retry-After"]) >= 1
     finally:

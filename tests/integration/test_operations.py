@@ -1,4 +1,4 @@
-"""Day-two operations on the composed stack: metrics, logs, backup/restore, operator commands."""
+"""Day-two operations on the composed stack: metrics, logs, dump/load, operator commands."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def test_make_rotate_keys_signs_with_a_new_key_while_old_tokens_keep_verifying(
     assert _all_accept(stack, http, before)
 
 
-def test_backup_restored_into_a_fresh_stack_gives_the_same_data(
+def test_dump_loaded_into_a_fresh_stack_gives_the_same_data(
     stack: Stack, http: requests.Session, tmp_path: Path
 ) -> None:
     email = register(stack, http)
@@ -225,16 +225,16 @@ def test_backup_restored_into_a_fresh_stack_gives_the_same_data(
     assert created.status_code == 201
     location = stack.base_url + created.headers["Location"]
 
-    _make(stack, "backup", backup_dir=tmp_path)
+    _make(stack, "dump", backup_dir=tmp_path)
     (dump,) = tmp_path.glob("wharf-*.dump")
 
     stack.compose("down", "--volumes", timeout=180)  # a fresh stack: empty database and cache
     stack.up()
     assert http.get(location, headers=sign_in(stack, http), timeout=10).status_code == 404
 
-    _make(stack, "restore", f"FILE={dump}", backup_dir=tmp_path)
+    _make(stack, "load", f"FILE={dump}", backup_dir=tmp_path)
     restored = http.get(location, headers=sign_in(stack, http, email), timeout=10)  # the account is back too
     assert restored.status_code == 200
     assert restored.json() == created.json()
-    # A token issued before the backup still verifies (same signing keys, same account).
+    # A token issued before the dump still verifies (same signing keys, same account).
     assert http.get(location, headers=headers, timeout=10).status_code == 200

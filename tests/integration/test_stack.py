@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from .conftest import Stack, docker, psql_as_api, sign_in, wait_healthy
 
 pytestmark = pytest.mark.integration
 
-LONG_RUNNING = {"nginx", "api", "auth", "auth-mail", "mail-sink", "postgres", "redis"}
+LONG_RUNNING = {"nginx", "api", "auth", "auth-mail", "mail-sink", "postgres", "redis", "backup"}
 ONE_SHOT = {"dev-secrets", "postgres-check", "db-init", "auth-migrate", "api-migrate"}
 
 
@@ -102,6 +103,10 @@ def test_images_built_here_are_never_pulled(stack: Stack) -> None:
     built_here = {name: s for name, s in services.items() if s["image"].startswith(prefix)}
     assert {"api", "auth", "auth-mail", "nginx", "mail-sink", "db-init"} <= set(built_here)
     assert {name: s.get("pull_policy") for name, s in built_here.items()} == dict.fromkeys(built_here, "never")
+    # One builder per image: compose labels an image with the service that built it, so with two
+    # the tag would go to whichever finished last and `up --build` would recreate their containers.
+    builders = Counter(s["image"] for s in services.values() if "build" in s)
+    assert [image for image, count in builders.items() if count > 1] == []
 
 
 # A stand-in for the service inside its own container: on a free port, answers one connection with

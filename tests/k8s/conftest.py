@@ -25,7 +25,7 @@ COMPOSE_FILE = ROOT / "deploy/compose/compose.yaml"
 # Every overlay ops may apply; each is rendered and checked in full. `base` is a building block.
 OVERLAYS = ("dev", "prod", "prod-managed-db")
 NAMESPACE = "wharf"
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class Workload:
 
     @property
     def template(self) -> dict[str, Any]:
-        return self.obj["spec"]["template"]
+        spec = self.obj["spec"]
+        return spec["jobTemplate"]["spec"]["template"] if self.kind == "CronJob" else spec["template"]
 
     @property
     def pod(self) -> dict[str, Any]:

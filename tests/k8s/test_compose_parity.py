@@ -47,6 +47,25 @@ NOT_IN_K8S = {
     "mail-sink": "development only: a cluster's auth-mail sends to a real SMTP server (ConfigMap wharf-mail)",
     # The compose profile `acme`: on a cluster, cert-manager keeps the Secret wharf-nginx (k8s/README.md).
     "acme": "cert-manager renews the certificate in Secret wharf-nginx, which nginx reads on every handshake",
+    "backup": "CronJobs backup-full, backup-diff and backup-verify hold its schedules; postgres-0's backup-metrics"
+    " Deployment serves its metrics (test_backup_containers_read_the_compose_backup_settings)",
+    "backup-restore": "make restore's one-shot: k8s/README.md, Backups, runs the same image by hand",
+}
+# Kubernetes containers that have no compose service of their own, each with its reason.
+K8S_ONLY_CONTAINERS = {
+    ("backup-metrics", "backup-metrics"): "compose's backup service serves the metrics; here CronJobs hold the"
+    " schedules",
+    ("backup-full", "backup"): "compose's backup service runs the schedules (BACKUP_FULL_SCHEDULE)",
+    ("backup-diff", "backup"): "compose's backup service runs the schedules (BACKUP_DIFF_SCHEDULE)",
+    ("backup-verify", "verify"): "compose's backup service runs the schedules (BACKUP_VERIFY_SCHEDULE)",
+}
+# Secrets compose mounts as a directory whose files vary (an off-host repository's key is optional).
+SECRET_DIRECTORIES = {"backup"}
+# Arguments Kubernetes adds to compose's command, each with its reason.
+K8S_ONLY_ARGS = {
+    # the backup Jobs reach postgres over a socket on the claim they share with it; compose shares
+    # the socket directory itself (the volume `pgrun`)
+    "postgres": ["-c", "unix_socket_directories=/var/run/postgresql,/var/lib/pgbackrest"],
 }
 # Differences that Kubernetes itself needs, each with its reason. Nothing else may differ.
 K8S_ONLY_ENV = {("postgres", "postgres"): {"PGDATA"}}  # a volume's root holds lost+found
@@ -113,9 +132,9 @@ def test_every_compose_service_has_its_counterpart_and_back(
 ) -> None:
     assert set(compose) == set(COUNTERPARTS) | set(NOT_IN_K8S)
     k8s = {(w.name, c["name"]) for w in overlay.workloads for c in w.containers()}
-    expected = set(COUNTERPARTS.values())
-    if overlay.name == "prod-managed-db":
-        expected.discard(("postgres", "postgres"))
+    expected = set(COUNTERPARTS.values()) | set(K8S_ONLY_CONTAINERS)
+    if overlay.name == "prod-managed-db":  # a managed database: no StatefulSet, no backup Jobs
+        expected = {(w, c) for w, c in expected if w != "postgres" and not w.startswith("backup")}
     if overlay.name not in WITH_OBSERVABILITY:
         expected -= {COUNTERPARTS[name] for name in OBSERVABILITY}
     assert k8s == expected
@@ -232,12 +251,17 @@ def test_same_commands(compose: dict[str, dict[str, Any]], overlay: Rendering) -
         service = compose[name]
         _, c = _container(overlay, name)
         if name in COMPOSE_ONLY_ENTRYPOINTS:
-            # Kubernetes runs the image's entrypoint and CMD; compose states that CMD again after its own.
-            assert (c.get("command"), c.get("args")) == (None, None), f"{name}: the image's own should run"
-            assert service["command"] == [name], f"{name}: compose's command is no longer the image's CMD"
+            # Kubernetes runs the image's entrypoint; compose puts its own in front of it.
+            assert c.get("command") is None, f"{name}: the image's own entrypoint should run"
+            assert c.get("args") == _k8s_args(service["command"]) + K8S_ONLY_ARGS.get(name, []), name
             continue
         assert c.get("command") == service.get("entrypoint"), f"{name}: entrypoints differ"
         assert c.get("args") == service.get("command"), f"{name}: commands differ"
+
+
+def _k8s_args(command: list[str]) -> list[str]:
+    """Compose's ``${NAME:-default}`` as Kubernetes' ``$(NAME)`` (the container's variable)."""
+    return [re.sub(r"\$\{([A-Z0-9_]+):-[^}]*\}", r"$(\1)", arg) for arg in command]
 
 
 def _compose_secret_files(service: dict[str, Any]) -> set[str]:
@@ -246,6 +270,9 @@ def _compose_secret_files(service: dict[str, Any]) -> set[str]:
     out: set[str] = set()
     for secret in service.get("secrets", []):
         if secret in BUILD_ONLY_SECRETS:
+            continue
+        if secret in SECRET_DIRECTORIES:
+            out.add(f"{SECRETS_ROOT / secret}/")
             continue
         out |= {str(SECRETS_ROOT / p) for p in everything if p.startswith(f"{secret}/")}
         if devsecrets.SIGNING_KEYS_DIR.startswith(f"{secret}/"):
@@ -273,6 +300,21 @@ def test_same_replicas_and_grace_by_default(
         assert base.workload(name).pod["terminationGracePeriodSeconds"] >= grace
 
 
+def test_backup_containers_read_the_compose_backup_settings(
+    compose: dict[str, dict[str, Any]], overlay: Rendering
+) -> None:
+    """Every container that runs wharf-backup reads the settings compose gives its own (the
+    backup-restore one-shot's: x-backup-env), from the ConfigMap wharf-backup, with the same secrets."""
+    if not overlay.has("StatefulSet", "postgres"):
+        return
+    want = _compose_env(compose["backup-restore"]) - {"TZ"}  # the images' clock is UTC anyway
+    for workload_name, container_name in K8S_ONLY_CONTAINERS:
+        workload = overlay.workload(workload_name)
+        c = workload.container(container_name)
+        assert want <= set(overlay.env(c)), f"{workload_name}/{container_name}"
+        assert workload.secret_files(c) == {"/run/secrets/backup/"}, f"{workload_name}/{container_name}"
+
+
 def test_liveness_probes_check_as_often_as_the_compose_health_checks(
     compose: dict[str, dict[str, Any]], renderings: dict[str, Rendering]
 ) -> None:
@@ -280,9 +322,13 @@ def test_liveness_probes_check_as_often_as_the_compose_health_checks(
     compose health check and the Kubernetes liveness probe alike, and the same command where both
     exec one. Start-up is Kubernetes' startupProbe's, checked often."""
     base = renderings["base"]
-    for name in ("postgres", "redis", "auth", "auth-mail", "api", "nginx"):
+    services = ("postgres", "redis", "auth", "auth-mail", "api", "nginx")
+    containers = {name: _container(base, name)[1] for name in services}
+    # The backup metrics server: compose's backup service runs it beside the schedules.
+    containers["backup"] = base.workload("backup-metrics").container("backup-metrics")
+    for name, container in containers.items():
         check = compose[name]["healthcheck"]
-        probe = _container(base, name)[1]["livenessProbe"]
+        probe = container["livenessProbe"]
         assert probe["periodSeconds"] == int(check["interval"].removesuffix("s")), name
         assert probe["failureThreshold"] == check["retries"], name
         if "exec" in probe and "test" in check:

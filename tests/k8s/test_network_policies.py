@@ -85,9 +85,11 @@ OBSERVABILITY = {
     *(("alertmanager", "internet", port) for port in (25, 465, 587)),
     *((name, "kube-dns", 53) for name in ("prometheus", "alertmanager", "mail-metrics")),
 }
+# postgres-0's backup metrics, where there is a postgres-0 (not with a managed database).
+BACKUP_METRICS = {("prometheus", "backup-metrics", 9000)}
 EXPECTED_BY_OVERLAY = {
     "dev": EXPECTED,
-    "prod": EXPECTED | OBSERVABILITY,
+    "prod": EXPECTED | OBSERVABILITY | BACKUP_METRICS,
     "prod-managed-db": EXPECTED_MANAGED_DB | OBSERVABILITY,
 }
 

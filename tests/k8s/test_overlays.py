@@ -28,8 +28,11 @@ def _no_larger(a: tuple[int, float], b: tuple[int, float]) -> bool:
 
 
 def _storage(workload: Workload) -> int:
-    (claim,) = workload.obj["spec"]["volumeClaimTemplates"]
-    return quantity_bytes(claim["spec"]["resources"]["requests"]["storage"])
+    """Bytes requested by all of the workload's claims."""
+    return sum(
+        quantity_bytes(c["spec"]["resources"]["requests"]["storage"])
+        for c in workload.obj["spec"]["volumeClaimTemplates"]
+    )
 
 
 def test_base_runs_two_of_each_with_autoscaling_and_disruption_budgets(renderings: dict[str, Rendering]) -> None:
@@ -67,8 +70,8 @@ def test_prod_runs_three_with_hpa_and_pdb_and_larger_resources(renderings: dict[
             small = base.workload(w.name).container(c["name"])
             assert _no_larger(_requests(small), _requests(c)), f"{w.name}/{c['name']}"
     for name in (*SERVICES, "postgres"):
-        (c,) = prod.workload(name).pod["containers"]
-        (small,) = base.workload(name).pod["containers"]
+        c = prod.workload(name).container(name)
+        small = base.workload(name).container(name)
         assert all(p > b for p, b in zip(_requests(c), _requests(small), strict=True)), name
     for name in ("postgres", "redis"):
         assert _storage(prod.workload(name)) > _storage(base.workload(name)), f"{name}: prod volume not larger"
@@ -104,6 +107,8 @@ def test_managed_db_variant_drops_postgres_and_reads_the_urls_from_a_secret(rend
         }
 
     dropped = {("StatefulSet", "postgres"), ("Service", "postgres"), ("NetworkPolicy", "postgres")}
+    dropped |= {("CronJob", name) for name in ("backup-full", "backup-diff", "backup-verify")}
+    dropped |= {("Deployment", "backup-metrics"), ("Service", "backup-metrics")}
     added = {("NetworkPolicy", "external-postgres-egress")}
     assert objects(prod) - objects(managed) == dropped
     assert objects(managed) - objects(prod) == added
@@ -145,7 +150,7 @@ def test_databases_keep_their_data_on_persistent_volume_claims(overlay: Renderin
             assert overlay.name == "prod-managed-db"
             continue
         w = overlay.workload(name)
-        (c,) = w.pod["containers"]
+        c = w.container(name)
         claims = {t["metadata"]["name"] for t in w.obj["spec"]["volumeClaimTemplates"]}
         assert claims, f"{name}: no volumeClaimTemplates"
         if data_dir is not None:  # redis writes into its working directory, the image's WORKDIR

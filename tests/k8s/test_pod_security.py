@@ -234,7 +234,7 @@ def test_every_container_has_requests_and_limits_with_memory_limit_equal_to_requ
 
 def test_every_long_running_container_has_startup_liveness_and_readiness_probes(overlay: Rendering) -> None:
     for w in overlay.workloads:
-        if w.kind == "Job":
+        if w.kind in ("Job", "CronJob"):
             continue
         for c in w.pod["containers"]:
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):

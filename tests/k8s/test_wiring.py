@@ -39,7 +39,7 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 def test_workload_selectors_match_their_own_pods_and_no_other(overlay: Rendering) -> None:
     for w in overlay.workloads:
-        if w.kind == "Job":
+        if w.kind in ("Job", "CronJob"):
             continue
         selector = w.obj["spec"]["selector"]
         assert _selects(selector, w.labels), w.name
@@ -52,7 +52,7 @@ def test_every_service_selects_pods_and_targets_a_port_they_expose(overlay: Rend
         name = svc["metadata"]["name"]
         selector = {"matchLabels": svc["spec"]["selector"]}  # a Service selects by equality only
         assert selector["matchLabels"], f"Service {name} has no selector"
-        targets = [w for w in overlay.workloads if w.kind != "Job" and _selects(selector, w.labels)]
+        targets = [w for w in overlay.workloads if w.kind not in ("Job", "CronJob") and _selects(selector, w.labels)]
         assert len(targets) == 1, f"Service {name} selects {[t.name for t in targets]}"
         (target,) = targets
         # Named after its workload (nginx's upstreams use the names); the observability component's

@@ -31,7 +31,7 @@ READY_TIMEOUT = 240  # the dev overlay converges in 20-40 s here; restarts back 
 def images() -> dict[str, str]:
     tag = os.environ.get("WHARF_TAG", "dev")
     mapped = {"postgres:17": base_image("POSTGRES_IMAGE"), "redis:8": base_image("REDIS_IMAGE")}
-    return mapped | {f"wharf/{name}:dev": f"wharf/{name}:{tag}" for name in ("api", "auth", "nginx")}
+    return mapped | {f"wharf/{name}:dev": f"wharf/{name}:{tag}" for name in ("api", "auth", "nginx", "postgres")}
 
 
 def free_port() -> int:
@@ -82,11 +82,14 @@ def play(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 
 @pytest.fixture(scope="module")
 def k8s_edge(dev_overlay: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The dev overlay up and ready; the URL of its nginx Service (port 80) from the host."""
+    """The dev overlay up and ready, with one Job of the CronJob backup-full run to completion (a
+    full backup into postgres-0's repository claim); the URL of its nginx Service (port 80)."""
     port = free_port()
     texts = [yaml.safe_dump_all(dev_overlay)]
+    manifests = Manifests.load(texts)
+    manifests.add(manifests.job_from_cronjob("backup-full"))
     cluster = Cluster(
-        Manifests.load(texts),
+        manifests,
         project=PROJECT,
         state_dir=tmp_path_factory.mktemp("kubeplay"),
         images=images(),

@@ -140,3 +140,5 @@ def test_a_failed_liveness_probe_restarts_the_container(web: Cluster) -> None:
     assert until(lambda: server.current.id != first and server.state.phase == "Running")
     assert until(lambda: server.current.exec_run(["true"]).exit_code == 0)
     assert server.state.restarts == 1
+    # Not ready again yet: its line says why the previous container ended (kubectl's "Last State").
+    assert any("last exit: livenessProbe exec test ! -e /srv/die" in line for line in web.problems()), web.problems()

@@ -1,12 +1,17 @@
 """The Kubernetes dev overlay, started from its rendered pod specs, serves the whole client flow
-through its nginx Service: register, login, CRUD, refresh, logout, and the api seeing the logout."""
+through its nginx Service: register, login, CRUD, refresh, logout, and the api seeing the logout;
+a Job of the CronJob backup-full ran to completion beside it."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import uuid
 
 import requests
+
+from .conftest import PROJECT
 
 PASSWORD = "correct horse battery staple"
 
@@ -59,3 +64,18 @@ def test_errors_at_the_edge_are_problem_json(k8s_edge: str) -> None:
     missing = requests.get(f"{k8s_edge}/no/such/route", timeout=10)
     assert missing.status_code == 404
     assert missing.headers["Content-Type"] == "application/problem+json"
+
+
+def test_a_backup_job_of_the_cronjob_ran_to_completion(k8s_edge: str) -> None:
+    """The fixture waited for the Job like any workload; its full backup is in the repository
+    claim, encrypted, and postgres archives into it (pgBackRest's own check)."""
+    postgres = f"{PROJECT}-postgres-0-postgres"
+    info = subprocess.run(
+        ["docker", "exec", postgres, "wharf-backup", "pgbackrest", "info", "--output=json"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    (stanza,) = json.loads(info.stdout)
+    assert [b["type"] for b in stanza["backup"]] == ["full"]
+    assert stanza["cipher"] == "aes-256-cbc"
+    check = ["docker", "exec", postgres, "wharf-backup", "pgbackrest", "check"]
+    assert subprocess.run(check, capture_output=True, text=True, timeout=120).returncode == 0

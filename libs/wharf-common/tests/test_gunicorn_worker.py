@@ -154,6 +154,7 @@ def test_the_preloaded_app_is_frozen_before_the_workers_fork(tmp_path: Path) -> 
     try:
         deadline = time.monotonic() + 30
         while _refused(port):
+            assert server.poll() is None, "gunicorn exited (its error is above)"
             assert time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.1)
         frozen = int(urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read())

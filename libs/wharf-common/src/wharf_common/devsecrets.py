@@ -31,6 +31,9 @@ PASSWORDS = (
     "api/redis_password",
     "auth-mail/redis_password",  # auth's mail worker (wharf_auth.worker): a Redis user of its own
     "auth/mfa_encryption_key",  # the key auth encrypts second-factor secrets under (MFA_ENCRYPTION_KEY_FILE)
+    # pgBackRest's repository cipher passphrase (deploy/backup/): keep a copy away from the host, as
+    # no backup can be read without it.
+    "backup/repo_cipher_pass",
 )
 # Ed25519 signing keys of the auth service (SIGNING_KEYS_DIR): all are published, and the newest one
 # signs once SIGNING_KEY_ACTIVATION_SECONDS have passed since the UTC time in its name.
