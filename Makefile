@@ -77,8 +77,8 @@ bench: ## Load-test the stack through nginx (own project wharf-bench, about 6 mi
 bench-workers: ## The worker-model sweep behind the gunicorn defaults (MODELS="2x3x1 2x2x4": replicas x workers x threads)
 	@scripts/bench.sh workers $(MODELS)
 
-bench-ab: ## Interleaved A/B of two builds on chosen scenarios: make bench-ab A=tag B=tag [SCENARIOS="post patch"] (bench/ab.py)
-	@scripts/bench.sh ab $(A) $(B) $(SCENARIOS)
+bench-ab: ## Interleaved A/B of two builds on chosen scenarios: make bench-ab A=tag B="tag tag,VAR=value" [SCENARIOS="post patch"] (bench/ab.py)
+	@scripts/bench.sh ab $(A) $(B) -- $(SCENARIOS)
 
 bench-idle: ## The stack's CPU at rest against its 60 ms/s target (project wharf-bench, about 4 min; a quiet machine)
 	@scripts/bench.sh idle

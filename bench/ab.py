@@ -14,6 +14,10 @@ cached scenario is asked for. Prints one line per run and, at the end, each scen
 request as a multiple of the ceiling's in the same turn, with the load average of the machine.
 Everything else (the references, nginx, Postgres, Redis) keeps the images of ``TAG_A``. Leaves
 the project running (``docker compose -p wharf-bench down -v`` removes it).
+
+A build may also be a setting: ``TAG,NAME=VALUE[,NAME=VALUE...]`` runs the images of ``TAG`` with
+those variables for the api and auth (``B="dev,GUNICORN_WORKERS=2"``), and ``B`` may name several
+builds, separated by spaces, each taking its turn (``B="dev,GUNICORN_WORKERS=2 next"``).
 """
 
 from __future__ import annotations
@@ -37,9 +41,19 @@ CACHED = {"get_cached", "list_first_cached", "list_deep_cached", "mixed"}
 REFRESH_TOKENS_PER_RUN = 12_000
 
 
-def _switch(stack: BenchStack, tag: str, cache_ttl: int) -> None:
-    """The api and auth replicas recreated from the images tagged ``tag``, then routed by nginx."""
-    env = {"WHARF_TAG": tag, "CACHE_TTL_SECONDS": str(cache_ttl)}
+def _build(spec: str) -> tuple[str, dict[str, str]]:
+    """``TAG[,NAME=VALUE...]``: the image tag and the variables the api and auth run with."""
+    tag, *settings = spec.split(",")
+    pairs = [setting.partition("=") for setting in settings]
+    if not tag or any(not name or not sep for name, sep, _ in pairs):
+        raise ConfigError(f"a build is TAG or TAG,NAME=VALUE[,NAME=VALUE...] (got {spec!r})")
+    return tag, {name: value for name, _, value in pairs}
+
+
+def _switch(stack: BenchStack, spec: str, cache_ttl: int) -> None:
+    """The api and auth replicas recreated from the build ``spec`` (:func:`_build`), then routed by nginx."""
+    tag, settings = _build(spec)
+    env = {**settings, "WHARF_TAG": tag, "CACHE_TTL_SECONDS": str(cache_ttl)}
     stack.compose("up", "--detach", "--wait", "--wait-timeout", "240", "--no-deps", "api", "auth", env=env)
     stack.wait_routed("/api/healthz")
     stack.wait_routed("/auth/healthz")
@@ -86,7 +100,7 @@ def compare(tags: list[str], keys: list[str]) -> list[dict[str, object]]:
     config = dataclasses.replace(BenchConfig.from_env(), duration=int(os.environ.get("BENCH_DURATION") or 8))
     rounds = int(os.environ.get("BENCH_AB_ROUNDS") or 2)
     stack = BenchStack(config)
-    stack.env["WHARF_TAG"] = tags[0]
+    stack.env["WHARF_TAG"] = _build(tags[0])[0]
     cache_ttl = 60 if CACHED & set(keys) else 0
     log(f"starting {config.project} with the images of {tags[0]}")
     # auth-mail is not on any measured path (its health check is slow to pass on a busy machine).
@@ -143,7 +157,10 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    tags, keys = argv[:2], argv[2:] or DEFAULT_SCENARIOS
+    # A, then B's builds (several when B names more than one), then the scenarios after "--".
+    split = argv.index("--") if "--" in argv else 2
+    tags, keys = argv[:split], argv[split + 1 :] if "--" in argv else argv[split:]
+    keys = keys or DEFAULT_SCENARIOS
     try:
         results = compare(tags, keys)
     except ConfigError as error:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import ab, scenarios
-from bench.config import README, BenchConfig
+from bench.config import README, BenchConfig, ConfigError
 from bench.cpu import by_service, ms_per_request
 from bench.footprint import IdleCpu, busy_cpu_ms, idle_summary, parse_size, per_second
 from bench.report import (
@@ -244,3 +244,25 @@ def test_an_ab_scenario_is_set_against_the_mean_of_its_turns_ceiling_runs() -> N
     results += [run("b", 0, CEILING, 1.0), run("b", 0, "post", 3.0), run("b", 0, CEILING, 1.0)]
     table = ab.summary(results, ["a", "b"])
     assert "| post | 3.00x (3.00; 4.500 ms) | 3.00x (3.00; 3.000 ms) |" in table
+
+
+def test_an_ab_build_is_a_tag_with_the_settings_the_services_run_with() -> None:
+    assert ab._build("dev") == ("dev", {})
+    assert ab._build("dev,GUNICORN_WORKERS=2,LOG_LEVEL=WARNING") == (
+        "dev",
+        {"GUNICORN_WORKERS": "2", "LOG_LEVEL": "WARNING"},
+    )
+    for bad in ["", ",A=1", "dev,GUNICORN_WORKERS", "dev,=2"]:
+        with pytest.raises(ConfigError):
+            ab._build(bad)
+
+
+def test_a_second_bench_gets_its_own_project_and_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_PROJECT", "wharf-bench-other")
+    monkeypatch.setenv("BENCH_PORT_OFFSET", "200")
+    config = BenchConfig.from_env()
+    assert (config.project, config.http_port, config.https_port) == ("wharf-bench-other", 18280, 18643)
+    assert (config.ceiling_port, config.seed_port) == (18290, 18291)
+    monkeypatch.setenv("BENCH_PROJECT", "Not A Project")
+    with pytest.raises(ConfigError, match="BENCH_PROJECT"):
+        BenchConfig.from_env()
