@@ -290,7 +290,9 @@ class PodRunner(threading.Thread):
             if volume.kind == "memory":
                 continue
             if volume.kind == "claim":
-                if not target.exists():  # a new volume: the kubelet hands its root to fsGroup (g+rwx, setgid)
+                # A new volume: the kubelet hands its root to fsGroup (g+rwx, setgid). Pods of one
+                # claim start in parallel: the one whose mkdir succeeds prepares it.
+                with contextlib.suppress(FileExistsError):
                     target.mkdir(parents=True)
                     _owned(target, 0o2775 if group is not None else 0o755, group)
                 continue
@@ -490,16 +492,10 @@ class Cluster:
     def down(self, *, volumes: bool = True) -> None:
         """Stop every container (SIGKILL after its pod's grace period), remove the networks and volumes."""
         self.stopping.set()
-        stoppers = []
-        for container in self.docker.containers.list(all=True, filters={"label": f"{LABEL}={self.project}"}):
-            grace = int(container.labels.get("kubeplay.grace", "10"))
-            stopper = threading.Thread(target=_stop_and_remove, args=(container, grace), daemon=True)
-            stopper.start()
-            stoppers.append(stopper)
-        for stopper in stoppers:
-            stopper.join()
+        self._remove_containers()
         for runner in self.runners:
             runner.join(timeout=10)
+        self._remove_containers()  # any a runner created between the first pass and seeing `stopping`
         for network in self.docker.networks.list(filters={"label": f"{LABEL}={self.project}"}):
             with contextlib.suppress(APIError):  # already gone
                 network.remove()
@@ -508,6 +504,16 @@ class Cluster:
         if volumes:
             shutil.rmtree(self.state_dir / "claims", ignore_errors=True)
         self.runners = []
+
+    def _remove_containers(self) -> None:
+        stoppers = []
+        for container in self.docker.containers.list(all=True, filters={"label": f"{LABEL}={self.project}"}):
+            grace = int(container.labels.get("kubeplay.grace", "10"))
+            stopper = threading.Thread(target=_stop_and_remove, args=(container, grace), daemon=True)
+            stopper.start()
+            stoppers.append(stopper)
+        for stopper in stoppers:
+            stopper.join()
 
     def __enter__(self) -> Cluster:
         return self.start()

@@ -165,9 +165,10 @@ serve() {
   mkdir -p "$STATE_DIR"
   # Idempotent: creates the stanza on a new repository, checks it matches the database otherwise.
   if ! pgbackrest stanza-create >&2; then
-    say "stanza-create failed. If the repository belongs to an earlier database on a data volume that was" \
-      "lost or replaced, make restore brings that database back; to keep the new one instead, move the" \
-      "repository volume aside (after a PostgreSQL major upgrade: pgbackrest stanza-upgrade)"
+    say "stanza-create failed. If the repository was made under another passphrase, put that one back in" \
+      "BACKUP_CIPHER_PASS_FILE. If it belongs to an earlier database on a data" \
+      "volume that was lost or replaced, make restore brings that database back; to keep the new one" \
+      "instead, move the repository volume aside (after a PostgreSQL major upgrade: pgbackrest stanza-upgrade)"
     exit 1
   fi
   say "repositories ready: $(repos | sed 's/\([0-9]\)/repo\1/g')"

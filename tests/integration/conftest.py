@@ -54,6 +54,7 @@ class Stack:
             cwd=ROOT,
             capture_output=True,
             text=True,
+            errors="replace",  # logs may carry any bytes (pgBackRest prints what it failed to decrypt)
             check=check,
             timeout=timeout,
         )
@@ -120,7 +121,9 @@ CONFORMANCE_CHECKS = [
 
 
 def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, errors="replace", check=check, timeout=timeout
+    )
 
 
 def psql_as(stack: Stack, role: str, query: str) -> subprocess.CompletedProcess[str]:
@@ -346,6 +349,7 @@ def run_make(
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
+        errors="replace",
         timeout=timeout,
     )
     if check:

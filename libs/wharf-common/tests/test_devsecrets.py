@@ -18,6 +18,33 @@ def test_generate_once_then_reuse(tmp_path: Path) -> None:
     assert oct(tmp_path.stat().st_mode & 0o777) == "0o700"
 
 
+def test_data_keys_follow_the_data_into_another_secrets_directory(tmp_path: Path) -> None:
+    kept = tmp_path / "datakeys"
+    first, second, elsewhere = tmp_path / "clone-1", tmp_path / "clone-2", tmp_path / "other-project"
+    devsecrets.generate(first, kept)
+    created = devsecrets.generate(second, kept)
+    for name in devsecrets.DATA_KEYS:
+        assert (second / name).read_text() == (first / name).read_text() == (kept / name).read_text()
+        assert f"{name} (kept)" in created
+        assert oct((kept / name).stat().st_mode & 0o777) == "0o600"
+    # Passwords follow their files: new ones; and a project without the volume gets new keys too.
+    assert (second / "postgres/password").read_text() != (first / "postgres/password").read_text()
+    devsecrets.generate(elsewhere)
+    for name in devsecrets.DATA_KEYS:
+        assert (elsewhere / name).read_text() != (first / name).read_text()
+
+
+def test_a_data_key_put_in_place_is_never_replaced_and_is_kept(tmp_path: Path) -> None:
+    kept, directory = tmp_path / "datakeys", tmp_path / "secrets"
+    (directory / "backup").mkdir(parents=True)
+    (directory / "backup/repo_cipher_pass").write_text("the operator's own passphrase, 20+ chars")
+    devsecrets.generate(directory, kept)
+    assert (kept / "backup/repo_cipher_pass").read_text() == "the operator's own passphrase, 20+ chars"
+    (directory / "backup/repo_cipher_pass").write_text("another one, put there later by hand")
+    devsecrets.generate(directory, kept)
+    assert (directory / "backup/repo_cipher_pass").read_text() == "another one, put there later by hand"
+
+
 def test_redis_acl_has_no_default_user_and_no_plain_passwords(tmp_path: Path) -> None:
     devsecrets.generate(tmp_path)
     acl = (tmp_path / "redis/users.acl").read_text()

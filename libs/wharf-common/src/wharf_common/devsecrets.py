@@ -2,6 +2,11 @@
 
 Run by the compose ``secrets`` one-shot service into ``deploy/compose/secrets/`` (whose
 per-service directories git keeps empty). Production supplies its own files at the same paths.
+
+Passwords follow their files (postgres and db-init set them from the files on every start), but a
+key that encrypts data cannot be replaced without losing that data. So the data keys are also
+kept in the project's ``datakeys`` volume, beside the volumes whose data they encrypt: another
+clone, or a deleted and regenerated secrets directory, gets them back instead of new ones.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ PASSWORDS = (
     # no backup can be read without it.
     "backup/repo_cipher_pass",
 )
+# Keys that encrypt data in the project's volumes: kept with them (the module's docstring).
+DATA_KEYS = ("auth/mfa_encryption_key", "backup/repo_cipher_pass")
 # Ed25519 signing keys of the auth service (SIGNING_KEYS_DIR): all are published, and the newest one
 # signs once SIGNING_KEY_ACTIVATION_SECONDS have passed since the UTC time in its name.
 SIGNING_KEYS_DIR = "auth/signing-keys"
@@ -182,15 +189,38 @@ def _edge_key(directory: Path) -> ec.EllipticCurvePrivateKey | None:
     return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
 
 
-def generate(directory: Path) -> list[str]:
+def _restore_data_keys(directory: Path, kept: Path) -> list[str]:
+    """Data keys missing from ``directory`` copied back from ``kept``, the others copied there."""
+    restored = []
+    for name in DATA_KEYS:
+        path, copy = directory / name, kept / name
+        if not path.exists() and copy.exists():
+            _write(path, copy.read_text(encoding="utf-8"))
+            restored.append(name)
+    return restored
+
+
+def _keep_data_keys(directory: Path, kept: Path) -> None:
+    for name in DATA_KEYS:
+        path, copy = directory / name, kept / name
+        if path.exists() and not copy.exists():
+            copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write(copy, path.read_text(encoding="utf-8"))
+            copy.chmod(0o600)  # read by no service: only this tool restores it
+
+
+def generate(directory: Path, kept: Path | None = None) -> list[str]:
+    """Fill ``directory`` with what is missing; with ``kept``, data keys come from and go to it."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    created = []
+    created = [f"{name} (kept)" for name in _restore_data_keys(directory, kept)] if kept else []
     for name in PASSWORDS:
         path = directory / name
         if not path.exists():
             _write(path, secrets.token_urlsafe(32))
             created.append(name)
+    if kept:
+        _keep_data_keys(directory, kept)
     if not any((directory / SIGNING_KEYS_DIR).glob("*.pem")):
         created.append(add_signing_key(directory))
     if _certificate_needs_renewal(directory):
@@ -222,6 +252,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", default="/secrets", type=Path)
     parser.add_argument(
+        "--kept",
+        type=Path,
+        metavar="DIRECTORY",
+        help="where the data keys are kept beside the data they encrypt (restored from it when missing)",
+    )
+    parser.add_argument(
         "--rotate-signing-key",
         action="store_true",
         help="add a new signing key: auth publishes it at once and signs with it SIGNING_KEY_ACTIVATION_SECONDS "
@@ -236,7 +272,7 @@ def main() -> None:
         "exceeds the signing-key activation delay plus the access-token lifetime plus the JWKS cache time)",
     )
     args = parser.parse_args()
-    created = generate(args.directory)
+    created = generate(args.directory, args.kept)
     print(
         f"development secrets in {args.directory}: " + (f"created {', '.join(created)}" if created else "all present")
     )
