@@ -11,7 +11,7 @@ BACKUP_DIR ?= backups
 # `exec` allocates a terminal only when we have one, so the commands also work in pipes and scripts.
 EXEC := $(COMPOSE) exec $(shell [ -t 0 ] || echo -T)
 
-.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate k8s-smoke bench bench-workers bench-idle soak lint fmt config lock base-images clean admin unlock rotate-keys \
+.PHONY: help up deploy rollback dev observability down logs ps images test test-unit test-integration test-faults k8s-validate k8s-smoke bench bench-workers bench-ab bench-idle soak lint fmt config lock base-images clean admin unlock rotate-keys \
 	migrate backup backups restore backup-verify dump load psql redis-cli shell mail
 
 help: ## List the targets
@@ -76,6 +76,9 @@ bench: ## Load-test the stack through nginx (own project wharf-bench, about 6 mi
 
 bench-workers: ## The worker-model sweep behind the gunicorn defaults (MODELS="2x3x1 2x2x4": replicas x workers x threads)
 	@scripts/bench.sh workers $(MODELS)
+
+bench-ab: ## Interleaved A/B of two builds on chosen scenarios: make bench-ab A=tag B="tag tag,VAR=value" [SCENARIOS="post patch"] (bench/ab.py)
+	@scripts/bench.sh ab $(A) $(B) -- $(SCENARIOS)
 
 bench-idle: ## The stack's CPU at rest against its 60 ms/s target (project wharf-bench, about 4 min; a quiet machine)
 	@scripts/bench.sh idle

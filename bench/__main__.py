@@ -101,15 +101,20 @@ def _run(config: BenchConfig, stack: BenchStack, machine: dict[str, object]) -> 
         me=seed.write_lines(work / "me.paths", ["/auth/me"]),
     )
     first, deep = list_paths(work, stack, "cached")
+    pages = seed.write_lines(work / "mixed.paths", [*first.read_text().split(), *deep.read_text().split()])
     references = scenarios.references(config, files)
     cached = scenarios.cached(config, files, rows, first, deep)
     tails_count = len(scenarios.tails(config, files, 1.0))
-    total = len(references) + tails_count + len(cached) + 3 * len(config.scale_rows) + 1
+    total = len(references) + tails_count + len(cached) + 1 + 3 * len(config.scale_rows) + 1
     runner = Runner(config, stack, total=total)
     for scenario in references:
         runner.run(scenario)
     ceiling = report.ceiling_rps(runner.measurements) or 1.0
-    for scenario in [*scenarios.tails(config, files, ceiling), *cached]:
+    for scenario in [
+        *scenarios.tails(config, files, ceiling),
+        *cached,
+        scenarios.mixed(config, files, rows, pages, ceiling),
+    ]:
         runner.run(scenario)
 
     log("api replicas restarted with CACHE_TTL_SECONDS=0 (reads bypass the cache) for the scale runs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,12 +96,16 @@ class BenchConfig:
         rows = tuple(int(r) for r in (os.environ.get("BENCH_ROWS") or "1000,100000,1000000").split(",") if r.strip())
         if not rows or sorted(rows) != list(rows) or rows[0] < 200:
             raise ConfigError("BENCH_ROWS must be increasing table sizes of at least 200, e.g. 1000,100000,1000000")
+        project = os.environ.get("BENCH_PROJECT") or "wharf-bench"
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", project):
+            raise ConfigError(f"BENCH_PROJECT must be lowercase letters, digits, - and _ (got {project!r})")
+        offset = int_setting("BENCH_PORT_OFFSET", 0, 0, 40_000)  # another session's bench on the same host
         return cls(
-            project="wharf-bench",
-            http_port=18080,
-            https_port=18443,
-            ceiling_port=18090,
-            seed_port=18091,
+            project=project,
+            http_port=18080 + offset,
+            https_port=18443 + offset,
+            ceiling_port=18090 + offset,
+            seed_port=18091 + offset,
             duration=int_setting("BENCH_DURATION", 10, 1, 600),
             warmup=2,
             connections=int_setting("BENCH_CONNECTIONS", 64, 1, 10000),

@@ -19,3 +19,16 @@ def ms_per_request(before: dict[str, int] | None, after: dict[str, int] | None, 
         return None
     spent = sum(after[cid] - before.get(cid, after[cid]) for cid in after)
     return round(spent / requests / 1e6, 3)
+
+
+def by_service(
+    services: dict[str, list[str]], before: dict[str, int] | None, after: dict[str, int] | None, requests: int
+) -> dict[str, float] | None:
+    """:func:`ms_per_request` of each service's containers (replicas summed): where the time went."""
+    if before is None or after is None:
+        return None
+    spent = {
+        name: ms_per_request({c: before[c] for c in ids}, {c: after[c] for c in ids}, requests)
+        for name, ids in services.items()
+    }
+    return {name: ms for name, ms in spent.items() if ms is not None}

@@ -32,6 +32,7 @@ class Measurement:
     error_detail: dict[str, int] = field(default_factory=dict)
     cpu_ms: float | None = None  # CPU time of the containers on the request's path, per request
     p999_ms: float | None = None  # None in runs from before it was measured
+    cpu_by_service: dict[str, float] | None = None  # cpu_ms split by service (None in earlier runs)
 
     @classmethod
     def of(
@@ -42,6 +43,7 @@ class Measurement:
         warmup: WrkResult | None = None,
         *,
         cpu_ms: float | None = None,
+        cpu_by_service: dict[str, float] | None = None,
     ) -> Measurement:
         """A measured run; failures during its warm-up count too (any non-2xx/3xx fails the run)."""
         detail = dict(result.errors)
@@ -61,6 +63,7 @@ class Measurement:
             errors=sum(detail.values()),
             connections=connections,
             cpu_ms=cpu_ms,
+            cpu_by_service=cpu_by_service,
             error_detail={k: v for k, v in detail.items() if v},
         )
 
@@ -122,7 +125,7 @@ def cpu(m: Measurement | None) -> float | None:
 
 
 def targets(measurements: list[Measurement]) -> list[Target]:
-    """Issue 16's and issue 18's targets, each a ratio within this run, and nothing failed."""
+    """Issue 16's, 18's and 31's targets, each a ratio within this run, and nothing failed."""
     ceiling = ceiling_rps(measurements)
     first_ceiling = find(measurements, CEILING)
     cached, cached_paced = find(measurements, "get_cached"), find(measurements, "get_cached_paced")
@@ -151,7 +154,32 @@ def targets(measurements: list[Measurement]) -> list[Target]:
         _ratio_target(
             "GET /auth/me CPU per request <= the api's uncached read", _over(cpu(me), cpu(uncached)), 1.0, at_most=True
         ),
+        *cpu_targets(measurements, uncached),
         Target("zero errors in every scenario", failed == 0, f"{failed} errors"),
+    ]
+
+
+# Issue 31: CPU per request as a multiple of the framework ceiling's in the same run, at most.
+CPU_LIMITS = (
+    ("post", "POST /api/users", 2.5),
+    ("patch", "PATCH /api/users/<id>", 3.0),
+    ("refresh", "POST /auth/refresh", 5.0),
+    ("get_uncached", "uncached GET /api/users/<id>", 1.6),
+)
+
+
+def cpu_targets(measurements: list[Measurement], uncached: Measurement | None) -> list[Target]:
+    """Issue 31's targets: what a request costs in CPU, as a multiple of the ceiling's."""
+    ceiling = ceiling_cpu_ms(measurements)
+    found = {key: find(measurements, key) for key, _, _ in CPU_LIMITS} | {"get_uncached": uncached}
+    return [
+        _ratio_target(
+            f"{title} CPU per request <= {limit:g}x the framework ceiling's (issue 31)",
+            _over(cpu(found[key]), ceiling),
+            limit,
+            at_most=True,
+        )
+        for key, title, limit in CPU_LIMITS
     ]
 
 
@@ -244,7 +272,7 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append("- " + idle_summary(IdleCpu(**footprint["idle_cpu"])))
     if data.get("before"):
         lines += ["", *comparison(data["before"], data)]
-    lines += ["", "**Targets** (issues 16 and 18; ratios within this run)", ""]
+    lines += ["", "**Targets** (issues 16, 18 and 31; ratios within this run)", ""]
     for t in data["targets"]:
         lines.append(f"- {'met' if t['met'] else 'MISSED'}: {t['description']} ({t['measured']})")
     return "\n".join(lines) + "\n"

@@ -28,7 +28,8 @@ class Runner:
             # The measured run starts past every line the warm-up may have sent (refresh tokens work
             # once): answered, failed, and in flight when it stopped.
             offset = warmup.requests + warmup.error_count + 2 * connections
-        containers = self.stack.container_ids(scenarios.cpu_path(scenario))
+        services = {service: self.stack.container_ids((service,)) for service in scenarios.cpu_path(scenario)}
+        containers = [cid for ids in services.values() for cid in ids]
         cpu_before = cpu.snapshot(containers)
         result = wrk.run(
             scenario.url,
@@ -37,8 +38,10 @@ class Runner:
             threads=c.threads,
             options={**scenario.options, "start": str(offset)},
         )
-        cpu_ms = cpu.ms_per_request(cpu_before, cpu.snapshot(containers), result.requests)
-        measurement = Measurement.of(scenario, connections, result, warmup, cpu_ms=cpu_ms)
+        cpu_after = cpu.snapshot(containers)
+        cpu_ms = cpu.ms_per_request(cpu_before, cpu_after, result.requests)
+        by_service = cpu.by_service(services, cpu_before, cpu_after, result.requests)
+        measurement = Measurement.of(scenario, connections, result, warmup, cpu_ms=cpu_ms, cpu_by_service=by_service)
         self.measurements.append(measurement)
         errors = f"{measurement.errors} ERRORS {measurement.error_detail}" if measurement.errors else "0 errors"
         log(

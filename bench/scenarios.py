@@ -57,6 +57,11 @@ def cpu_path(scenario: Scenario) -> tuple[str, ...]:
     return AUTH_PATH if scenario.key in ("login", "refresh", "me") else API_PATH
 
 
+def _pace_ms(config: BenchConfig, ceiling_rps: float) -> float:
+    """The mean gap after each answer at which the run's connections offer half the ceiling's throughput."""
+    return config.connections * 1000 / (ceiling_rps / 2)
+
+
 def _opts(
     mode: str, data: Path | None = None, tokens: Path | None = None, pace_ms: float | None = None
 ) -> dict[str, str]:
@@ -95,7 +100,7 @@ def tails(config: BenchConfig, files: DataFiles, ceiling_rps: float) -> list[Sce
     """The tail two more ways: closed loop at a few connections, and paced at half the framework
     ceiling's throughput (a steady arrival rate, so the load generator's own queueing cannot hide the
     server's), for the ceiling and the authenticated cached read alike; and the signed-in account."""
-    pace_ms = config.connections * 1000 / (ceiling_rps / 2)
+    pace_ms = _pace_ms(config, ceiling_rps)
     get, few = _opts("get", files.cached_ids, files.tokens), FEW_CONNECTIONS
     return [
         Scenario(f"{CEILING}_few", "Framework ceiling", config.ceiling_load_url, get, connections=few),
@@ -144,6 +149,23 @@ def cached(config: BenchConfig, files: DataFiles, rows: int, first: Path, deep: 
         ),
         Scenario("refresh", "POST /auth/refresh", base, _opts("refresh", files.refresh_tokens)),
     ]
+
+
+MIX = (80, 10, 10)  # percentages of cached reads, list pages and creates in the mixed scenario
+
+
+def mixed(config: BenchConfig, files: DataFiles, rows: int, pages: Path, ceiling_rps: float) -> Scenario:
+    """What an application's clients do, paced at half the framework ceiling: mostly cached reads of
+    single users, some list pages, some creates (each create retires the list pages' cached copies,
+    so the pages read after it are misses). Its p99 shows what writes do to the readers' tail."""
+    get, pages_share, posts = MIX
+    options = _opts("mix", files.cached_ids, files.tokens, _pace_ms(config, ceiling_rps))
+    options |= {"pages": str(pages), "mix": f"{get},{pages_share},{posts}"}
+    title = (
+        f"Mixed: {get}% GET /api/users/<id>, {pages_share}% list pages, {posts}% POST, "
+        f"paced at {ceiling_rps / 2:,.0f}/s"
+    )
+    return Scenario("mixed", title, config.load_url, options, rows)
 
 
 def uncached(config: BenchConfig, files: DataFiles, rows: int, ids: Path, first: Path, deep: Path) -> list[Scenario]:

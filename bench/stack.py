@@ -33,6 +33,8 @@ class BenchStack:
             "WHARF_HTTP_PORT": str(config.http_port),
             "WHARF_BIND": "127.0.0.1",
             "WHARF_HTTPS_PORT": str(config.https_port),
+            "BENCH_CEILING_PORT": str(config.ceiling_port),
+            "BENCH_SEED_PORT": str(config.seed_port),
         }
         self.secrets_dir = Path(os.environ.get("WHARF_SECRETS_DIR") or ROOT / "deploy" / "compose" / "secrets")
 

@@ -1,6 +1,7 @@
 -- One wrk script for every `make bench` scenario (bench/scenarios.py picks the mode):
 --   wrk -s bench/lua/wharf.lua URL -- mode=<mode> threads=<n> [data=<file>] [tokens=<file>] [run=<id>]
 --                                        [start=<first line of data to use>] [pace_ms=<mean gap>]
+--                                        [pages=<file>] [mix=<get>,<list>,<post>]
 -- Modes:
 --   paths    GET each line of `data` in turn (absolute paths)
 --   get      GET /api/users/<id> for each id in `data`
@@ -8,9 +9,10 @@
 --   patch    PATCH /api/users/<id> (ids in `data`, owned by the token's account) with a new name
 --   login    POST /auth/login with the JSON body in `data`
 --   refresh  POST /auth/refresh, each request with its own refresh token (lines of `data`)
---   mix      `make soak`: 80% GET /api/users/<id> of a random id in `data`, 10% a random list page of
---            `pages` (absolute paths with their cursors), 10% POST /api/users; each request signed with
---            a random token of `tokens` (many accounts), not one per thread
+--   mix      what an application's clients do (`make soak`, and make bench's mixed scenario): at random
+--            in the percentages of `mix` (80,10,10), GET /api/users/<id> of a random id in `data`, a
+--            random list page of `pages` (absolute paths with their cursors), or POST /api/users; each
+--            request signed with a random token of `tokens` (many accounts), not one per thread
 -- Access tokens (lines of `tokens`) are spread over the threads, one per thread (mode mix: per request).
 -- pace_ms: each connection waits a random gap (exponential, this mean) after each answer before its
 -- next request, so the load is a steady arrival rate (about connections * 1000 / pace_ms requests/s)
@@ -38,6 +40,7 @@ end
 
 local mode, lines, thread_count, run_id, pages, tokens
 local next_index, counter = 0, 0
+local mix = {}
 local headers = {}
 
 function init(args)
@@ -53,6 +56,11 @@ function init(args)
   run_id = options.run or "0"
   if options.data then lines = read_lines(options.data) end
   if options.pages then pages = read_lines(options.pages) end
+  if mode == "mix" then
+    local get, list = (options.mix or "80,10,10"):match("^(%d+),(%d+),%d+$")
+    assert(get, "mix= is <get>,<list>,<post> percentages")
+    mix.get, mix.list = tonumber(get), tonumber(get) + tonumber(list)
+  end
   if options.tokens then
     tokens = read_lines(options.tokens)
     headers["Authorization"] = "Bearer " .. tokens[(thread_index % #tokens) + 1]
@@ -86,10 +94,10 @@ end
 
 local function mixed()
   local authorization = "Bearer " .. tokens[math.random(#tokens)]
-  local draw = math.random()
-  if draw < 0.8 then
+  local draw = math.random(100)
+  if draw <= mix.get then
     return wrk.format("GET", "/api/users/" .. lines[math.random(#lines)], {Authorization = authorization})
-  elseif draw < 0.9 then
+  elseif draw <= mix.list then
     return wrk.format("GET", pages[math.random(#pages)], {Authorization = authorization})
   end
   headers["Authorization"] = authorization  -- with the JSON content type

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from bench.config import README
-from bench.cpu import ms_per_request
+from bench import ab, scenarios
+from bench.config import README, BenchConfig, ConfigError
+from bench.cpu import by_service, ms_per_request
 from bench.footprint import IdleCpu, busy_cpu_ms, idle_summary, parse_size, per_second
 from bench.report import (
     README_BEGIN,
@@ -22,7 +24,7 @@ from bench.report import (
     targets,
     update_readme,
 )
-from bench.scenarios import CEILING, Scenario
+from bench.scenarios import CEILING, DataFiles, Scenario
 from bench.wrk import WrkError, WrkResult, parse_output
 
 WRK_STDOUT = """Running 10s test @ http://127.0.0.1:18080
@@ -170,6 +172,35 @@ def test_auth_me_costs_at_most_the_cpu_of_an_uncached_read() -> None:
     assert _target([], "GET /auth/me CPU") == (False, "not measured")
 
 
+def test_issue_31_targets_are_cpu_per_request_as_a_multiple_of_the_ceilings() -> None:
+    run = [_measurement(CEILING, 1000, cpu_ms=0.5), _measurement(CEILING, 1000, cpu_ms=0.7)]  # mean 0.6
+    run += [_measurement("post", 300, rows=100_000, cpu_ms=1.5), _measurement("patch", 300, rows=100_000, cpu_ms=1.9)]
+    run += [_measurement("refresh", 100, cpu_ms=3.0), _measurement("get_uncached", 500, rows=100_000, cpu_ms=0.97)]
+    assert _target(run, "POST /api/users CPU") == (True, "2.50x")
+    assert _target(run, "PATCH /api/users/<id> CPU") == (False, "3.17x")
+    assert _target(run, "POST /auth/refresh CPU") == (True, "5.00x")
+    assert _target(run, "uncached GET /api/users/<id> CPU") == (False, "1.62x")
+    assert _target(run[:2], "POST /api/users CPU") == (False, "not measured")
+
+
+def test_cpu_per_request_by_service() -> None:
+    services = {"nginx": ["n"], "api": ["a1", "a2"]}
+    before, after = {"n": 0, "a1": 0, "a2": 10**9}, {"n": 10**9, "a1": 10**9, "a2": 3 * 10**9}
+    assert by_service(services, before, after, 1000) == {"nginx": 1.0, "api": 3.0}
+    assert by_service(services, None, after, 1000) is None
+
+
+def test_the_mixed_scenario_is_paced_at_half_the_ceiling(tmp_path: Path) -> None:
+    files = DataFiles(*(tmp_path / name for name in ("t", "c", "o", "r", "l", "h", "s", "m")))
+    config = dataclasses.replace(BenchConfig.from_env(), connections=64)
+    mixed = scenarios.mixed(config, files, 100_000, tmp_path / "pages", ceiling_rps=2000)
+    assert mixed.options["mode"] == "mix"
+    assert mixed.options["mix"] == "80,10,10"
+    # 64 connections offering 1,000 requests/s: each waits 64 ms on average after an answer.
+    assert mixed.options["pace_ms"] == "64.000"
+    assert "paced at 1,000/s" in mixed.title
+
+
 def test_a_cached_read_under_0_6x_the_ceiling_misses_its_target() -> None:
     assert targets([_measurement(CEILING, 1000), _measurement("get_cached", 600)])[0].met
     assert not targets([_measurement(CEILING, 1000), _measurement("get_cached", 590)])[0].met
@@ -203,3 +234,35 @@ def test_make_bench_writes_its_table_into_bench_readme(tmp_path: Path) -> None:
     copy.write_text(text, encoding="utf-8")
     assert update_readme(copy, "| new | table |\n")
     assert copy.read_text(encoding="utf-8") == f"{before}{README_BEGIN}\n| new | table |\n{README_END}{after}"
+
+
+def test_an_ab_scenario_is_set_against_the_mean_of_its_turns_ceiling_runs() -> None:
+    def run(tag: str, turn: int, key: str, cpu_ms: float) -> dict[str, object]:
+        return {"tag": tag, "turn": turn, "key": key, "cpu_ms": cpu_ms}
+
+    results = [run("a", 0, CEILING, 1.0), run("a", 0, "post", 4.5), run("a", 0, CEILING, 2.0)]
+    results += [run("b", 0, CEILING, 1.0), run("b", 0, "post", 3.0), run("b", 0, CEILING, 1.0)]
+    table = ab.summary(results, ["a", "b"])
+    assert "| post | 3.00x (3.00; 4.500 ms) | 3.00x (3.00; 3.000 ms) |" in table
+
+
+def test_an_ab_build_is_a_tag_with_the_settings_the_services_run_with() -> None:
+    assert ab._build("dev") == ("dev", {})
+    assert ab._build("dev,GUNICORN_WORKERS=2,LOG_LEVEL=WARNING") == (
+        "dev",
+        {"GUNICORN_WORKERS": "2", "LOG_LEVEL": "WARNING"},
+    )
+    for bad in ["", ",A=1", "dev,GUNICORN_WORKERS", "dev,=2"]:
+        with pytest.raises(ConfigError):
+            ab._build(bad)
+
+
+def test_a_second_bench_gets_its_own_project_and_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_PROJECT", "wharf-bench-other")
+    monkeypatch.setenv("BENCH_PORT_OFFSET", "200")
+    config = BenchConfig.from_env()
+    assert (config.project, config.http_port, config.https_port) == ("wharf-bench-other", 18280, 18643)
+    assert (config.ceiling_port, config.seed_port) == (18290, 18291)
+    monkeypatch.setenv("BENCH_PROJECT", "Not A Project")
+    with pytest.raises(ConfigError, match="BENCH_PROJECT"):
+        BenchConfig.from_env()

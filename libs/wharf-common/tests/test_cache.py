@@ -31,8 +31,8 @@ def namespace() -> str:
 
 @pytest.fixture
 def make_cache(client: redis.Redis, namespace: str) -> Iterator[Callable[..., Cache]]:
-    def make(redis_client: redis.Redis = client, ttl: int = 60, pages_client: redis.Redis | None = None) -> Cache:
-        return Cache(redis_client, namespace=namespace, ttl=ttl, pages_client=pages_client)
+    def make(redis_client: redis.Redis = client, ttl: int = 60, plain_client: redis.Redis | None = None) -> Cache:
+        return Cache(redis_client, namespace=namespace, ttl=ttl, plain_client=plain_client)
 
     yield make
     keys = list(client.scan_iter(f"{namespace}:*"))
@@ -70,13 +70,14 @@ def test_with_copies_in_memory_a_write_elsewhere_is_seen_by_the_next_lookup(
             client.close()
 
 
-def test_with_a_pages_client_only_single_items_are_kept_in_memory(
+def test_with_a_plain_client_only_single_items_are_kept_in_memory(
     make_cache: Callable[..., Cache], client: redis.Redis, redis_url: str
 ) -> None:
     """The copies in memory are bounded by their number times an item's size: list pages (up to 100
-    items each) are looked up in Redis every time, never kept."""
+    items each) are looked up in Redis every time, never kept; a write's stamps, replaced through the
+    plain client, still retire the copies."""
     local = redis.Redis.from_url(redis_url, protocol=3, cache_config=CacheConfig())
-    cache, other_replica = make_cache(local, pages_client=client), make_cache()
+    cache, other_replica = make_cache(local, plain_client=client), make_cache()
     try:
         for n in range(3):
             cache.fill(cache.page("notes", "all", f"20:{n}"), b'{"items": []}')
@@ -86,8 +87,35 @@ def test_with_a_pages_client_only_single_items_are_kept_in_memory(
         assert local.get_cache().size == 1
         other_replica.changed("notes", scopes=["all"])
         assert cache.page("notes", "all", "20:0").document is None
+        cache.changed("notes", "1")  # its stamp replaced through the plain client: the copy is retired
+        assert cache.item("notes", "1").document is None
     finally:
         local.close()
+
+
+def test_a_write_waits_for_invalidation_pushes_only_when_it_retired_copies_in_memory(
+    make_cache: Callable[..., Cache], client: redis.Redis, redis_url: str
+) -> None:
+    """List pages looked up through the plain client are never in memory: a create (pages only) is
+    one SET, seen by the next page lookup anywhere; a change of an item also waits (a PING) until
+    Redis has sent the pushes that retire its copies."""
+    local = [redis.Redis.from_url(redis_url, protocol=3, cache_config=CacheConfig()) for _ in range(2)]
+    writer, reader = make_cache(local[0], plain_client=client), make_cache(local[1], plain_client=client)
+
+    def pings() -> int:
+        return int(client.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+
+    try:
+        reader.fill(reader.page("notes", "all", "20:"), b'{"items": []}')
+        before = pings()
+        writer.changed("notes", scopes=["all"])
+        assert pings() == before
+        assert reader.page("notes", "all", "20:").document is None
+        writer.changed("notes", "1", scopes=["all"])
+        assert pings() == before + 1
+    finally:
+        for connection in local:
+            connection.close()
 
 
 def test_a_fill_that_raced_a_write_is_never_served(make_cache: Callable[..., Cache]) -> None:

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +22,7 @@ from wharf_auth import extensions as auth_extensions
 from wharf_common import authn, revocation
 from wharf_common import extensions as common
 from wharf_common.cache import BREAKER_PAUSE_SECONDS, CONFIRM_SECONDS, SOCKET_TIMEOUT_SECONDS
-from wharf_common.db import CLIENT_GRACE_SECONDS, CONNECT_TIMEOUT_SECONDS, get_session
+from wharf_common.db import CLIENT_GRACE_SECONDS, CONNECT_TIMEOUT_SECONDS, autocommit_connection, get_session
 from wharf_common.validation import EMAIL_PATTERN
 
 
@@ -818,6 +819,106 @@ def test_postgres_going_away_after_a_read_keeps_the_answer_and_drops_the_connect
     assert len(response.get_json()["items"]) == 1
     assert engine.pool.checkedout() == 0
     assert client.post("/users", json={"name": "B", "email": "b@example.com"}).status_code == 201  # pool of one
+
+
+class _Kept(logging.Handler):
+    def __init__(self, kept: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.kept.append(record.getMessage())
+
+
+@pytest.fixture
+def db_warnings() -> Iterator[list[str]]:
+    """The warnings wharf_common.db logs during the test (the apps' logging set-up replaces pytest's handler)."""
+    kept: list[str] = []
+    handler, logger = _Kept(kept), logging.getLogger("wharf_common.db")
+    logger.addHandler(handler)
+    yield kept
+    logger.removeHandler(handler)
+
+
+def _backend_pid(single: Flask) -> int:
+    """The backend of the one pooled connection of ``single`` (a pool of one)."""
+    with single.test_request_context():
+        return autocommit_connection().connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
+
+
+def _terminate(app: Flask, pid: int) -> None:
+    """End a backend as a Postgres restart or an administrator would; it is gone when this returns."""
+    with common.of(app).engine.connect() as other:
+        assert other.scalar(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+
+
+@pytest.mark.parametrize("operation", ["create", "create with an Idempotency-Key", "patch", "delete", "read", "list"])
+def test_a_request_whose_pooled_connection_died_is_answered_as_usual_and_writes_once(
+    make_api: Callable[..., Flask],
+    app: Flask,
+    sign_up: Callable[..., Any],
+    authed: Callable[..., Any],
+    operation: str,
+    db_warnings: list[str],
+) -> None:
+    """No ping at checkout: the request's first statement finds the dead connection, and its unit of
+    work runs again on a new one (wharf_common.db). A write answers as usual and is made once."""
+    single = make_api(db_pool_size=1, db_max_overflow=0)
+    client = authed(sign_up("deadpool@example.com"), single)
+    user = _create(client)
+    path = f"/users/{user['id']}"
+    dead = _backend_pid(single)
+    _terminate(app, dead)
+
+    if operation.startswith("create"):
+        headers = {"Idempotency-Key": "after-the-death"} if "Idempotency" in operation else {}
+        response = client.post("/users", json={"name": "B", "email": "b@example.com"}, headers=headers)
+        assert response.status_code == 201, response.get_json()
+    elif operation == "patch":
+        response = client.patch(path, json={"name": "Changed"})
+        assert response.status_code == 200, response.get_json()
+        assert client.get(path).get_json()["name"] == "Changed"
+    elif operation == "delete":
+        assert client.delete(path).status_code == 204
+        assert client.get(path).status_code == 404
+    elif operation == "read":
+        assert client.get(path).get_json() == user
+    else:
+        assert [u["id"] for u in client.get("/users").get_json()["items"]] == [user["id"]]
+    assert _count_users(app) == {"create": 2, "delete": 0}.get(operation.split()[0], 1)
+    # Found dead by the request's own first statement (no ping), then run again: one log line.
+    assert [message.split(":")[0] for message in db_warnings] == [
+        "the database connection was dead" if operation in ("read", "list") else "a pooled database connection was dead"
+    ]
+    assert _backend_pid(single) != dead
+    assert common.of(single).engine.pool.checkedout() == 0
+
+
+def test_a_write_whose_connection_dies_after_its_first_statement_is_not_run_again(
+    make_api: Callable[..., Flask], app: Flask, sign_up: Callable[..., Any], authed: Callable[..., Any]
+) -> None:
+    """Only a unit of work whose first statement found the connection dead runs again: once a
+    statement has answered, a lost connection is a 503 (its transaction, never committed, is gone)."""
+    single = make_api(db_pool_size=1, db_max_overflow=0)
+    client = authed(sign_up("midway@example.com"), single)
+    locks: list[int] = []
+
+    def end_after_the_lock(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "pg_try_advisory_xact_lock" in statement:
+            locks.append(cursor.connection.get_backend_pid())
+            _terminate(app, locks[-1])
+
+    engine = common.of(single).engine
+    body, key = {"name": "B", "email": "b@example.com"}, {"Idempotency-Key": "k"}
+    event.listen(engine, "after_cursor_execute", end_after_the_lock)
+    try:
+        response = client.post("/users", json=body, headers=key)
+    finally:
+        event.remove(engine, "after_cursor_execute", end_after_the_lock)
+    assert response.status_code == 503, response.get_json()
+    assert len(locks) == 1  # the lock was the first statement; what followed it was not tried again
+    assert _count_users(app) == 0
+    assert client.post("/users", json=body, headers=key).status_code == 201
 
 
 @pytest.mark.timing

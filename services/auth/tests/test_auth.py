@@ -578,6 +578,36 @@ def test_a_retry_after_logout_is_401(app: Flask, client: FlaskClient) -> None:
     assert refresh(client, first["refresh_token"]).status_code == 401
 
 
+@pytest.mark.parametrize("operation", ["login", "refresh", "me", "logout"])
+def test_a_request_whose_pooled_connection_died_is_answered_as_usual(
+    make_app: Callable[..., Flask], app: Flask, operation: str
+) -> None:
+    """No ping at checkout (wharf_common.db): the request's first statement finds the connection that
+    died while it idled in the pool, and the request runs again on a new one. (Two connections at
+    most: logout reads the account on the autocommit connection, then writes in a transaction.)"""
+    single = make_app(db_pool_size=2, db_max_overflow=0)
+    client = single.test_client()
+    register(client)
+    tokens = login(client).get_json()
+    with single.test_request_context():
+        pid = get_session().connection().connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
+    with common.of(app).engine.connect() as other:
+        assert other.scalar(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+
+    if operation == "login":
+        assert login(client).status_code == 200
+    elif operation == "refresh":
+        assert refresh(client, tokens["refresh_token"]).status_code == 200
+        assert len(refresh_rows(app)) == 2  # one successor, not two
+    elif operation == "me":
+        assert client.get("/me", headers=bearer(tokens["access_token"])).status_code == 200
+    else:
+        assert client.post("/logout", headers=bearer(tokens["access_token"])).status_code == 204
+        assert client.get("/me", headers=bearer(tokens["access_token"])).status_code == 401
+    with single.test_request_context():
+        assert get_session().connection().connection.dbapi_connection.get_backend_pid() != pid  # type: ignore[union-attr]
+
+
 def refresh_rows(app: Flask) -> list[dict]:
     with app.app_context():
         rows = get_session().execute(text("SELECT * FROM auth.refresh_tokens ORDER BY created_at"))

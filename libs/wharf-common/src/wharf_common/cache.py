@@ -17,8 +17,10 @@ connection that goes silent without closing brings no pushes, so at least once p
 ``CONFIRM_SECONDS`` a PING proves Redis still answers. That memory is bounded: at most
 ``LOCAL_ENTRIES`` answers of single-item lookups, each about 1 KiB besides the item's own JSON
 (measured), so about 11 MiB per process for the api's users (docs/operations.md, "Memory limits").
-List pages (up to 100 items each) are looked up through ``pages_client``, a client without copies
-in memory: kept there, a few thousand pages would take hundreds of MiB.
+List pages (up to 100 items each) are looked up through ``plain_client``, a client without copies
+in memory: kept there, a few thousand pages would take hundreds of MiB. Writes replace their stamps
+through it too, which skips the copies' bookkeeping (redis-py applies the invalidations waiting on a
+connection before every command it sends through it).
 
 Redis errors never fail a request: a lookup is a miss, a fill is skipped, and a circuit breaker
 leaves a failing Redis alone for a few seconds, so that an outage costs one short timeout now and
@@ -102,15 +104,17 @@ class Cache:
     ``item(kind, id)`` and ``page(kind, scope, page)`` look up; ``fill(lookup, document)`` stores
     what the database gave on a miss; ``changed(kind, id, scopes)`` follows every committed write.
     A ``ttl`` of 0 turns lookups and fills off; writes still replace stamps, for replicas that cache.
-    List pages are looked up through ``pages_client`` when given (a client that keeps nothing in
-    memory), everything else through ``client``.
+    ``client`` answers single-item lookups and stores fills (with local copies, see :func:`make_redis`:
+    a fill's own invalidation comes back on the connection that sent it, before its reply);
+    ``plain_client``, when given (a client that keeps nothing in memory), looks up list pages and
+    replaces the stamps after a write.
     """
 
     def __init__(
-        self, client: redis.Redis, *, namespace: str, ttl: int, pages_client: redis.Redis | None = None
+        self, client: redis.Redis, *, namespace: str, ttl: int, plain_client: redis.Redis | None = None
     ) -> None:
         self._redis = client
-        self._pages = pages_client or client
+        self._plain = plain_client or client
         self._namespace = namespace
         self._ttl = ttl
         self._breaker = make_breaker()
@@ -127,7 +131,7 @@ class Cache:
 
     def page(self, kind: str, scope: str, page: str) -> Lookup:
         """A list page; ``scope`` is who may see it (e.g. one owner's id, or ``all``)."""
-        return self._lookup(self._pages, f"{kind}:pages:{scope}", f"{kind}:pages:{scope}:{page}")
+        return self._lookup(self._plain, f"{kind}:pages:{scope}", f"{kind}:pages:{scope}:{page}")
 
     def fill(self, lookup: Lookup, document: bytes) -> None:
         if self.enabled and lookup.stamps is not None:
@@ -136,13 +140,18 @@ class Cache:
 
     def changed(self, kind: str, item_id: str | None = None, scopes: Iterable[str] = ()) -> None:
         """After a committed write: retire the cached item and the list pages of ``scopes``."""
-        subjects = ([f"{kind}:{item_id}"] if item_id is not None else []) + [f"{kind}:pages:{s}" for s in scopes]
-        if not self._guarded(lambda: self._replace_stamps(subjects), False, "invalidation"):
+        items = [f"{kind}:{item_id}"] if item_id is not None else []
+        subjects = items + [f"{kind}:pages:{s}" for s in scopes]
+        # Only lookups through ``client`` are kept in processes' memory: a write that retires none of
+        # them (a create: list pages only, when they are looked up through ``plain_client``) has no
+        # invalidation to wait for.
+        in_memory = bool(items) or self._plain is self._redis
+        if not self._guarded(lambda: self._replace_stamps(subjects, in_memory), False, "invalidation"):
             self._lost_change = True
 
     def clear(self) -> bool:
         """Retire every document of the namespace (after a restore, or a lost invalidation)."""
-        self._redis.set(self._stamp_key("namespace"), uuid.uuid4().hex)
+        self._plain.set(self._stamp_key("namespace"), uuid.uuid4().hex)
         return True
 
     def _lookup(self, client: redis.Redis, subject: str, key: str) -> Lookup:
@@ -172,15 +181,20 @@ class Cache:
             self._confirmed_at = now
         return True
 
-    def _replace_stamps(self, subjects: list[str]) -> bool:
-        pipe = self._redis.pipeline(transaction=False)
-        for subject in subjects:
-            pipe.set(self._stamp_key(subject), uuid.uuid4().hex, ex=self._ttl + STAMP_GRACE_SECONDS)
-        pipe.execute()
-        # Redis sends a write's reply and its invalidation pushes in the same flush, but may send the
-        # reply first; a second round trip returns only after that flush has written every push, so
-        # another process that the client asks next has its push waiting on its connection.
-        self._redis.ping()
+    def _replace_stamps(self, subjects: list[str], in_memory: bool) -> bool:
+        expiry = self._ttl + STAMP_GRACE_SECONDS
+        if len(subjects) == 1:  # one command needs no pipeline
+            self._plain.set(self._stamp_key(subjects[0]), uuid.uuid4().hex, ex=expiry)
+        else:
+            pipe = self._plain.pipeline(transaction=False)
+            for subject in subjects:
+                pipe.set(self._stamp_key(subject), uuid.uuid4().hex, ex=expiry)
+            pipe.execute()
+        if in_memory:
+            # Redis sends a write's reply and its invalidation pushes in the same flush, but may send
+            # the reply first; a second round trip returns only after that flush has written every
+            # push, so another process that the client asks next has its push waiting on its connection.
+            self._plain.ping()
         return True
 
     def _guarded(self, operation: Callable[[], T], default: T, what: str) -> T:

@@ -67,7 +67,7 @@ def _finish(response: Response) -> Response:
 def create_base_app(import_name: str, settings: CommonSettings) -> Flask:
     """A Flask app with the shared wiring; the service adds its own blueprints."""
     configure_logging(settings.service_name, settings.log_level)
-    app = Flask(import_name)
+    app = db.RetryingDispatch(import_name)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,

@@ -49,7 +49,7 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
         make_redis(settings, local_copies=True),
         namespace="api",
         ttl=settings.cache_ttl_seconds,
-        pages_client=common.of(app).redis,
+        plain_client=common.of(app).redis,
     )
     extensions.init_app(app, extensions.ApiExtensions(cache))
     views.init_app(app)

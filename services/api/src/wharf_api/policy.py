@@ -39,6 +39,10 @@ class Policy:
     def may_write(self, principal: Principal, owner: str | None) -> bool:
         return self._as_admin(principal) or (owner is not None and owner == principal.subject)
 
+    def writable_owner(self, principal: Principal) -> str | None:
+        """None if ``principal`` may change every row, else whose rows it may (its own)."""
+        return None if self._as_admin(principal) else principal.subject
+
     def may_read(self, principal: Principal, owner: str | None) -> bool:
         return self.read is Readers.EVERY_ACCOUNT or self.may_write(principal, owner)
 

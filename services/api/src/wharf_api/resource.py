@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 from flask import Blueprint, Flask, Response, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, create_model
-from sqlalchemy import Row, Table
+from sqlalchemy import Connection, Row, Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,8 +26,8 @@ from wharf_api.documents import etag_of, json_bytes
 from wharf_api.policy import Policy, Readers, scope
 from wharf_common import extensions as common
 from wharf_common import metrics
-from wharf_common.authn import current_principal, require_auth
-from wharf_common.db import get_session
+from wharf_common.authn import Principal, current_principal, require_auth
+from wharf_common.db import get_session, write_connection
 from wharf_common.openapi import Parameter, operation
 from wharf_common.openapi import Response as Doc
 from wharf_common.pages import LIST_PARAMETERS, PageRequest, next_cursor, page_request
@@ -158,7 +158,7 @@ def merge_patch(model: type[M]) -> dict[str, Any]:
     return patch.model_dump(exclude_unset=True)
 
 
-def committed(session: Session, write: Callable[[], T], conflict: Problem | None) -> T:
+def committed(session: Session | Connection, write: Callable[[], T], conflict: Problem | None) -> T:
     """``write()`` in the request's session, then commit. A unique constraint's violation (by the
     statement or at the commit) is ``conflict`` (when given), and nothing is kept."""
     try:
@@ -176,33 +176,43 @@ def insert_answered(
     table: Table, values: dict[str, Any], to_json: ToJson, location: Callable[[Row[Any]], str], conflict: Problem | None
 ) -> tuple[Response, Row[Any] | None]:
     """Insert ``values`` and answer 201 with the document, its ETag and ``location(row)``. With an
-    ``Idempotency-Key``, the insert and its answer are recorded in one transaction, and a retry
-    gets the recorded answer again (the row is then None: nothing was created). A unique
+    ``Idempotency-Key``, the insert and its answer are recorded in one transaction of the ORM
+    session, and a retry gets the recorded answer again (the row is then None: nothing was
+    created); without, the insert is a transaction of its own in SQLAlchemy Core. A unique
     constraint's violation is ``conflict``."""
     key = idempotency.key_from_request()
-    session = get_session() if key is not None else None  # without a key: one statement, committed alone
-    try:
-        if session is None:
-            row = queries.insert(table=table, values=values)
-            document, where = json_bytes(to_json(row)), location(row)
-        else:
-            owner, request_hash = current_principal().subject, idempotency.fingerprint(request.get_data())
-            replay = idempotency.begin(session, owner, key, request_hash)
-            if replay is not None:
-                return replay, None
-            row = queries.insert(table=table, values=values, session=session)
-            document, where = json_bytes(to_json(row)), location(row)
-            idempotency.record(session, owner, key, request_hash, 201, document, where)
-            session.commit()
-    except IntegrityError:
-        if session is not None:
-            session.rollback()
-        if conflict is None:
-            raise
-        raise conflict from None
+    if key is None:
+        connection = write_connection()
+        row, document, where = committed(
+            connection, lambda: _inserted(connection, table, values, to_json, location), conflict
+        )
+    else:
+        session = get_session()
+        owner, request_hash = current_principal().subject, idempotency.fingerprint(request.get_data())
+        replay = idempotency.begin(session, owner, key, request_hash)
+        if replay is not None:
+            return replay, None
+
+        def write() -> tuple[Row[Any], bytes, str]:
+            answer = _inserted(session, table, values, to_json, location)
+            idempotency.record(session, owner, key, request_hash, 201, answer[1], answer[2])
+            return answer
+
+        row, document, where = committed(session, write, conflict)
     response = json_response(document, 201, etag=True)
     response.headers["Location"] = where
     return response, row
+
+
+def _inserted(
+    runner: Session | Connection,
+    table: Table,
+    values: dict[str, Any],
+    to_json: ToJson,
+    location: Callable[[Row[Any]], str],
+) -> tuple[Row[Any], bytes, str]:
+    row = queries.insert(runner, table=table, values=values)
+    return row, json_bytes(to_json(row)), location(row)
 
 
 # -- resources ----------------------------------------------------------------------------------
@@ -300,8 +310,30 @@ class Resource:
         return response
 
     def patch(self, key: uuid.UUID) -> Response:
-        """Apply a merge patch, commit, retire the cached copies (nothing to do if nothing changes)."""
+        """Apply a merge patch and retire the cached copies (nothing to do if nothing changes). Without
+        If-Match, one conditional UPDATE in its transaction does it all (whose row, whether anything
+        differs); the row is read only when it changed nothing, to answer it as it is, 403 or 404."""
         changes = merge_patch(self.patch_schema)
+        if request.if_match or common.of().settings.require_if_match:
+            return self._patch_matching(key, changes)
+        principal, session = current_principal(), write_connection()
+        if changes:
+            writer = self.policy.writable_owner(principal)
+            update = lambda: queries.update_if_changed(  # noqa: E731
+                session, table=self.table, key=key, values=changes, owner=writer
+            )
+            row = committed(session, update, self.conflict)
+            if row is not None:
+                self._changed(key, row.owner)
+                return json_response(json_bytes(self.to_json(row)), etag=True)
+        row = queries.by_id(table=self.table, key=key, session=session)
+        session.rollback()
+        if row is None or not self.policy.may_write(principal, row.owner):
+            raise self._refusal(principal, row)
+        return json_response(json_bytes(self.to_json(row)), etag=True)
+
+    def _patch_matching(self, key: uuid.UUID, changes: dict[str, Any]) -> Response:
+        """The patch with If-Match: the row locked, its ETag compared, then changed, in one transaction."""
         session = get_session()
         row = self._locked(session, key)
         if all(getattr(row, name) == value for name, value in changes.items()):
@@ -420,11 +452,15 @@ class Resource:
         row = queries.lock_by_id(session, table=self.table, key=key)
         principal = current_principal()
         if row is None or not self.policy.may_write(principal, row.owner):
-            readable = row is not None and self.policy.may_read(principal, row.owner)
-            raise self.forbidden if readable else self.not_found
+            raise self._refusal(principal, row)
         if request.if_match and not request.if_match.contains(etag_of(json_bytes(self.to_json(row)))):
             raise Problem(412, "The resource has changed since the given ETag (If-Match).", slug="precondition-failed")
         return row
+
+    def _refusal(self, principal: Principal, row: Row[Any] | None) -> Problem:
+        """Why ``principal`` may not change ``row``: 403 where it may read it, else 404 (as if none)."""
+        readable = row is not None and self.policy.may_read(principal, row.owner)
+        return self.forbidden if readable else self.not_found
 
     def _changed(self, key: uuid.UUID | None, owner: str | None) -> None:
         """After a committed write: retire the cached row (``key``) and the pages that list it."""

@@ -114,7 +114,7 @@ def configure(settings: MailWorkerSettings) -> Runtime:
         undefined=StrictUndefined,
         keep_trailing_newline=True,
     )
-    _runtime = Runtime(settings, db.make_sessions(db.make_engine(settings)), templates)
+    _runtime = Runtime(settings, db.make_sessions(db.make_engine(settings, ping_at_checkout=True)), templates)
     return _runtime
 
 

@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Row, Select, and_, bindparam, delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Float, Row, Select, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from wharf_auth.models import Account, AccountEvent, AccountToken, LoginSession, RecoveryCode, RefreshToken, TotpFactor
 from wharf_auth.models import Revocation as RevocationRow
-from wharf_common.db import autocommit_connection
+from wharf_common.db import autocommit_read
 from wharf_common.revocation import Revocation
 
 # -- accounts -----------------------------------------------------------------------------------
@@ -54,39 +54,106 @@ def add_refresh_token(
     )
 
 
-def refresh_token_for_update(session: Session, *, token_hash: str) -> RefreshToken | None:
-    """The refresh token with this hash, locked until the transaction ends: concurrent
-    presentations of one token (two replicas, two threads) are answered one after the other, and
-    the later one sees what the first did."""
-    return session.scalars(
-        select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
-    ).one_or_none()
+@functools.cache
+def _refresh_token_for_update() -> Select[Any]:
+    tokens, accounts = RefreshToken.__table__, Account.__table__
+    account = [accounts.c.roles, accounts.c.email_verified_at, accounts.c.id.label("account_found")]
+    return (
+        select(*tokens.c, *account)
+        .outerjoin(accounts, accounts.c.id == tokens.c.account_id)
+        .where(tokens.c.token_hash == bindparam("token_hash"))
+        .with_for_update(of=tokens)
+    )
 
 
-def forget_successors(session: Session, *, family_id: uuid.UUID, used_before: datetime) -> None:
+def refresh_token_for_update(session: Session | Connection, *, token_hash: str) -> Row[Any] | None:
+    """The refresh token with this hash and what a new access token says of its account (``roles``,
+    ``email_verified_at``; ``account_found`` None if the account is gone), in one statement. The
+    token's row is locked until the transaction ends: concurrent presentations of one token (two
+    replicas, two threads) are answered one after the other, and the later one sees what the first did."""
+    return session.execute(_refresh_token_for_update(), {"token_hash": token_hash}).one_or_none()
+
+
+@functools.cache
+def _rotate_refresh_token() -> Select[Any]:
+    tokens = RefreshToken.__table__
+    used = (
+        update(tokens)
+        .where(tokens.c.id == bindparam("used_id"))
+        .values(used_at=bindparam("now"), successor=bindparam("sealed"))
+        .returning(tokens.c.id)
+        .cte("used")
+    )
+    fresh = (
+        insert(tokens)
+        .values(
+            id=bindparam("new_id"),
+            account_id=bindparam("new_account_id"),
+            family_id=bindparam("family"),
+            token_hash=bindparam("new_token_hash"),
+            expires_at=bindparam("new_expires_at"),
+            amr=bindparam("new_amr"),
+        )
+        .returning(tokens.c.id)
+        .cte("fresh")
+    )
+    return select(fresh.c.id).add_cte(used, _forget_successors(tokens).cte("forgotten"))
+
+
+def _forget_successors(tokens: Any) -> Any:
     """Erase the sealed successor pairs of the family's tokens used before ``used_before`` (their
     reuse interval is over: presenting them again now ends the session). Rows another request
     holds are skipped (a later refresh erases them): waiting for them could deadlock with a reuse
     that is revoking this family."""
     expired = (
-        select(RefreshToken.id)
+        select(tokens.c.id)
         .where(
-            RefreshToken.family_id == family_id,
-            RefreshToken.successor.is_not(None),
-            RefreshToken.used_at < used_before,
+            tokens.c.family_id == bindparam("family"),
+            tokens.c.successor.is_not(None),
+            tokens.c.used_at < bindparam("used_before"),
         )
         .with_for_update(skip_locked=True)
     )
-    session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.id.in_(expired))
-        .values(successor=None)
-        .execution_options(synchronize_session=False)
-    )
+    return update(tokens).where(tokens.c.id.in_(expired)).values(successor=None).returning(tokens.c.id)
+
+
+def rotate_refresh_token(
+    session: Session | Connection,
+    *,
+    used: Row[Any],
+    now: datetime,
+    sealed: bytes | None,
+    new_token_hash: str,
+    new_expires_at: datetime,
+    amr: list[str],
+    used_before: datetime,
+) -> None:
+    """In one statement: the ``used`` (locked) refresh token marked used at ``now`` with its sealed
+    successor pair, its successor added to the family (signed in by ``amr``, as the session's first
+    token was: the session's sign-in methods carry over), and the family's successor pairs used before
+    ``used_before`` erased. The caller commits. (No parameter is named after a column: SQLAlchemy
+    would take it for a value of every INSERT and UPDATE in the statement.)"""
+    parameters = {
+        "used_id": used.id,
+        "now": now,
+        "sealed": sealed,
+        "new_id": uuid.uuid4(),
+        "new_account_id": used.account_id,
+        "family": used.family_id,
+        "new_token_hash": new_token_hash,
+        "new_expires_at": new_expires_at,
+        "new_amr": amr,
+        "used_before": used_before,
+    }
+    session.execute(_rotate_refresh_token(), parameters).one()
 
 
 def revoke_refresh_tokens(
-    session: Session, *, now: datetime, family_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
+    session: Session | Connection,
+    *,
+    now: datetime,
+    family_id: uuid.UUID | None = None,
+    account_id: uuid.UUID | None = None,
 ) -> None:
     """Revoke the unrevoked refresh tokens of a family, of an account, or of the account's family
     (and erase their sealed successor pairs)."""
@@ -385,7 +452,7 @@ def delete_account_tokens_expired_before(session: Session, *, before: datetime) 
 # -- revocations of access tokens ---------------------------------------------------------------
 
 
-def record_revocation(session: Session, *, revocation: Revocation) -> None:
+def record_revocation(session: Session | Connection, *, revocation: Revocation) -> None:
     """Add ``revocation`` (or extend the one it repeats) to the session's transaction."""
     expires_at = datetime.fromtimestamp(revocation.expires_at, UTC)
     issued_before = None if revocation.issued_before is None else datetime.fromtimestamp(revocation.issued_before, UTC)
@@ -444,7 +511,7 @@ def signed_in_account(*, account_id: uuid.UUID, claims: Mapping[str, Any]) -> Ro
         "fid": family if isinstance(family, str) else None,
         "iat": float(claims["iat"]),
     }
-    return autocommit_connection().execute(_signed_in_account(), parameters).one_or_none()
+    return autocommit_read(lambda connection: connection.execute(_signed_in_account(), parameters).one_or_none())
 
 
 def account_by_id(session: Session, *, account_id: uuid.UUID) -> Account | None:

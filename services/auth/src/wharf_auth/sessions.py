@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import g
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
 from sqlalchemy.orm import Session
 
 from wharf_auth import activity, clients, extensions, queries
@@ -53,32 +53,50 @@ def hash_token(token: str) -> str:
 
 def issue_tokens(session: Session, account: Account, family_id: uuid.UUID, amr: list[str]) -> dict[str, Any]:
     """A new access token and a new refresh token in ``family_id``, signed in by ``amr``; the caller commits."""
+    tokens, refresh = sign_pair(account.id, account.roles, account.email_verified_at is not None, family_id, amr)
+    queries.add_refresh_token(
+        session,
+        account_id=account.id,
+        family_id=family_id,
+        token_hash=refresh.token_hash,
+        expires_at=refresh.expires_at,
+        amr=amr,
+    )
+    return tokens
+
+
+@dataclass(frozen=True)
+class NewRefreshToken:
+    """What auth stores of a refresh token it hands out: its hash, never the token."""
+
+    token_hash: str
+    expires_at: datetime
+
+
+def sign_pair(
+    account_id: uuid.UUID, roles: list[str] | None, email_verified: bool, family_id: uuid.UUID, amr: list[str]
+) -> tuple[dict[str, Any], NewRefreshToken]:
+    """A new access token for the account and a new refresh token in ``family_id``, signed in by
+    ``amr``: the answer's pair, and the refresh token as the caller stores it."""
     config = settings()
     access, _claims = extensions.of().keyring.sign_access_token(
         issuer=config.token_issuer,
         audience=config.token_audience,
-        subject=str(account.id),
-        roles=list(account.roles or []),
-        email_verified=account.email_verified_at is not None,
+        subject=str(account_id),
+        roles=list(roles or []),
+        email_verified=email_verified,
         family_id=str(family_id),
         ttl=config.access_token_ttl_seconds,
         amr=amr,
     )
     refresh = secrets.token_urlsafe(32)
-    queries.add_refresh_token(
-        session,
-        account_id=account.id,
-        family_id=family_id,
-        token_hash=hash_token(refresh),
-        expires_at=now() + timedelta(seconds=config.refresh_token_ttl_seconds),
-        amr=amr,
-    )
-    return {
+    tokens = {
         "access_token": access,
         "token_type": "Bearer",
         "expires_in": config.access_token_ttl_seconds,
         "refresh_token": refresh,
     }
+    return tokens, NewRefreshToken(hash_token(refresh), now() + timedelta(seconds=config.refresh_token_ttl_seconds))
 
 
 @dataclass(frozen=True)
@@ -195,7 +213,7 @@ def covering_expiry() -> float:
     return now().timestamp() + settings().access_token_ttl_seconds + MAX_LEEWAY_SECONDS
 
 
-def revoke(session: Session, *revocations: Revocation) -> None:
+def revoke(session: Session | Connection, *revocations: Revocation) -> None:
     """Record ``revocations`` in the session's transaction; :func:`announce` them after the commit."""
     for revocation in revocations:
         queries.record_revocation(session, revocation=revocation)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row
 
 from wharf_auth import activity, events, extensions, queries, recovery, sessions, signin
-from wharf_auth.models import RefreshToken
 from wharf_auth.schemas import LoginBody, LoginResult, RefreshBody, TokenPair
 from wharf_common.authn import unauthorized
-from wharf_common.db import get_session
+from wharf_common.db import get_session, write_connection
 from wharf_common.openapi import Response as Doc
 from wharf_common.openapi import operation
 from wharf_common.problems import Problem
@@ -119,46 +119,53 @@ account go on."""
 def refresh() -> ResponseReturnValue:
     """Rotate a refresh token: see REFRESH_DESCRIPTION."""
     presented = parse_body(RefreshBody).refresh_token
-    config, session, now = sessions.settings(), get_session(), sessions.now()
-    row = queries.refresh_token_for_update(session, token_hash=sessions.hash_token(presented))
+    # A Core connection's transaction: the rotation's statements need no ORM unit of work.
+    config, connection, now = sessions.settings(), write_connection(), sessions.now()
+    row = queries.refresh_token_for_update(connection, token_hash=sessions.hash_token(presented))
     if row is None or row.revoked_at is not None:
-        session.rollback()
+        connection.rollback()
         raise unauthorized(REFRESH_FAILED, token_sent=False)
     if row.used_at is not None:
         within = (now - row.used_at).total_seconds() <= config.refresh_reuse_interval_seconds
         again = sessions.open_successor(presented, row.successor) if within and row.successor else None
         if again is None:
-            _end_family(session, row)
+            _end_family(connection, row)
             raise unauthorized(REFRESH_FAILED, token_sent=False)
-        session.rollback()
+        connection.rollback()
         events.emit("refresh_retried", account_id=row.account_id)
         return jsonify(again), 200, NO_STORE
-    account = queries.account_by_id(session, account_id=row.account_id)
-    if row.expires_at <= now or account is None:
-        session.rollback()
+    if row.expires_at <= now or row.account_found is None:
+        connection.rollback()
         raise unauthorized(REFRESH_FAILED, token_sent=False)
     amr = row.amr or sessions.PASSWORD_ONLY
-    if sessions.second_factor_missing(account, amr):  # REQUIRE_ADMIN_MFA turned on since this sign-in
-        session.rollback()
+    if sessions.second_factor_missing(row, amr):  # REQUIRE_ADMIN_MFA turned on since this sign-in
+        connection.rollback()
         raise unauthorized(REFRESH_FAILED, token_sent=False)
-    tokens = sessions.issue_tokens(session, account, row.family_id, amr)
-    row.used_at = now
-    if config.refresh_reuse_interval_seconds:
-        row.successor = sessions.seal_successor(presented, tokens)
+    verified = row.email_verified_at is not None
+    tokens, successor = sessions.sign_pair(row.account_id, row.roles, verified, row.family_id, amr)
     interval = timedelta(seconds=config.refresh_reuse_interval_seconds)
-    queries.forget_successors(session, family_id=row.family_id, used_before=now - interval)
-    session.commit()
-    events.emit("refresh", account_id=account.id)
+    queries.rotate_refresh_token(
+        connection,
+        used=row,
+        now=now,
+        sealed=sessions.seal_successor(presented, tokens) if interval else None,
+        new_token_hash=successor.token_hash,
+        new_expires_at=successor.expires_at,
+        amr=amr,
+        used_before=now - interval,
+    )
+    connection.commit()
+    events.emit("refresh", account_id=row.account_id)
     return jsonify(tokens), 200, NO_STORE
 
 
-def _end_family(session: Session, reused: RefreshToken) -> None:
+def _end_family(connection: Connection, reused: Row[Any]) -> None:
     """A used refresh token presented again after the reuse interval was stolen or leaked: end its
     whole session, the access tokens of the family included, at every service."""
-    queries.revoke_refresh_tokens(session, now=sessions.now(), family_id=reused.family_id)
+    queries.revoke_refresh_tokens(connection, now=sessions.now(), family_id=reused.family_id)
     family = Revocation("family", str(reused.family_id), sessions.covering_expiry())
-    sessions.revoke(session, family)
-    session.commit()
+    sessions.revoke(connection, family)
+    connection.commit()
     sessions.announce(family)
     events.emit("refresh_reuse_detected", account_id=reused.account_id, level=logging.WARNING)
 
