@@ -123,9 +123,10 @@ CONFORMANCE_CHECKS = [
 
 
 def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, errors="replace", check=check, timeout=timeout
-    )
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, errors="replace", timeout=timeout)
+    if check and result.returncode != 0:  # with what Docker said, which CalledProcessError would not show
+        pytest.fail(f"docker {' '.join(args)}: exit {result.returncode}: {result.stderr.strip()}")
+    return result
 
 
 def psql_as(stack: Stack, role: str, query: str) -> subprocess.CompletedProcess[str]:
