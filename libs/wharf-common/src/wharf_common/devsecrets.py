@@ -190,7 +190,7 @@ def _edge_key(directory: Path) -> ec.EllipticCurvePrivateKey | None:
 
 
 def _restore_data_keys(directory: Path, kept: Path) -> list[str]:
-    """Data keys missing from ``directory`` copied back from ``kept``, the others copied there."""
+    """Data keys missing from ``directory`` copied back from ``kept``; their names."""
     restored = []
     for name in DATA_KEYS:
         path, copy = directory / name, kept / name
@@ -201,6 +201,7 @@ def _restore_data_keys(directory: Path, kept: Path) -> list[str]:
 
 
 def _keep_data_keys(directory: Path, kept: Path) -> None:
+    """A copy in ``kept`` of each data key it does not hold yet (the first one seen stays)."""
     for name in DATA_KEYS:
         path, copy = directory / name, kept / name
         if path.exists() and not copy.exists():
