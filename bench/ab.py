@@ -13,7 +13,7 @@ runs with ``CACHE_TTL_SECONDS=0`` (reads from Postgres; writes still replace the
 cached scenario is asked for. Prints one line per run and, at the end, each scenario's CPU per
 request as a multiple of the ceiling's in the same turn, with the load average of the machine.
 Everything else (the references, nginx, Postgres, Redis) keeps the images of ``TAG_A``. Leaves
-the project running (``docker compose -p wharf-bench down -v`` removes it).
+the project running (``docker compose -p wharf-bench down -v`` removes it; ``BENCH_PROJECT`` names another).
 
 A build may also be a setting: ``TAG,NAME=VALUE[,NAME=VALUE...]`` runs the images of ``TAG`` with
 those variables for the api and auth (``B="dev,GUNICORN_WORKERS=2"``), and ``B`` may name several

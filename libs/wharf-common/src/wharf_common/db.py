@@ -170,10 +170,7 @@ def init_app(app: Flask) -> None:
 
     @app.teardown_appcontext
     def _close_sessions(_exc: BaseException | None) -> None:
-        for name in REQUEST_CONNECTIONS:
-            used: Session | Connection | None = g.pop(name, None)
-            if used is not None:
-                _close(used)
+        _close_request_connections()
 
 
 class RetryingDispatch(Flask):
@@ -189,16 +186,17 @@ class RetryingDispatch(Flask):
             if not g.pop("db_dead_on_first_statement", False):
                 raise
         log.warning("a pooled database connection was dead: the request runs again on a new one")
-        _reset_request_connections()
+        _close_request_connections()
+        g.db_answered = False
         return super().dispatch_request()
 
 
-def _reset_request_connections() -> None:
+def _close_request_connections() -> None:
+    """Close (rolling back what is open) every connection the request holds in flask.g."""
     for name in REQUEST_CONNECTIONS:
         used: Session | Connection | None = g.pop(name, None)
         if used is not None:
             _close(used)
-    g.db_answered = False
 
 
 def autocommit_read(run: Callable[[Connection], T]) -> T:

@@ -42,7 +42,9 @@ def _by_id(table: Table, owned: bool) -> Select[Any]:
     return query.where(table.c.owner == bindparam("owner")) if owned else query
 
 
-def by_id(*, table: Table, key: uuid.UUID, owner: str | None = None, session: Session | None = None) -> Row[Any] | None:
+def by_id(
+    *, table: Table, key: uuid.UUID, owner: str | None = None, session: Session | Connection | None = None
+) -> Row[Any] | None:
     """The row with this id (only if ``owner``'s, when given), in ``session``'s transaction when given."""
     statement, values = _by_id(table, owner is not None), {"key": key, "owner": owner}
     if session is not None:

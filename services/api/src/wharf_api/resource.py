@@ -10,6 +10,7 @@ See docs/adding-a-resource.md (and its example, examples/notes/) for how a resou
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -319,8 +320,8 @@ class Resource:
         principal, session = current_principal(), write_connection()
         if changes:
             writer = self.policy.writable_owner(principal)
-            update = lambda: queries.update_if_changed(  # noqa: E731
-                session, table=self.table, key=key, values=changes, owner=writer
+            update = functools.partial(
+                queries.update_if_changed, session, table=self.table, key=key, values=changes, owner=writer
             )
             row = committed(session, update, self.conflict)
             if row is not None:
