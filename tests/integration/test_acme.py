@@ -148,7 +148,9 @@ def test_the_first_start_obtains_a_certificate_for_the_edge_key(acme: Acme) -> N
     installed = x509.load_pem_x509_certificates((acme.stack.secrets_dir / "nginx/tls.crt").read_bytes())
     assert installed[0] == served
     assert len(installed) >= 2, "the chain (Pebble's intermediate) is served with the certificate"
-    assert "installed the certificate for wharf.test,www.wharf.test" in acme.logs()
+    # The service logs the installation after the rename that makes it served: wait for the line.
+    installed_line = "installed the certificate for wharf.test,www.wharf.test"
+    _until(lambda: installed_line in acme.logs(), 30, f"no '{installed_line}' in the acme service's logs")
     # Plain HTTP keeps working (HTTP-01 and the health check are plain HTTP).
     assert requests.get(acme.stack.base_url + "/healthz", timeout=10).status_code == 200
 
