@@ -67,9 +67,13 @@ def postgres_address(postgres_container: object) -> tuple[str, int]:
 
 @pytest.fixture(scope="session")
 def redis_url(redis_container: object) -> str:
-    host = redis_container.get_container_host_ip()  # type: ignore[attr-defined]
-    port = redis_container.get_exposed_port(6379)  # type: ignore[attr-defined]
-    return f"redis://{host}:{port}/0"
+    """Redis at its container's own address, as the services reach it, not through the published
+    port: Docker's userland proxy relays each connection on its own, so a write's reply could reach
+    one client before an invalidation push Redis wrote earlier to another client's connection."""
+    container = redis_container.get_wrapped_container()  # type: ignore[attr-defined]
+    container.reload()
+    network = next(iter(container.attrs["NetworkSettings"]["Networks"].values()))
+    return f"redis://{network['IPAddress']}:6379/0"
 
 
 @pytest.fixture(scope="session")
