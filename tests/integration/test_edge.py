@@ -463,6 +463,21 @@ class Edge:
         result = docker("logs", self.container)
         return result.stdout, result.stderr
 
+    def error_log_with(self, text: str, after: str = "") -> str:
+        """nginx's error log (stderr) once ``text`` is in it after the last ``after``: Docker delivers a
+        container's output a little later, and the edge writes some lines after what they report
+        has taken effect (a reload's line follows the reload)."""
+        deadline = time.monotonic() + 10
+        while True:
+            log = self.logs()[1]
+            tail = log
+            if after:
+                tail = log.rsplit(after, 1)[1] if after in log else ""
+            if text in tail:
+                return tail
+            assert time.monotonic() < deadline, f"no {text!r} after {after!r} in nginx's error log:\n{log[-2000:]}"
+            time.sleep(0.2)
+
     def logged(self, path: str) -> dict[str, object]:
         """nginx's access log line for the one request on ``path`` (waits a little for it)."""
         deadline = time.monotonic() + 10
@@ -787,7 +802,7 @@ def test_reload_discovery_reloads_when_a_replica_appears(lab: Lab) -> None:
     newcomer = lab.add_stub()
     newcomer_host = docker("inspect", "-f", "{{.Config.Hostname}}", newcomer).stdout.strip()
     assert newcomer_host in _hosts_until(edge, newcomer_host)
-    assert f"{container_ip(newcomer)}:8000" in edge.logs()[1].rsplit("upstream addresses changed, reloaded", 1)[1]
+    edge.error_log_with(f"{container_ip(newcomer)}:8000", after="upstream addresses changed, reloaded")
     lab.remove(newcomer)
     lab.remove(edge.container)
 
@@ -865,7 +880,7 @@ def test_request_rate_over_the_limit_is_429_problem(lab: Lab) -> None:
             assert response.headers["Retry-After"] == "1"
             for header, value in SECURITY_HEADERS.items():
                 assert response.headers[header] == value
-    assert "limiting requests" in limited.logs()[1]
+    limited.error_log_with("limiting requests")
 
 
 def test_strict_rate_on_sign_in_routes_general_rate_elsewhere(lab: Lab) -> None:
@@ -992,7 +1007,7 @@ def test_connections_over_the_per_ip_limit_are_429_problem(lab: Lab) -> None:
     for response in others:
         _assert_problem(response, 429)
         assert response.headers["Retry-After"]
-    assert "limiting connections" in limited.logs()[1]
+    limited.error_log_with("limiting connections")
 
 
 def _tls_files(directory: Path, certificate: str, key: str) -> None:

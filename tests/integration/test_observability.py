@@ -206,18 +206,19 @@ def test_what_the_alert_rules_need_is_there(prometheus: Stack) -> None:
     response.raise_for_status()
     assert {g["name"] for g in response.json()["data"]["groups"]} == RULE_GROUPS
     replicas = {service: len(stack.compose("ps", "-q", service).stdout.split()) for service in ("api", "auth")}
-    expected = {r["metric"]["job"]: float(r["value"][1]) for r in _query(stack, "wharf:replicas:expected")}  # type: ignore[index]
-    assert expected == {job: float(count) for job, count in replicas.items()}
+    wanted = {job: float(count) for job, count in replicas.items()}
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 60  # recording rules are evaluated every few seconds after a start
     while True:
+        expected = {r["metric"]["job"]: float(r["value"][1]) for r in _query(stack, "wharf:replicas:expected")}  # type: ignore[index]
         volumes = {r["metric"]["volume"] for r in _query(stack, "volume:wharf_free_ratio > 0")}  # type: ignore[index]
         expiry = _query(stack, "(wharf:tls_certificate_expiry_timestamp_seconds - time()) / 86400")
         probes = _query(stack, "probe_success == 1")
         queue = _query(stack, "wharf_mail_queue_up == 1 and on () wharf_mail_workers >= 1")
-        if (volumes and expiry and len(probes) == 4 and queue) or time.monotonic() > deadline:
+        if (expected == wanted and volumes and expiry and len(probes) == 4 and queue) or time.monotonic() > deadline:
             break
         time.sleep(2)
+    assert expected == wanted
     assert volumes == {"pgdata", "redisdata", "promdata", "maildata", "alertdata", "pgbackrest"}
     # the development certificate: valid for a year, made again 30 days before it expires
     assert 29 < float(expiry[0]["value"][1]) <= 366  # type: ignore[index]
