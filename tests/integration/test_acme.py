@@ -30,7 +30,7 @@ from wharf_common.devsecrets import self_signed_certificate
 from .conftest import ROOT, Stack, composed_stack, docker, new_stack
 from .load import Load, Outcomes, is_success
 
-pytestmark = [pytest.mark.integration, pytest.mark.own_project(minutes=2)]
+pytestmark = [pytest.mark.integration, pytest.mark.own_project(minutes=1.4)]
 
 NAMES = ("wharf.test", "www.wharf.test")  # nginx's aliases on Pebble's network
 REFUSED = "refused.test"  # on Pebble's block list (tests/integration/acme/pebble-config.json)

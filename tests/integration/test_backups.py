@@ -39,7 +39,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.resilience,
     pytest.mark.timeout(900),
-    pytest.mark.own_project(minutes=10),
+    pytest.mark.own_project(minutes=7.5),
 ]
 
 ARCHIVE_TIMEOUT = 10  # seconds (POSTGRES_ARCHIVE_TIMEOUT of this project)

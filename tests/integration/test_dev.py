@@ -16,7 +16,7 @@ import requests
 
 from .conftest import COMPOSE, ROOT, Stack, new_stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.own_project(minutes=2)]
+pytestmark = [pytest.mark.integration, pytest.mark.own_project(minutes=1)]
 
 DEV_OVERRIDE = "deploy/compose/compose.dev.yaml"
 SOURCES = {  # package -> its directory in the repository; mounted at /app/<package>

@@ -32,7 +32,7 @@ import requests
 from .conftest import Stack, container_ip, docker, edge_defaults, psql_as_api, sign_in, wait_healthy
 
 # own_project: the lab (its tests on the composed stack go with the stack's: tests/conftest.py)
-pytestmark = [pytest.mark.integration, pytest.mark.own_project(minutes=3)]
+pytestmark = [pytest.mark.integration, pytest.mark.own_project(minutes=1.5)]
 
 IMAGE_PREFIX = os.environ.get("WHARF_IMAGE_PREFIX", "wharf")
 TAG = os.environ.get("WHARF_TAG", "dev")

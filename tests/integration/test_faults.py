@@ -40,7 +40,7 @@ from .conftest import (
 )
 from .load import FAULT_REPORT, RAISED_EDGE_LIMITS, FaultRow, Load, Operation, Outcomes, is_success, unique_email, until
 
-pytestmark = [pytest.mark.integration, pytest.mark.resilience, pytest.mark.own_project(minutes=12)]
+pytestmark = [pytest.mark.integration, pytest.mark.resilience, pytest.mark.own_project(minutes=8)]
 
 TIMEOUT = 15  # seconds; a request that takes longer counts as hung (ReadTimeout)
 IMAGE_PREFIX = os.environ.get("WHARF_IMAGE_PREFIX", "wharf")

@@ -20,7 +20,7 @@ import requests
 
 from .conftest import COMPOSE, ROOT, Stack, docker, images_of_its_own, new_stack, register, run_make, sign_in
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_project(minutes=1.6)]
 
 
 @pytest.fixture(scope="module")

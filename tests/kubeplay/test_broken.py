@@ -21,7 +21,7 @@ import yaml
 
 from .conftest import PROJECT, Cluster, Manifests, NotReady, base_image, images
 
-pytestmark = pytest.mark.own_project(minutes=2)
+pytestmark = pytest.mark.own_project(minutes=1.4)
 
 Docs = list[dict[str, Any]]
 DEADLINE = 180

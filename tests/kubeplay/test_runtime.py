@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import PROJECT, Cluster
 
-pytestmark = pytest.mark.own_project(minutes=1)
+pytestmark = pytest.mark.own_project(minutes=0.25)
 
 SLOW = 10  # seconds: what a probe or a request may take here; what is checked is the answer, not its speed
 

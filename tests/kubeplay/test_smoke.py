@@ -14,7 +14,7 @@ import requests
 
 from .conftest import PROJECT
 
-pytestmark = pytest.mark.own_project(minutes=3)
+pytestmark = pytest.mark.own_project(minutes=0.9)
 
 PASSWORD = "correct horse battery staple"
 
