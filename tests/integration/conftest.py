@@ -356,19 +356,18 @@ class UnthrottledEdge:
 
     def register(self, prefix: str = "it", name: str = "It") -> str:
         """A new account with a unique email, registered from an address of its own; returns the email."""
-        email = f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
-        fields = {"email": email, "password": PASSWORD, "name": name}
-        made = requests.post(f"{self.base_url}/auth/register", json=fields, headers=self.new_client(), timeout=15)
-        assert made.status_code == 201, made.text
-        return email
+        with self._from_a_new_client() as http:
+            return register(self, http, prefix, name)
 
     def sign_in(self, email: str) -> dict[str, str]:
         """Authorization headers of a new session of ``email``'s account, from an address of its own."""
-        credentials = {"email": email, "password": PASSWORD}
-        login = requests.post(f"{self.base_url}/auth/login", json=credentials, headers=self.new_client(), timeout=15)
-        assert login.status_code == 200, login.text
-        ISSUED_SECRETS.add(login.json()["refresh_token"])
-        return {"Authorization": f"Bearer {login.json()['access_token']}"}
+        with self._from_a_new_client() as http:
+            return sign_in(self, http, email)
+
+    def _from_a_new_client(self) -> requests.Session:
+        http = requests.Session()
+        http.headers.update(self.new_client())
+        return http
 
 
 @pytest.fixture(scope="session")
@@ -406,17 +405,18 @@ def http(stack: Stack) -> Iterator[requests.Session]:
 PASSWORD = "correct horse battery staple"
 
 
-def register(stack: Stack, http: requests.Session) -> str:
-    """A new account with a unique email; returns the email."""
-    email = f"it-{uuid.uuid4().hex[:12]}@example.com"
+def register(stack: Stack | UnthrottledEdge, http: requests.Session, prefix: str = "it", name: str = "It") -> str:
+    """A new account with a unique email (``prefix-...@example.com``), through ``stack``'s edge (or
+    the unthrottled one); returns the email."""
+    email = f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
     created = http.post(
-        f"{stack.base_url}/auth/register", json={"email": email, "password": PASSWORD, "name": "It"}, timeout=10
+        f"{stack.base_url}/auth/register", json={"email": email, "password": PASSWORD, "name": name}, timeout=10
     )
     assert created.status_code == 201, created.text
     return email
 
 
-def sign_in(stack: Stack, http: requests.Session, email: str | None = None) -> dict[str, str]:
+def sign_in(stack: Stack | UnthrottledEdge, http: requests.Session, email: str | None = None) -> dict[str, str]:
     """Authorization headers of a fresh session (registering a new account unless ``email`` is given)."""
     email = email or register(stack, http)
     tokens = http.post(f"{stack.base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
