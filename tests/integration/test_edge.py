@@ -30,6 +30,7 @@ import pytest
 import requests
 
 from .conftest import Stack, container_ip, docker, edge_defaults, psql_as_api, sign_in, wait_healthy
+from .load import until
 
 # own_project: the lab (its tests on the composed stack go with the stack's: tests/conftest.py)
 pytestmark = [pytest.mark.integration, pytest.mark.own_project(minutes=1.5)]
@@ -463,20 +464,20 @@ class Edge:
         result = docker("logs", self.container)
         return result.stdout, result.stderr
 
-    def error_log_with(self, text: str, after: str = "") -> str:
-        """nginx's error log (stderr) once ``text`` is in it after the last ``after``: Docker delivers a
-        container's output a little later, and the edge writes some lines after what they report
-        has taken effect (a reload's line follows the reload)."""
-        deadline = time.monotonic() + 10
-        while True:
+    def wait_for_error_log(self, text: str, after: str = "") -> None:
+        """Until ``text`` is in nginx's error log (stderr), after the last ``after`` when given: Docker
+        delivers a container's output a little later, and the edge writes some lines after what they
+        report has taken effect (a reload's line follows the reload)."""
+
+        def logged() -> bool:
             log = self.logs()[1]
-            tail = log
-            if after:
-                tail = log.rsplit(after, 1)[1] if after in log else ""
-            if text in tail:
-                return tail
-            assert time.monotonic() < deadline, f"no {text!r} after {after!r} in nginx's error log:\n{log[-2000:]}"
-            time.sleep(0.2)
+            if not after:
+                return text in log
+            return after in log and text in log.rsplit(after, 1)[1]
+
+        assert until(logged, 10, pause=0.2), (
+            f"no {text!r} after {after!r} in nginx's error log:\n{self.logs()[1][-2000:]}"
+        )
 
     def logged(self, path: str) -> dict[str, object]:
         """nginx's access log line for the one request on ``path`` (waits a little for it)."""
@@ -802,7 +803,7 @@ def test_reload_discovery_reloads_when_a_replica_appears(lab: Lab) -> None:
     newcomer = lab.add_stub()
     newcomer_host = docker("inspect", "-f", "{{.Config.Hostname}}", newcomer).stdout.strip()
     assert newcomer_host in _hosts_until(edge, newcomer_host)
-    edge.error_log_with(f"{container_ip(newcomer)}:8000", after="upstream addresses changed, reloaded")
+    edge.wait_for_error_log(f"{container_ip(newcomer)}:8000", after="upstream addresses changed, reloaded")
     lab.remove(newcomer)
     lab.remove(edge.container)
 
@@ -880,7 +881,7 @@ def test_request_rate_over_the_limit_is_429_problem(lab: Lab) -> None:
             assert response.headers["Retry-After"] == "1"
             for header, value in SECURITY_HEADERS.items():
                 assert response.headers[header] == value
-    limited.error_log_with("limiting requests")
+    limited.wait_for_error_log("limiting requests")
 
 
 def test_strict_rate_on_sign_in_routes_general_rate_elsewhere(lab: Lab) -> None:
@@ -1007,7 +1008,7 @@ def test_connections_over_the_per_ip_limit_are_429_problem(lab: Lab) -> None:
     for response in others:
         _assert_problem(response, 429)
         assert response.headers["Retry-After"]
-    limited.error_log_with("limiting connections")
+    limited.wait_for_error_log("limiting connections")
 
 
 def _tls_files(directory: Path, certificate: str, key: str) -> None:
