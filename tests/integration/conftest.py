@@ -197,12 +197,26 @@ def wait_for_whole_sign_in_allowance() -> None:
     time.sleep(int(defaults["NGINX_AUTH_BURST"]) / int(defaults["NGINX_AUTH_RATE"].removesuffix("r/s")))
 
 
+# The ports of the stacks a process starts come from a block of its own (pytest-xdist's gwN: block
+# N), below the ephemeral range (32768-60999) from which the kernel's bind(0) and Docker's own
+# allocation (`-p 127.0.0.1::PORT`, the labs and clusters) draw: nginx binds its ports only when
+# `compose up` reaches it, tens of seconds after the pick, and a port drawn from that range may
+# have gone to another process's container by then ("port is already allocated").
+PORT_BLOCK_START, PORT_BLOCK_SIZE = 20_000, 500
+_port_picks = itertools.count()
+
+
 def _free_port() -> int:
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    start = PORT_BLOCK_START + worker * PORT_BLOCK_SIZE
+    for _ in range(PORT_BLOCK_SIZE):
+        port = start + next(_port_picks) % PORT_BLOCK_SIZE  # never one this process handed out just before
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {start}-{start + PORT_BLOCK_SIZE - 1}")
 
 
 def new_stack(
